@@ -1,0 +1,210 @@
+//! Configuration from environment variables (and an optional `.env`, loaded by `main`).
+//! Every variable is documented with its default in `.env.example`. An invalid value
+//! stops the start with an error that names the variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::secrets::Secret;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    /// A private cluster run from the installed PostgreSQL binaries, under `data_dir`.
+    Embedded,
+    /// An existing server (the production path).
+    Url(Secret<String>),
+}
+
+/// Outbound mail. Consumed by the delivery module; with `None` mail is captured locally.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub url: Secret<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    /// The address people and subscribers reach Loopline at; used for links and to
+    /// decide whether cookies are `Secure`.
+    pub public_url: String,
+    pub database: DatabaseConfig,
+    pub data_dir: PathBuf,
+    pub db_max_connections: u32,
+    /// When unset, a key is generated on first start and kept in the database.
+    pub secret_key: Option<Secret<String>>,
+    pub smtp: Option<SmtpConfig>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub session_ttl: Duration,
+    pub trust_proxy_headers: bool,
+    pub job_concurrency: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads from any lookup function, so tests can check parsing without touching the
+    /// process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &'static str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        let listen_addr: SocketAddr = parse(&var, "LISTEN_ADDR", "127.0.0.1:8080", "an address like 127.0.0.1:8080")?;
+        let public_url = match var("PUBLIC_URL") {
+            Some(u) => {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(err("PUBLIC_URL", "must start with http:// or https://"));
+                }
+                u.trim_end_matches('/').to_string()
+            }
+            None => format!("http://{listen_addr}"),
+        };
+        let database = match var("DATABASE_URL") {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => DatabaseConfig::Url(Secret::new(u)),
+            Some(_) => return Err(err("DATABASE_URL", "must be a postgres:// or postgresql:// URL")),
+            None => DatabaseConfig::Embedded,
+        };
+        let data_dir = PathBuf::from(var("LOOPLINE_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let db_max_connections: u32 = parse(&var, "DATABASE_MAX_CONNECTIONS", "20", "a positive number")?;
+        if db_max_connections < 2 {
+            return Err(err("DATABASE_MAX_CONNECTIONS", "must be at least 2"));
+        }
+        let secret_key = match var("SECRET_KEY") {
+            Some(k) if k.len() < 32 => return Err(err("SECRET_KEY", "must be at least 32 characters")),
+            Some(k) => Some(Secret::new(k)),
+            None => None,
+        };
+        let smtp = match var("SMTP_URL") {
+            Some(u) if u.starts_with("smtp://") || u.starts_with("smtps://") => Some(SmtpConfig { url: Secret::new(u) }),
+            Some(_) => return Err(err("SMTP_URL", "must look like smtp://user:pass@host:587 or smtps://user:pass@host:465")),
+            None => None,
+        };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(err("LOG_FORMAT", "must be `text` or `json`")),
+        };
+        let log_level = var("LOG_LEVEL").unwrap_or_else(|| "info".into());
+        let session_hours: u64 = parse(&var, "SESSION_TTL_HOURS", "336", "a number of hours")?;
+        if session_hours == 0 {
+            return Err(err("SESSION_TTL_HOURS", "must be at least 1"));
+        }
+        let trust_proxy_headers = parse_bool(&var, "TRUST_PROXY_HEADERS", false)?;
+        let job_concurrency: usize = parse(&var, "JOB_CONCURRENCY", "4", "a positive number")?;
+        if job_concurrency == 0 {
+            return Err(err("JOB_CONCURRENCY", "must be at least 1"));
+        }
+        let grace: u64 = parse(&var, "SHUTDOWN_GRACE_SECS", "20", "a number of seconds")?;
+
+        Ok(Self {
+            listen_addr,
+            public_url,
+            database,
+            data_dir,
+            db_max_connections,
+            secret_key,
+            smtp,
+            log_format,
+            log_level,
+            session_ttl: Duration::from_secs(session_hours * 3600),
+            trust_proxy_headers,
+            job_concurrency,
+            shutdown_grace: Duration::from_secs(grace),
+        })
+    }
+
+    /// Cookies get the `Secure` flag when Loopline is served over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { var, reason: reason.into() }
+}
+
+fn parse<T: std::str::FromStr>(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    let raw = var(name).unwrap_or_else(|| default.to_string());
+    raw.parse().map_err(|_| err(name, format!("`{raw}` is not {expected}")))
+}
+
+fn parse_bool(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match var(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(err(name, format!("`{other}` is not true or false"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_local() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert!(matches!(c.database, DatabaseConfig::Embedded));
+        assert!(!c.secure_cookies());
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (k, v) in [
+            ("LISTEN_ADDR", "nonsense"),
+            ("DATABASE_URL", "mysql://x"),
+            ("SECRET_KEY", "short"),
+            ("LOG_FORMAT", "xml"),
+            ("JOB_CONCURRENCY", "0"),
+            ("TRUST_PROXY_HEADERS", "maybe"),
+            ("PUBLIC_URL", "example.com"),
+            ("SMTP_URL", "http://x"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err();
+            assert_eq!(e.var, k);
+            assert!(e.to_string().contains(k));
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://u:pw-very-secret@db/x"),
+            ("SECRET_KEY", "k-very-secret-0123456789abcdefghijklmnop"),
+            ("SMTP_URL", "smtp://u:smtp-very-secret@mail:587"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+        assert!(c.secure_cookies() == false);
+    }
+}

@@ -1,0 +1,528 @@
+//! The job runtime every background task plugs into.
+//!
+//! Jobs are rows in `jobs`. Workers claim due rows with `FOR UPDATE SKIP LOCKED`, so any
+//! number of Loopline processes can share one database and each job runs once per
+//! attempt. A claim is a lease: a worker that dies loses its jobs when the lease runs out
+//! and another worker picks them up, so handlers must be idempotent (they write with
+//! idempotency keys). Failures retry with exponential backoff until `max_attempts`, then
+//! the job is `dead` with its last error. Inserting a queued job fires `NOTIFY
+//! loopline_jobs`, which wakes idle workers at once; future work is slept on until due.
+//!
+//! Tests drive the runtime with [`JobRunner::run_until_idle`], deterministically.
+
+use std::{collections::HashMap, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool, postgres::PgListener};
+use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+
+pub const NOTIFY_CHANNEL: &str = "loopline_jobs";
+/// Longest idle sleep: a safety net should a notification ever be missed.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+/// Work to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: Value,
+    pub unique_key: Option<String>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, payload: impl Serialize) -> Self {
+        Self {
+            kind: kind.into(),
+            payload: serde_json::to_value(payload).unwrap_or(Value::Null),
+            unique_key: None,
+            run_at: None,
+            max_attempts: 10,
+        }
+    }
+
+    /// Enqueueing a second job with the same key is a no-op, for ever.
+    pub fn unique(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+}
+
+/// Enqueues a job, normally inside the transaction that decided it. Returns the new id,
+/// or `None` when a job with the same unique key already exists.
+pub async fn enqueue<'e>(db: impl PgExecutor<'e>, now: DateTime<Utc>, job: NewJob) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "INSERT INTO jobs (kind, payload, unique_key, run_at, max_attempts) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (unique_key) DO NOTHING RETURNING id",
+    )
+    .bind(&job.kind)
+    .bind(&job.payload)
+    .bind(&job.unique_key)
+    .bind(job.run_at.unwrap_or(now))
+    .bind(job.max_attempts)
+    .fetch_optional(db)
+    .await
+}
+
+/// A job a worker holds the lease on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Worth trying again later (the default for any error).
+    #[error("{0:#}")]
+    Retry(anyhow::Error),
+    /// Never going to work: the job goes straight to `dead`.
+    #[error("{0:#}")]
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for JobError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Retry(e)
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Retry(e.into())
+    }
+}
+
+/// What a handler gets: the job, the database and the clock.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job: ClaimedJob,
+    pub pool: PgPool,
+    pub clock: SharedClock,
+    worker_id: Arc<str>,
+    lease: Duration,
+}
+
+impl JobContext {
+    /// Records progress for the dashboard's progress bars and renews the lease, so long
+    /// jobs should call it regularly.
+    pub async fn progress(&self, done: i64, total: i64) -> sqlx::Result<()> {
+        let until = self.clock.now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        sqlx::query("UPDATE jobs SET progress_done = $2, progress_total = $3, locked_until = $4 WHERE id = $1 AND locked_by = $5")
+            .bind(self.job.id)
+            .bind(done)
+            .bind(total)
+            .bind(until)
+            .bind(&*self.worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_value(self.job.payload.clone()).map_err(|e| JobError::Fatal(anyhow::anyhow!("bad payload for {}: {e}", self.job.kind)))
+    }
+}
+
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+pub trait JobHandler: Send + Sync + 'static {
+    fn run(&self, ctx: JobContext) -> JobFuture;
+}
+
+impl<F, Fut> JobHandler for F
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    fn run(&self, ctx: JobContext) -> JobFuture {
+        Box::pin(self(ctx))
+    }
+}
+
+/// Which handler runs which kind of job. Each module registers its own kinds.
+#[derive(Default, Clone)]
+pub struct JobRegistry {
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+}
+
+impl JobRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(mut self, kind: &str, handler: impl JobHandler) -> Self {
+        self.handlers.insert(kind.to_string(), Arc::new(handler));
+        self
+    }
+}
+
+/// The outcome of one job attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Retrying,
+    Dead,
+    /// Our lease was taken over (we were too slow); the result was not recorded.
+    LostLease,
+}
+
+/// Claims and runs jobs. Cheap to clone; every clone is the same worker.
+#[derive(Clone)]
+pub struct JobRunner {
+    pool: PgPool,
+    clock: SharedClock,
+    handlers: Arc<HashMap<String, Arc<dyn JobHandler>>>,
+    worker_id: Arc<str>,
+    concurrency: usize,
+    lease: Duration,
+}
+
+impl JobRunner {
+    pub fn new(pool: PgPool, clock: SharedClock, registry: JobRegistry, concurrency: usize) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let short = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let worker_id = format!("{}-{}-{short}", host.trim(), std::process::id());
+        Self {
+            pool,
+            clock,
+            handlers: Arc::new(registry.handlers),
+            worker_id: worker_id.into(),
+            concurrency: concurrency.max(1),
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Claims up to `limit` due jobs (and jobs whose lease ran out).
+    pub async fn claim(&self, limit: usize) -> sqlx::Result<Vec<ClaimedJob>> {
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        sqlx::query_as(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $3, locked_until = $2
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE (status = 'queued' AND run_at <= $1) OR (status = 'running' AND locked_until < $1)
+                 ORDER BY run_at, id
+                 LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, kind, payload, attempts, max_attempts",
+        )
+        .bind(now)
+        .bind(until)
+        .bind(&*self.worker_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Runs one claimed job and records the outcome.
+    pub async fn execute(&self, job: ClaimedJob) -> anyhow::Result<Outcome> {
+        let (id, kind, attempts, max_attempts) = (job.id, job.kind.clone(), job.attempts, job.max_attempts);
+        let result = match self.handlers.get(&kind) {
+            None => Err(JobError::Retry(anyhow::anyhow!("no handler for job kind `{kind}` in this Loopline version"))),
+            Some(handler) => {
+                let ctx = JobContext {
+                    job,
+                    pool: self.pool.clone(),
+                    clock: self.clock.clone(),
+                    worker_id: self.worker_id.clone(),
+                    lease: self.lease,
+                };
+                let span = tracing::info_span!("job", id, kind = %kind, attempt = attempts);
+                match AssertUnwindSafe(tracing::Instrument::instrument(handler.run(ctx), span)).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(_) => Err(JobError::Retry(anyhow::anyhow!("job handler panicked"))),
+                }
+            }
+        };
+        let now = self.clock.now();
+        let (outcome, rows) = match result {
+            Ok(()) => {
+                let r = sqlx::query(
+                    "UPDATE jobs SET status = 'done', finished_at = $2, locked_by = NULL, locked_until = NULL, last_error = NULL
+                     WHERE id = $1 AND locked_by = $3 AND status = 'running'",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(&*self.worker_id)
+                .execute(&self.pool)
+                .await
+                .context("recording job success")?;
+                (Outcome::Done, r.rows_affected())
+            }
+            Err(err) => {
+                let fatal = matches!(err, JobError::Fatal(_));
+                let message = err.to_string();
+                if fatal || attempts >= max_attempts {
+                    tracing::error!(job_id = id, kind = %kind, attempts, error = %message, "job is dead");
+                    let r = sqlx::query(
+                        "UPDATE jobs SET status = 'dead', finished_at = $2, last_error = $3, locked_by = NULL, locked_until = NULL
+                         WHERE id = $1 AND locked_by = $4 AND status = 'running'",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(&message)
+                    .bind(&*self.worker_id)
+                    .execute(&self.pool)
+                    .await
+                    .context("recording job death")?;
+                    (Outcome::Dead, r.rows_affected())
+                } else {
+                    let retry_at = now + backoff(attempts);
+                    tracing::warn!(job_id = id, kind = %kind, attempts, error = %message, %retry_at, "job failed; will retry");
+                    let r = sqlx::query(
+                        "UPDATE jobs SET status = 'queued', run_at = $2, last_error = $3, locked_by = NULL, locked_until = NULL
+                         WHERE id = $1 AND locked_by = $4 AND status = 'running'",
+                    )
+                    .bind(id)
+                    .bind(retry_at)
+                    .bind(&message)
+                    .bind(&*self.worker_id)
+                    .execute(&self.pool)
+                    .await
+                    .context("recording job retry")?;
+                    (Outcome::Retrying, r.rows_affected())
+                }
+            }
+        };
+        Ok(if rows == 1 { outcome } else { Outcome::LostLease })
+    }
+
+    /// Runs every due job, one at a time, until none is due; returns how many ran.
+    /// Jobs a failure pushed into the future are not due until the clock gets there.
+    pub async fn run_until_idle(&self) -> anyhow::Result<usize> {
+        let mut ran = 0usize;
+        loop {
+            let batch = self.claim(self.concurrency).await?;
+            if batch.is_empty() {
+                return Ok(ran);
+            }
+            for job in batch {
+                self.execute(job).await?;
+                ran += 1;
+            }
+        }
+    }
+
+    /// The background loop: runs up to `concurrency` jobs at once, sleeps until the next
+    /// job is due or a notification arrives. On shutdown it stops claiming, gives running
+    /// jobs `grace` to finish, then aborts the rest and hands their claims back.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()> {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
+        let mut running: JoinSet<()> = JoinSet::new();
+        tracing::info!(worker = %self.worker_id, concurrency = self.concurrency, "job worker started");
+
+        while !shutdown.is_cancelled() {
+            let free = self.concurrency - running.len();
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(jobs) => {
+                        claimed = jobs.len();
+                        for job in jobs {
+                            let me = self.clone();
+                            running.spawn(async move {
+                                if let Err(e) = me.execute(job).await {
+                                    tracing::error!(error = %format!("{e:#}"), "job bookkeeping failed; the lease will expire and the job rerun");
+                                }
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming jobs failed; retrying shortly");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                }
+            }
+            if claimed > 0 && running.len() < self.concurrency {
+                continue;
+            }
+            let wait = if running.len() >= self.concurrency { IDLE_POLL } else { self.time_until_due().await };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+
+        let drained = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+            let released = self.release_claims().await.unwrap_or(0);
+            tracing::warn!(released, "shutdown grace ran out; handed unfinished jobs back");
+        }
+        listener.abort();
+        tracing::info!("job worker stopped");
+        Ok(())
+    }
+
+    /// Hands this worker's running jobs back to the queue, as if never attempted.
+    pub async fn release_claims(&self) -> sqlx::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), locked_by = NULL, locked_until = NULL
+             WHERE status = 'running' AND locked_by = $1",
+        )
+        .bind(&*self.worker_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn time_until_due(&self) -> Duration {
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT least((SELECT min(run_at) FROM jobs WHERE status = 'queued'),
+                          (SELECT min(locked_until) FROM jobs WHERE status = 'running'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or(None);
+        match next {
+            None => IDLE_POLL,
+            Some(t) => (t - self.clock.now()).to_std().unwrap_or_default().clamp(Duration::from_millis(50), IDLE_POLL),
+        }
+    }
+}
+
+/// Delay before attempt `attempts + 1`: 5 s, 10 s, 20 s … capped at one hour.
+pub fn backoff(attempts: i32) -> chrono::Duration {
+    let exp = attempts.clamp(1, 20) - 1;
+    let secs = 5i64.saturating_mul(1i64 << exp).min(3600);
+    chrono::Duration::seconds(secs)
+}
+
+/// Forwards `NOTIFY loopline_jobs` to the worker loop; reconnects if the connection drops.
+async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "job listener could not connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "job listener lost its connection");
+                    wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Counts per status, for the dashboard and health checks.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct JobStats {
+    pub queued: i64,
+    pub running: i64,
+    pub done: i64,
+    pub dead: i64,
+}
+
+pub async fn stats(pool: &PgPool) -> sqlx::Result<JobStats> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status::text, count(*) FROM jobs GROUP BY status").fetch_all(pool).await?;
+    let mut s = JobStats::default();
+    for (status, n) in rows {
+        match status.as_str() {
+            "queued" => s.queued = n,
+            "running" => s.running = n,
+            "done" => s.done = n,
+            "dead" => s.dead = n,
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// A job as the dashboard lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub progress_done: Option<i64>,
+    pub progress_total: Option<i64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The most recent jobs that are not done (queued, running, dead), newest first.
+pub async fn recent_unfinished(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(
+        "SELECT id, kind, status::text AS status, attempts, max_attempts, run_at, last_error, progress_done, progress_total, updated_at
+         FROM jobs WHERE status <> 'done' ORDER BY updated_at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Puts a dead job back in the queue with a fresh set of attempts. `false` if it was not dead.
+pub async fn retry_dead(pool: &PgPool, id: i64, now: DateTime<Utc>) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE jobs SET status = 'queued', run_at = $2, attempts = 0, finished_at = NULL WHERE id = $1 AND status = 'dead'")
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1).num_seconds(), 5);
+        assert_eq!(backoff(2).num_seconds(), 10);
+        assert_eq!(backoff(3).num_seconds(), 20);
+        assert_eq!(backoff(30).num_seconds(), 3600);
+    }
+}

@@ -1,0 +1,19 @@
+//! Loopline: one always-on server that runs the marketing loop
+//! (content calendar → sends → reactions → tags and segments → next branch).
+//!
+//! The crate is organised after that loop; see `docs/ARCHITECTURE.md` for the map.
+
+pub mod accounts;
+pub mod address;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod jobs;
+pub mod secrets;
+pub mod signing;
+pub mod startup;
+pub mod telemetry;
+pub mod web;
+
+pub use error::{AppError, AppResult};

@@ -1,0 +1,369 @@
+//! The marketer's dashboard and the HTTP surface: the router, sessions and CSRF, the
+//! error renderer and static files. Handlers stay thin: parse, call a module, render.
+//!
+//! Every route is declared once in [`routes`] with the access it needs; the router is
+//! built from that table, and the test suite walks the same table to prove that no
+//! dashboard route is reachable without a session and that roles are enforced.
+
+mod assets;
+mod auth;
+pub mod errors;
+mod i18n;
+mod pages;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Json, Redirect, Response},
+    routing::{MethodRouter, get, post},
+};
+use sqlx::PgPool;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
+
+pub use i18n::{Strings, strings};
+
+use crate::{
+    AppError,
+    accounts::{self, LoginThrottle, Role, Session, SessionToken},
+    clock::SharedClock,
+    config::Config,
+    signing::{SigningKey, random_token},
+};
+
+pub const SESSION_COOKIE: &str = "ll_session";
+pub const ANON_COOKIE: &str = "ll_csrf";
+pub const CSRF_FIELD: &str = "_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Largest urlencoded form body the CSRF check will read.
+const MAX_FORM_BYTES: usize = 2 * 1024 * 1024;
+
+/// Shared state for handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+pub struct StateInner {
+    pub pool: PgPool,
+    pub config: Config,
+    pub clock: SharedClock,
+    pub keys: SigningKey,
+    pub throttle: LoginThrottle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: Config, clock: SharedClock, keys: SigningKey) -> Self {
+        Self(Arc::new(StateInner { pool, config, clock, keys, throttle: LoginThrottle::default() }))
+    }
+
+    /// The CSRF token bound to a session.
+    pub fn session_csrf(&self, token: &SessionToken) -> String {
+        self.keys.sign("csrf/session", token.as_str().as_bytes())
+    }
+
+    /// The CSRF token for forms shown before sign-in, bound to the `ll_csrf` cookie.
+    pub fn anon_csrf(&self, cookie: &str) -> String {
+        self.keys.sign("csrf/anonymous", cookie.as_bytes())
+    }
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; no CSRF (health checks, static files; later tracking and unsubscribe,
+    /// which carry signed tokens of their own).
+    Public,
+    /// Forms used before signing in (setup, login): CSRF bound to an anonymous cookie.
+    Anonymous,
+    /// A signed-in user with at least this role; CSRF bound to the session.
+    Signed(Role),
+}
+
+/// One row of the route table.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+type Entry = (RouteInfo, MethodRouter<AppState>);
+
+fn entry(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Entry {
+    (RouteInfo { method, path, access }, handler)
+}
+
+/// The whole route table.
+fn table() -> Vec<Entry> {
+    use Access::*;
+    use Role::*;
+    let g = Method::GET;
+    let p = Method::POST;
+    vec![
+        entry(g.clone(), "/healthz", Public, get(healthz)),
+        entry(g.clone(), "/readyz", Public, get(readyz)),
+        entry(g.clone(), "/static/{*path}", Public, get(assets::serve)),
+        entry(g.clone(), "/setup", Anonymous, get(auth::setup_page)),
+        entry(p.clone(), "/setup", Anonymous, post(auth::setup_submit)),
+        entry(g.clone(), "/login", Anonymous, get(auth::login_page)),
+        entry(p.clone(), "/login", Anonymous, post(auth::login_submit)),
+        entry(p.clone(), "/logout", Signed(Viewer), post(auth::logout)),
+        entry(g.clone(), "/", Signed(Viewer), get(pages::dashboard)),
+        entry(g.clone(), "/calendar", Signed(Viewer), get(pages::calendar)),
+        entry(g.clone(), "/audience", Signed(Viewer), get(pages::audience)),
+        entry(g.clone(), "/campaigns", Signed(Viewer), get(pages::campaigns)),
+        entry(g.clone(), "/automations", Signed(Viewer), get(pages::automations)),
+        entry(g.clone(), "/insights", Signed(Viewer), get(pages::insights)),
+        entry(g.clone(), "/settings", Signed(Viewer), get(pages::settings)),
+        entry(g.clone(), "/settings/account", Signed(Viewer), get(pages::account)),
+        entry(p.clone(), "/settings/account/password", Signed(Viewer), post(pages::change_password)),
+        entry(g.clone(), "/settings/jobs", Signed(Viewer), get(pages::jobs)),
+        entry(p.clone(), "/settings/jobs/{id}/retry", Signed(Editor), post(pages::retry_job)),
+        entry(g.clone(), "/settings/users", Signed(Owner), get(pages::users)),
+        entry(p.clone(), "/settings/users", Signed(Owner), post(pages::create_user)),
+        entry(p.clone(), "/settings/users/{id}/role", Signed(Owner), post(pages::set_role)),
+        entry(p.clone(), "/settings/users/{id}/delete", Signed(Owner), post(pages::delete_user)),
+    ]
+}
+
+/// Every route with its method and access, as the router serves them.
+pub fn routes() -> Vec<RouteInfo> {
+    table().into_iter().map(|(info, _)| info).collect()
+}
+
+/// The complete application router.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new();
+    for (info, handler) in table() {
+        let guarded = handler.route_layer(middleware::from_fn_with_state((state.clone(), info.access), guard));
+        app = app.route(info.path, guarded);
+    }
+    let api = Router::new().fallback(|| async { AppError::NotFound });
+    app.nest("/api", api)
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state)
+        .layer(middleware::from_fn(errors::render))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match crate::db::readiness(&state.pool).await {
+        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "not ready", "reason": reason }))).into_response(),
+    }
+}
+
+/// Enforces a route's [`Access`]: session, role and CSRF, in that order, so a visitor
+/// without a session is sent to sign in rather than told about tokens.
+async fn guard(State((state, access)): State<(AppState, Access)>, req: Request, next: Next) -> Response {
+    match guard_inner(&state, access, req).await {
+        Ok(req) => next.run(req).await,
+        Err(res) => res,
+    }
+}
+
+/// The client's address as [`client_ip`] decided it, for handlers.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+async fn guard_inner(state: &AppState, access: Access, mut req: Request) -> Result<Request, Response> {
+    let ip = client_ip(state, req.headers(), req.extensions().get::<ConnectInfo<SocketAddr>>());
+    req.extensions_mut().insert(ClientIp(ip));
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    match access {
+        Access::Public => Ok(req),
+        Access::Anonymous => {
+            if unsafe_method {
+                let expected = cookie(req.headers(), ANON_COOKIE).map(|c| state.anon_csrf(c));
+                req = check_csrf(req, expected).await?;
+            }
+            Ok(req)
+        }
+        Access::Signed(min) => {
+            let session = current_session(state, req.headers()).await.map_err(IntoResponse::into_response)?;
+            let Some(session) = session else {
+                let users = accounts::user_count(&state.pool).await.map_err(|e| AppError::from(e).into_response())?;
+                if users == 0 {
+                    return Err(Redirect::to("/setup").into_response());
+                }
+                let target = if req.method() == Method::GET { format!("/login?next={}", urlencode(req.uri().path())) } else { "/login".into() };
+                return Err(Redirect::to(&target).into_response());
+            };
+            if session.user.role < min {
+                return Err(AppError::Forbidden.into_response());
+            }
+            if unsafe_method {
+                let expected = Some(state.session_csrf(&session.token));
+                req = check_csrf(req, expected).await?;
+            }
+            req.extensions_mut().insert(session);
+            Ok(req)
+        }
+    }
+}
+
+/// The session named by the request's cookie, if it is live.
+pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, AppError> {
+    let Some(token) = cookie(headers, SESSION_COOKIE).and_then(SessionToken::from_cookie) else { return Ok(None) };
+    Ok(accounts::lookup_session(&state.pool, &token, state.clock.now(), state.config.session_ttl).await?)
+}
+
+/// Checks the CSRF token from the `x-csrf-token` header (htmx) or the `_csrf` field of
+/// an urlencoded form (or, for multipart uploads, the query string). Buffers the form
+/// body to read it and hands the request on intact.
+async fn check_csrf(req: Request, expected: Option<String>) -> Result<Request, Response> {
+    let fail = || AppError::Csrf.into_response();
+    let Some(expected) = expected else { return Err(fail()) };
+    let matches = |given: &str| constant_time_eq(given.as_bytes(), expected.as_bytes());
+
+    if let Some(given) = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        return if matches(given) { Ok(req) } else { Err(fail()) };
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let given = req.uri().query().and_then(|q| form_field(q.as_bytes(), CSRF_FIELD));
+        return if given.as_deref().is_some_and(matches) { Ok(req) } else { Err(fail()) };
+    }
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(fail());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| AppError::BadRequest("the form is too large".into()).into_response())?;
+    let given = form_field(&bytes, CSRF_FIELD);
+    if given.as_deref().is_some_and(matches) { Ok(Request::from_parts(parts, Body::from(bytes))) } else { Err(fail()) }
+}
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url_decode_pairs(body).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn url_decode_pairs(body: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default().into_iter()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A cookie's value from the request headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value: always HttpOnly and SameSite=Lax, Secure over https.
+pub fn set_cookie(config: &Config, name: &str, value: &str, max_age: Option<std::time::Duration>) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if config.secure_cookies() {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are URL-safe tokens")
+}
+
+/// The anonymous CSRF cookie: reuses the visitor's, or mints one to set.
+pub fn anon_cookie(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, ANON_COOKIE).filter(|c| c.len() >= 20 && c.len() <= 64) {
+        Some(c) => (c.to_string(), false),
+        None => (random_token::<18>(), true),
+    }
+}
+
+/// The client's IP: the socket peer, or the first `X-Forwarded-For` hop when
+/// `TRUST_PROXY_HEADERS` is on (only behind a proxy you run).
+pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> String {
+    if state.config.trust_proxy_headers
+        && let Some(first) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next())
+    {
+        return first.trim().to_string();
+    }
+    peer.map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).map(|e| e.trim_start_matches('=').to_string()).unwrap_or_default()
+}
+
+/// A `next` target is only ever a local path: never another site (no open redirect).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains("://") => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_targets_stay_local() {
+        assert_eq!(safe_next(Some("/settings")), "/settings");
+        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "/x?u=http://e"] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn cookies_parse_from_several_headers() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; ll_session=abc"));
+        h.append(header::COOKIE, HeaderValue::from_static("ll_csrf=xyz"));
+        assert_eq!(cookie(&h, "ll_session"), Some("abc"));
+        assert_eq!(cookie(&h, "ll_csrf"), Some("xyz"));
+        assert_eq!(cookie(&h, "nope"), None);
+    }
+
+    #[test]
+    fn route_paths_are_unique_per_method() {
+        let mut seen = std::collections::HashSet::new();
+        for r in routes() {
+            assert!(seen.insert((r.method.clone(), r.path)), "{} {} declared twice", r.method, r.path);
+        }
+    }
+}
