@@ -41,7 +41,11 @@ impl EmailAddress {
         let local_ok = !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || (!c.is_ascii() && !c.is_whitespace() && !c.is_control()));
+            && local.chars().all(|c| {
+                c.is_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+                    || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
+            });
         if !local_ok {
             return Err(AddressError::Local);
         }
@@ -84,21 +88,45 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_and_international_addresses() {
-        for ok in ["a@b.co", "  Jane.Doe+news@Example.COM ", "user@example.kr", "사용자@예시.한국", "o'neil@mail.example.org"] {
+        for ok in [
+            "a@b.co",
+            "  Jane.Doe+news@Example.COM ",
+            "user@example.kr",
+            "사용자@예시.한국",
+            "o'neil@mail.example.org",
+        ] {
             assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(EmailAddress::parse("Jane@Example.COM").unwrap().as_str(), "Jane@example.com");
+        assert_eq!(
+            EmailAddress::parse("Jane@Example.COM").unwrap().as_str(),
+            "Jane@example.com"
+        );
     }
 
     #[test]
     fn rejects_malformed_addresses_with_a_reason() {
         assert_eq!(EmailAddress::parse(""), Err(AddressError::Empty));
         assert_eq!(EmailAddress::parse("no-at-sign"), Err(AddressError::Shape));
-        assert_eq!(EmailAddress::parse("@example.com"), Err(AddressError::Shape));
-        assert_eq!(EmailAddress::parse("a@localhost"), Err(AddressError::Domain));
+        assert_eq!(
+            EmailAddress::parse("@example.com"),
+            Err(AddressError::Shape)
+        );
+        assert_eq!(
+            EmailAddress::parse("a@localhost"),
+            Err(AddressError::Domain)
+        );
         assert_eq!(EmailAddress::parse("a@-bad.com"), Err(AddressError::Domain));
-        assert_eq!(EmailAddress::parse("a b@example.com"), Err(AddressError::Local));
-        assert_eq!(EmailAddress::parse("a..b@example.com"), Err(AddressError::Local));
-        assert_eq!(EmailAddress::parse(&format!("{}@example.com", "x".repeat(65))), Err(AddressError::TooLong));
+        assert_eq!(
+            EmailAddress::parse("a b@example.com"),
+            Err(AddressError::Local)
+        );
+        assert_eq!(
+            EmailAddress::parse("a..b@example.com"),
+            Err(AddressError::Local)
+        );
+        assert_eq!(
+            EmailAddress::parse(&format!("{}@example.com", "x".repeat(65))),
+            Err(AddressError::TooLong)
+        );
     }
 }

@@ -63,9 +63,18 @@ impl Config {
     /// Reads from any lookup function, so tests can check parsing without touching the
     /// process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |k: &'static str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |k: &'static str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
 
-        let listen_addr: SocketAddr = parse(&var, "LISTEN_ADDR", "127.0.0.1:8080", "an address like 127.0.0.1:8080")?;
+        let listen_addr: SocketAddr = parse(
+            &var,
+            "LISTEN_ADDR",
+            "127.0.0.1:8080",
+            "an address like 127.0.0.1:8080",
+        )?;
         let public_url = match var("PUBLIC_URL") {
             Some(u) => {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -76,23 +85,40 @@ impl Config {
             None => format!("http://{listen_addr}"),
         };
         let database = match var("DATABASE_URL") {
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => DatabaseConfig::Url(Secret::new(u)),
-            Some(_) => return Err(err("DATABASE_URL", "must be a postgres:// or postgresql:// URL")),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                DatabaseConfig::Url(Secret::new(u))
+            }
+            Some(_) => {
+                return Err(err(
+                    "DATABASE_URL",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
             None => DatabaseConfig::Embedded,
         };
         let data_dir = PathBuf::from(var("LOOPLINE_DATA_DIR").unwrap_or_else(|| "./data".into()));
-        let db_max_connections: u32 = parse(&var, "DATABASE_MAX_CONNECTIONS", "20", "a positive number")?;
+        let db_max_connections: u32 =
+            parse(&var, "DATABASE_MAX_CONNECTIONS", "20", "a positive number")?;
         if db_max_connections < 2 {
             return Err(err("DATABASE_MAX_CONNECTIONS", "must be at least 2"));
         }
         let secret_key = match var("SECRET_KEY") {
-            Some(k) if k.len() < 32 => return Err(err("SECRET_KEY", "must be at least 32 characters")),
+            Some(k) if k.len() < 32 => {
+                return Err(err("SECRET_KEY", "must be at least 32 characters"));
+            }
             Some(k) => Some(Secret::new(k)),
             None => None,
         };
         let smtp = match var("SMTP_URL") {
-            Some(u) if u.starts_with("smtp://") || u.starts_with("smtps://") => Some(SmtpConfig { url: Secret::new(u) }),
-            Some(_) => return Err(err("SMTP_URL", "must look like smtp://user:pass@host:587 or smtps://user:pass@host:465")),
+            Some(u) if u.starts_with("smtp://") || u.starts_with("smtps://") => Some(SmtpConfig {
+                url: Secret::new(u),
+            }),
+            Some(_) => {
+                return Err(err(
+                    "SMTP_URL",
+                    "must look like smtp://user:pass@host:587 or smtps://user:pass@host:465",
+                ));
+            }
             None => None,
         };
         let log_format = match var("LOG_FORMAT").as_deref() {
@@ -136,7 +162,10 @@ impl Config {
 }
 
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { var, reason: reason.into() }
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
 }
 
 fn parse<T: std::str::FromStr>(
@@ -146,10 +175,15 @@ fn parse<T: std::str::FromStr>(
     expected: &str,
 ) -> Result<T, ConfigError> {
     let raw = var(name).unwrap_or_else(|| default.to_string());
-    raw.parse().map_err(|_| err(name, format!("`{raw}` is not {expected}")))
+    raw.parse()
+        .map_err(|_| err(name, format!("`{raw}` is not {expected}")))
 }
 
-fn parse_bool(var: &impl Fn(&'static str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+fn parse_bool(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match var(name).map(|v| v.to_ascii_lowercase()).as_deref() {
         None => Ok(default),
         Some("1" | "true" | "yes" | "on") => Ok(true),
@@ -164,7 +198,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 

@@ -80,10 +80,28 @@ impl From<sqlx::Error> for AppError {
         if let sqlx::Error::Database(db) = &e {
             let constraint = db.constraint().unwrap_or_default();
             match db.code().as_deref() {
-                Some("23505") => return Self::Conflict(constraint_message(constraint).unwrap_or("that already exists").to_string()),
-                Some("23503") => return Self::Conflict(constraint_message(constraint).unwrap_or("it refers to something that no longer exists, or is still in use").to_string()),
+                Some("23505") => {
+                    return Self::Conflict(
+                        constraint_message(constraint)
+                            .unwrap_or("that already exists")
+                            .to_string(),
+                    );
+                }
+                Some("23503") => {
+                    return Self::Conflict(
+                        constraint_message(constraint)
+                            .unwrap_or(
+                                "it refers to something that no longer exists, or is still in use",
+                            )
+                            .to_string(),
+                    );
+                }
                 Some("23514" | "23502" | "22001" | "22P02" | "22007" | "22008") => {
-                    return Self::Unprocessable(constraint_message(constraint).unwrap_or("some of the values are not valid").to_string());
+                    return Self::Unprocessable(
+                        constraint_message(constraint)
+                            .unwrap_or("some of the values are not valid")
+                            .to_string(),
+                    );
                 }
                 _ => {}
             }

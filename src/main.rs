@@ -27,7 +27,10 @@ Configuration comes from the environment and an optional .env file; see .env.exa
 fn main() {
     let _ = dotenvy::dotenv();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if matches!(args.first().map(String::as_str), Some("help" | "--help" | "-h")) {
+    if matches!(
+        args.first().map(String::as_str),
+        Some("help" | "--help" | "-h")
+    ) {
         println!("{USAGE}");
         return;
     }
@@ -39,7 +42,10 @@ fn main() {
         }
     };
     telemetry::init(config.log_format, &config.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(dispatch(args, config));
     if let Err(e) = result {
         tracing::error!(error = %format!("{e:#}"), "loopline stopped with an error");
@@ -49,7 +55,12 @@ fn main() {
 }
 
 async fn dispatch(args: Vec<String>, config: Config) -> anyhow::Result<()> {
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         [] | ["serve"] => loopline::startup::run(config).await,
         ["migrate"] => {
             let db = Database::open(&config).await?;
@@ -76,12 +87,23 @@ fn parse_user_create(rest: &[&str]) -> anyhow::Result<(EmailAddress, Role)> {
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match *flag {
-            "--email" => email = Some(EmailAddress::parse(value).map_err(|e| anyhow::anyhow!("--email: {e}"))?),
-            "--role" => role = Some(Role::parse(value).with_context(|| format!("--role: `{value}` is not owner, editor or viewer"))?),
+            "--email" => {
+                email =
+                    Some(EmailAddress::parse(value).map_err(|e| anyhow::anyhow!("--email: {e}"))?)
+            }
+            "--role" => {
+                role =
+                    Some(Role::parse(value).with_context(|| {
+                        format!("--role: `{value}` is not owner, editor or viewer")
+                    })?)
+            }
             other => bail!("unknown option {other}"),
         }
     }
-    Ok((email.context("--email is required")?, role.context("--role is required")?))
+    Ok((
+        email.context("--email is required")?,
+        role.context("--role is required")?,
+    ))
 }
 
 fn read_password() -> anyhow::Result<NewPassword> {
@@ -92,21 +114,39 @@ fn read_password() -> anyhow::Result<NewPassword> {
     } else {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        Ok(NewPassword::parse(line.trim_end_matches(['\r', '\n']).to_string(), None)?)
+        Ok(NewPassword::parse(
+            line.trim_end_matches(['\r', '\n']).to_string(),
+            None,
+        )?)
     }
 }
 
-async fn create_or_reset(db: &Database, email: &EmailAddress, role: Role, password: NewPassword) -> anyhow::Result<()> {
+async fn create_or_reset(
+    db: &Database,
+    email: &EmailAddress,
+    role: Role,
+    password: NewPassword,
+) -> anyhow::Result<()> {
     match accounts::find_user_by_email(&db.pool, email.as_str()).await? {
         Some(existing) => {
-            accounts::reset_password(&db.pool, existing.id, password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            accounts::reset_password(&db.pool, existing.id, password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             if existing.role != role {
-                accounts::set_role(&db.pool, existing.id, role).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                accounts::set_role(&db.pool, existing.id, role)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
-            println!("updated {} ({}); their sessions were signed out", existing.email, role.as_str());
+            println!(
+                "updated {} ({}); their sessions were signed out",
+                existing.email,
+                role.as_str()
+            );
         }
         None => {
-            let user = accounts::create_user(&db.pool, email, password, role).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = accounts::create_user(&db.pool, email, password, role)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("created {} ({})", user.email, role.as_str());
         }
     }

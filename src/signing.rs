@@ -20,7 +20,10 @@ impl SigningKey {
     }
 
     /// `configured` wins; otherwise the key stored in the database, created if missing.
-    pub async fn load_or_create(pool: &PgPool, configured: Option<&Secret<String>>) -> anyhow::Result<Self> {
+    pub async fn load_or_create(
+        pool: &PgPool,
+        configured: Option<&Secret<String>>,
+    ) -> anyhow::Result<Self> {
         if let Some(k) = configured {
             return Ok(Self::from_bytes(k.expose().as_bytes().to_vec()));
         }
@@ -29,12 +32,16 @@ impl SigningKey {
             .bind(&fresh)
             .execute(pool)
             .await?;
-        let stored: String = sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = 'signing_key'").fetch_one(pool).await?;
+        let stored: String =
+            sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = 'signing_key'")
+                .fetch_one(pool)
+                .await?;
         Ok(Self::from_bytes(B64.decode(stored.as_bytes())?))
     }
 
     fn mac(&self, purpose: &str, data: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose())
+            .expect("HMAC takes any key length");
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
         mac.update(data);

@@ -32,18 +32,40 @@ pub fn job_registry() -> JobRegistry {
 }
 
 /// Builds the application on an open, migrated pool.
-pub async fn build(pool: PgPool, config: Config, clock: SharedClock, registry: JobRegistry) -> anyhow::Result<App> {
-    let keys = SigningKey::load_or_create(&pool, config.secret_key.as_ref()).await.context("loading the signing key")?;
-    let jobs = JobRunner::new(pool.clone(), clock.clone(), registry, config.job_concurrency);
+pub async fn build(
+    pool: PgPool,
+    config: Config,
+    clock: SharedClock,
+    registry: JobRegistry,
+) -> anyhow::Result<App> {
+    let keys = SigningKey::load_or_create(&pool, config.secret_key.as_ref())
+        .await
+        .context("loading the signing key")?;
+    let jobs = JobRunner::new(
+        pool.clone(),
+        clock.clone(),
+        registry,
+        config.job_concurrency,
+    );
     let state = AppState::new(pool, config, clock, keys);
     let router = web::router(state.clone());
-    Ok(App { state, router, jobs })
+    Ok(App {
+        state,
+        router,
+        jobs,
+    })
 }
 
 /// Serves HTTP until `shutdown` fires, then lets in-flight requests finish (up to `grace`).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         r = &mut server => r.context("HTTP server failed"),
@@ -69,7 +91,9 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
     let addr = config.listen_addr;
     let public = config.public_url.clone();
     let app = build(db.pool.clone(), config, clock, job_registry()).await?;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (set LISTEN_ADDR to use another address)"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (set LISTEN_ADDR to use another address)"))?;
     tracing::info!(%addr, url = %public, "Loopline is listening");
 
     tokio::spawn(watch_signals(shutdown.clone()));

@@ -6,7 +6,10 @@ mod sessions;
 mod throttle;
 
 pub use password::{NewPassword, PasswordError, hash_password, verify_password};
-pub use sessions::{Session, SessionToken, create_session, delete_other_sessions, delete_session, lookup_session, purge_expired_sessions};
+pub use sessions::{
+    Session, SessionToken, create_session, delete_other_sessions, delete_session, lookup_session,
+    purge_expired_sessions,
+};
 pub use throttle::{LoginThrottle, clear_failures, record_failure};
 
 use chrono::{DateTime, Utc};
@@ -40,7 +43,9 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s.trim().to_ascii_lowercase())
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s.trim().to_ascii_lowercase())
     }
 }
 
@@ -53,15 +58,24 @@ pub struct User {
 }
 
 pub async fn user_count(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool).await
+    sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(pool)
+        .await
 }
 
 pub async fn list_users(pool: &PgPool) -> sqlx::Result<Vec<User>> {
-    sqlx::query_as("SELECT id, email, role, created_at FROM users ORDER BY role DESC, lower(email)").fetch_all(pool).await
+    sqlx::query_as("SELECT id, email, role, created_at FROM users ORDER BY role DESC, lower(email)")
+        .fetch_all(pool)
+        .await
 }
 
 /// Creates a user. A duplicate email becomes a 409 with a readable message.
-pub async fn create_user(pool: &PgPool, email: &EmailAddress, password: NewPassword, role: Role) -> AppResult<User> {
+pub async fn create_user(
+    pool: &PgPool,
+    email: &EmailAddress,
+    password: NewPassword,
+    role: Role,
+) -> AppResult<User> {
     let hash = hash_password(password).await?;
     Ok(sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id, email, role, created_at")
         .bind(email.as_str())
@@ -73,13 +87,23 @@ pub async fn create_user(pool: &PgPool, email: &EmailAddress, password: NewPassw
 
 /// First-run setup: creates the owner only while there are no users at all. Two
 /// concurrent setups cannot both win (the table is locked for the check).
-pub async fn create_first_owner(pool: &PgPool, email: &EmailAddress, password: NewPassword) -> AppResult<User> {
+pub async fn create_first_owner(
+    pool: &PgPool,
+    email: &EmailAddress,
+    password: NewPassword,
+) -> AppResult<User> {
     let hash = hash_password(password).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
-    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut *tx).await?;
+    sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut *tx)
+        .await?;
     if existing > 0 {
-        return Err(AppError::Conflict("Loopline is already set up; sign in instead".into()));
+        return Err(AppError::Conflict(
+            "Loopline is already set up; sign in instead".into(),
+        ));
     }
     let user: User = sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'owner') RETURNING id, email, role, created_at")
         .bind(email.as_str())
@@ -99,7 +123,15 @@ pub async fn authenticate(pool: &PgPool, email: &str, password: String) -> AppRe
             .fetch_optional(pool)
             .await?;
     let (user, hash) = match row {
-        Some((id, email, role, created_at, hash)) => (Some(User { id, email, role, created_at }), hash),
+        Some((id, email, role, created_at, hash)) => (
+            Some(User {
+                id,
+                email,
+                role,
+                created_at,
+            }),
+            hash,
+        ),
         None => (None, password::DUMMY_HASH.to_string()),
     };
     let ok = verify_password(password, hash).await?;
@@ -107,14 +139,29 @@ pub async fn authenticate(pool: &PgPool, email: &str, password: String) -> AppRe
 }
 
 /// Changes a password after checking the current one; revokes every other session.
-pub async fn change_password(pool: &PgPool, user_id: i64, current: String, new: NewPassword, keep_session: &SessionToken) -> AppResult<()> {
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(user_id).fetch_one(pool).await?;
+pub async fn change_password(
+    pool: &PgPool,
+    user_id: i64,
+    current: String,
+    new: NewPassword,
+    keep_session: &SessionToken,
+) -> AppResult<()> {
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(pool)
+        .await?;
     if !verify_password(current, hash).await? {
-        return Err(AppError::Unprocessable("the current password is not correct".into()));
+        return Err(AppError::Unprocessable(
+            "the current password is not correct".into(),
+        ));
     }
     let new_hash = hash_password(new).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user_id).bind(new_hash).execute(&mut *tx).await?;
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(new_hash)
+        .execute(&mut *tx)
+        .await?;
     delete_other_sessions(&mut *tx, user_id, keep_session).await?;
     tx.commit().await?;
     Ok(())
@@ -125,8 +172,15 @@ pub async fn change_password(pool: &PgPool, user_id: i64, current: String, new: 
 pub async fn reset_password(pool: &PgPool, user_id: i64, new: NewPassword) -> AppResult<()> {
     let new_hash = hash_password(new).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user_id).bind(new_hash).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(new_hash)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -135,7 +189,11 @@ pub async fn reset_password(pool: &PgPool, user_id: i64, new: NewPassword) -> Ap
 pub async fn set_role(pool: &PgPool, user_id: i64, role: Role) -> AppResult<()> {
     let mut tx = pool.begin().await?;
     guard_last_owner(&mut tx, user_id, role != Role::Owner).await?;
-    let r = sqlx::query("UPDATE users SET role = $2 WHERE id = $1").bind(user_id).bind(role).execute(&mut *tx).await?;
+    let r = sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(role)
+        .execute(&mut *tx)
+        .await?;
     if r.rows_affected() == 0 {
         return Err(AppError::NotFound);
     }
@@ -147,7 +205,10 @@ pub async fn set_role(pool: &PgPool, user_id: i64, role: Role) -> AppResult<()> 
 pub async fn delete_user(pool: &PgPool, user_id: i64) -> AppResult<()> {
     let mut tx = pool.begin().await?;
     guard_last_owner(&mut tx, user_id, true).await?;
-    let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+    let r = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     if r.rows_affected() == 0 {
         return Err(AppError::NotFound);
     }
@@ -155,18 +216,30 @@ pub async fn delete_user(pool: &PgPool, user_id: i64) -> AppResult<()> {
     Ok(())
 }
 
-async fn guard_last_owner(tx: &mut sqlx::PgConnection, user_id: i64, removing_owner: bool) -> AppResult<()> {
+async fn guard_last_owner(
+    tx: &mut sqlx::PgConnection,
+    user_id: i64,
+    removing_owner: bool,
+) -> AppResult<()> {
     if !removing_owner {
         return Ok(());
     }
     // Serialise owner changes so two concurrent demotions cannot remove both owners.
-    let owners: Vec<i64> = sqlx::query_scalar("SELECT id FROM users WHERE role = 'owner' FOR UPDATE").fetch_all(&mut *tx).await?;
+    let owners: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE role = 'owner' FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await?;
     if owners == [user_id] {
-        return Err(AppError::Conflict("Loopline needs at least one owner; make someone else owner first".into()));
+        return Err(AppError::Conflict(
+            "Loopline needs at least one owner; make someone else owner first".into(),
+        ));
     }
     Ok(())
 }
 
 pub async fn find_user_by_email(pool: &PgPool, email: &str) -> sqlx::Result<Option<User>> {
-    sqlx::query_as("SELECT id, email, role, created_at FROM users WHERE lower(email) = lower($1)").bind(email.trim()).fetch_optional(pool).await
+    sqlx::query_as("SELECT id, email, role, created_at FROM users WHERE lower(email) = lower($1)")
+        .bind(email.trim())
+        .fetch_optional(pool)
+        .await
 }

@@ -55,9 +55,13 @@ pub async fn hash_password(password: NewPassword) -> AppResult<String> {
 }
 
 pub async fn verify_password(password: String, hash: String) -> AppResult<bool> {
-    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
-        .await
-        .map_err(AppError::internal)
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
+    })
+    .await
+    .map_err(AppError::internal)
 }
 
 #[cfg(test)]
@@ -66,18 +70,39 @@ mod tests {
 
     #[test]
     fn policy() {
-        assert_eq!(NewPassword::parse("short".into(), None).unwrap_err(), PasswordError::TooShort);
-        assert_eq!(NewPassword::parse("long enough pw".into(), Some("different")).unwrap_err(), PasswordError::Mismatch);
-        assert_eq!(NewPassword::parse("x".repeat(MAX_LEN + 1), None).unwrap_err(), PasswordError::TooLong);
-        assert!(NewPassword::parse("비밀번호는열글자이상".into(), Some("비밀번호는열글자이상")).is_ok());
+        assert_eq!(
+            NewPassword::parse("short".into(), None).unwrap_err(),
+            PasswordError::TooShort
+        );
+        assert_eq!(
+            NewPassword::parse("long enough pw".into(), Some("different")).unwrap_err(),
+            PasswordError::Mismatch
+        );
+        assert_eq!(
+            NewPassword::parse("x".repeat(MAX_LEN + 1), None).unwrap_err(),
+            PasswordError::TooLong
+        );
+        assert!(
+            NewPassword::parse("비밀번호는열글자이상".into(), Some("비밀번호는열글자이상")).is_ok()
+        );
     }
 
     #[tokio::test]
     async fn hashes_verify_and_the_dummy_hash_is_well_formed() {
-        let h = hash_password(NewPassword::parse("correct horse battery".into(), None).unwrap()).await.unwrap();
+        let h = hash_password(NewPassword::parse("correct horse battery".into(), None).unwrap())
+            .await
+            .unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery".into(), h.clone()).await.unwrap());
-        assert!(!verify_password("wrong horse battery".into(), h).await.unwrap());
+        assert!(
+            verify_password("correct horse battery".into(), h.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("wrong horse battery".into(), h)
+                .await
+                .unwrap()
+        );
         // Well-formed (so it costs a real verification) and matches nothing typed.
         assert!(argon2::PasswordHash::new(DUMMY_HASH).is_ok());
         assert!(!verify_password("".into(), DUMMY_HASH.into()).await.unwrap());

@@ -24,7 +24,12 @@ impl SessionToken {
     }
 
     pub fn from_cookie(value: &str) -> Option<Self> {
-        (value.len() >= 40 && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then(|| Self(value.to_string()))
+        (value.len() >= 40
+            && value.len() <= 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(value.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -68,8 +73,20 @@ pub async fn create_session(
 
 /// The session for a token, if it exists and has not expired. Sliding expiry: activity
 /// pushes the expiry out (written at most once a minute to keep reads cheap).
-pub async fn lookup_session(pool: &PgPool, token: &SessionToken, now: DateTime<Utc>, ttl: std::time::Duration) -> sqlx::Result<Option<Session>> {
-    let row: Option<(i64, String, Role, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+pub async fn lookup_session(
+    pool: &PgPool,
+    token: &SessionToken,
+    now: DateTime<Utc>,
+    ttl: std::time::Duration,
+) -> sqlx::Result<Option<Session>> {
+    let row: Option<(
+        i64,
+        String,
+        Role,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    )> = sqlx::query_as(
         "SELECT u.id, u.email, u.role, u.created_at, s.expires_at, s.last_seen_at
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id = $1 AND s.expires_at > $2",
@@ -78,25 +95,55 @@ pub async fn lookup_session(pool: &PgPool, token: &SessionToken, now: DateTime<U
     .bind(now)
     .fetch_optional(pool)
     .await?;
-    let Some((id, email, role, created_at, mut expires_at, last_seen)) = row else { return Ok(None) };
+    let Some((id, email, role, created_at, mut expires_at, last_seen)) = row else {
+        return Ok(None);
+    };
     if now - last_seen > chrono::Duration::minutes(1) {
         expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(14));
-        sqlx::query("UPDATE sessions SET last_seen_at = $2, expires_at = $3 WHERE id = $1").bind(token.id()).bind(now).bind(expires_at).execute(pool).await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $2, expires_at = $3 WHERE id = $1")
+            .bind(token.id())
+            .bind(now)
+            .bind(expires_at)
+            .execute(pool)
+            .await?;
     }
-    Ok(Some(Session { token: token.clone(), user: User { id, email, role, created_at }, expires_at }))
+    Ok(Some(Session {
+        token: token.clone(),
+        user: User {
+            id,
+            email,
+            role,
+            created_at,
+        },
+        expires_at,
+    }))
 }
 
 pub async fn delete_session(pool: &PgPool, token: &SessionToken) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(token.id()).execute(pool).await?;
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(token.id())
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
-pub async fn delete_other_sessions<'e>(db: impl PgExecutor<'e>, user_id: i64, keep: &SessionToken) -> sqlx::Result<u64> {
-    let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2").bind(user_id).bind(keep.id()).execute(db).await?;
+pub async fn delete_other_sessions<'e>(
+    db: impl PgExecutor<'e>,
+    user_id: i64,
+    keep: &SessionToken,
+) -> sqlx::Result<u64> {
+    let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
+        .bind(user_id)
+        .bind(keep.id())
+        .execute(db)
+        .await?;
     Ok(r.rows_affected())
 }
 
 pub async fn purge_expired_sessions(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
-    let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(pool).await?;
+    let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
     Ok(r.rows_affected())
 }

@@ -53,7 +53,8 @@ pub struct EmbeddedPostgres {
     cluster_dir: PathBuf,
     socket_dir: PathBuf,
     pid: Option<i32>,
-    exited: mpsc::Receiver<()>,
+    /// Fires when the postmaster has exited. (A Mutex only to make the handle `Sync`.)
+    exited: std::sync::Mutex<mpsc::Receiver<()>>,
     _lock: Flock<File>,
 }
 
@@ -72,14 +73,22 @@ impl PgBinaries {
             if has_both(&dir) {
                 return Ok(Self { bindir: dir });
             }
-            bail!("PG_BINDIR={} does not contain initdb and postgres", dir.display());
+            bail!(
+                "PG_BINDIR={} does not contain initdb and postgres",
+                dir.display()
+            );
         }
         if let Some(path) = std::env::var_os("PATH") {
             for dir in std::env::split_paths(&path) {
                 if has_both(&dir) {
                     // Follow symlinks (e.g. /usr/local/bin/postgres) to the real bindir.
-                    let real = fs::canonicalize(dir.join("postgres")).ok().and_then(|p| p.parent().map(Path::to_path_buf)).filter(|d| has_both(d));
-                    return Ok(Self { bindir: real.unwrap_or(dir) });
+                    let real = fs::canonicalize(dir.join("postgres"))
+                        .ok()
+                        .and_then(|p| p.parent().map(Path::to_path_buf))
+                        .filter(|d| has_both(d));
+                    return Ok(Self {
+                        bindir: real.unwrap_or(dir),
+                    });
                 }
             }
         }
@@ -90,11 +99,17 @@ impl PgBinaries {
             }
         }
         let mut versioned: Vec<(u32, PathBuf)> = Vec::new();
-        for root in ["/usr/lib/postgresql", "/usr/local/lib/postgresql", "/opt/homebrew/opt"] {
+        for root in [
+            "/usr/lib/postgresql",
+            "/usr/local/lib/postgresql",
+            "/opt/homebrew/opt",
+        ] {
             if let Ok(entries) = fs::read_dir(root) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().to_string();
-                    let version = name.trim_start_matches("postgresql@").trim_start_matches("postgresql");
+                    let version = name
+                        .trim_start_matches("postgresql@")
+                        .trim_start_matches("postgresql");
                     if let Ok(v) = version.split('.').next().unwrap_or("").parse::<u32>() {
                         let bin = e.path().join("bin");
                         if has_both(&bin) {
@@ -142,7 +157,12 @@ impl RunAs {
         }
         for name in ["postgres", "nobody"] {
             if let Some(u) = User::from_name(name).context("looking up system users")? {
-                return Ok(Some(Self { uid: u.uid, gid: u.gid, name: u.name, home: u.dir }));
+                return Ok(Some(Self {
+                    uid: u.uid,
+                    gid: u.gid,
+                    name: u.name,
+                    home: u.dir,
+                }));
             }
         }
         bail!(
@@ -153,7 +173,10 @@ impl RunAs {
     }
 
     fn apply(&self, cmd: &mut Command) {
-        cmd.uid(self.uid.as_raw()).gid(self.gid.as_raw()).env("HOME", &self.home).env("USER", &self.name);
+        cmd.uid(self.uid.as_raw())
+            .gid(self.gid.as_raw())
+            .env("HOME", &self.home)
+            .env("USER", &self.name);
     }
 }
 
@@ -163,7 +186,10 @@ impl EmbeddedPostgres {
     pub fn start(opts: &EmbeddedOptions) -> anyhow::Result<Self> {
         let bins = PgBinaries::find()?;
         let cluster_dir = absolute(&opts.cluster_dir)?;
-        let parent = cluster_dir.parent().context("the data directory needs a parent directory")?.to_path_buf();
+        let parent = cluster_dir
+            .parent()
+            .context("the data directory needs a parent directory")?
+            .to_path_buf();
         fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
 
         let lock = acquire_lock(&cluster_dir)?;
@@ -182,12 +208,24 @@ impl EmbeddedPostgres {
         let socket_dir = socket_dir_for(&cluster_dir, run_as.as_ref())?;
         let log_path = parent.join(format!(
             "{}.log",
-            cluster_dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "postgres".into())
+            cluster_dir
+                .file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "postgres".into())
         ));
-        let log = OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
 
         let mut cmd = Command::new(bins.bin("postgres"));
-        cmd.arg("-D").arg(&cluster_dir).arg("-k").arg(&socket_dir).arg("-p").arg(PORT.to_string());
+        cmd.arg("-D")
+            .arg(&cluster_dir)
+            .arg("-k")
+            .arg(&socket_dir)
+            .arg("-p")
+            .arg(PORT.to_string());
         let max_conn = opts.max_connections.to_string();
         let mut settings: Vec<(&str, &str)> = vec![
             ("listen_addresses", ""),
@@ -195,12 +233,19 @@ impl EmbeddedPostgres {
             ("max_connections", &max_conn),
         ];
         if opts.ephemeral {
-            settings.extend([("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off")]);
+            settings.extend([
+                ("fsync", "off"),
+                ("synchronous_commit", "off"),
+                ("full_page_writes", "off"),
+            ]);
         }
         for (k, v) in settings {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
         if let Some(r) = &run_as {
             r.apply(&mut cmd);
         }
@@ -215,20 +260,31 @@ impl EmbeddedPostgres {
         // the postmaster is spawned by a thread that lives exactly as long as it does.
         let (pid_tx, pid_rx) = mpsc::channel::<std::io::Result<i32>>();
         let (exit_tx, exit_rx) = mpsc::channel::<()>();
-        std::thread::Builder::new().name("postgres-supervisor".into()).spawn(move || {
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    let _ = pid_tx.send(Ok(child.id() as i32));
-                    let _ = child.wait();
+        std::thread::Builder::new()
+            .name("postgres-supervisor".into())
+            .spawn(move || {
+                match cmd.spawn() {
+                    Ok(mut child) => {
+                        let _ = pid_tx.send(Ok(child.id() as i32));
+                        let _ = child.wait();
+                    }
+                    Err(e) => {
+                        let _ = pid_tx.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = pid_tx.send(Err(e));
-                }
-            }
-            let _ = exit_tx.send(());
-        })?;
-        let pid = pid_rx.recv().context("postgres supervisor thread died")?.context("starting postgres")?;
-        let mut pg = Self { cluster_dir, socket_dir, pid: Some(pid), exited: exit_rx, _lock: lock };
+                let _ = exit_tx.send(());
+            })?;
+        let pid = pid_rx
+            .recv()
+            .context("postgres supervisor thread died")?
+            .context("starting postgres")?;
+        let mut pg = Self {
+            cluster_dir,
+            socket_dir,
+            pid: Some(pid),
+            exited: std::sync::Mutex::new(exit_rx),
+            _lock: lock,
+        };
         pg.wait_ready(&log_path)?;
         Ok(pg)
     }
@@ -240,26 +296,45 @@ impl EmbeddedPostgres {
         let pid_file = self.cluster_dir.join("postmaster.pid");
         let socket = self.socket_dir.join(format!(".s.PGSQL.{PORT}"));
         loop {
-            if self.exited.try_recv().is_ok() {
+            if self.exited().try_recv().is_ok() {
                 self.pid = None;
-                bail!("PostgreSQL exited during start-up. Last lines of {}:\n{}", log_path.display(), tail(log_path, 15));
+                bail!(
+                    "PostgreSQL exited during start-up. Last lines of {}:\n{}",
+                    log_path.display(),
+                    tail(log_path, 15)
+                );
             }
             let ready = fs::read_to_string(&pid_file)
-                .map(|c| c.lines().nth(7).is_some_and(|l| l.trim() == "ready") && c.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) == self.pid)
+                .map(|c| {
+                    c.lines().nth(7).is_some_and(|l| l.trim() == "ready")
+                        && c.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) == self.pid
+                })
                 .unwrap_or(false);
             if ready && socket.exists() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("PostgreSQL did not become ready within 60 s. Last lines of {}:\n{}", log_path.display(), tail(log_path, 15));
+                bail!(
+                    "PostgreSQL did not become ready within 60 s. Last lines of {}:\n{}",
+                    log_path.display(),
+                    tail(log_path, 15)
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
 
+    fn exited(&self) -> std::sync::MutexGuard<'_, mpsc::Receiver<()>> {
+        self.exited.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Connection options for a database in this cluster (over the Unix socket).
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(SUPERUSER).database(database)
+        PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .port(PORT)
+            .username(SUPERUSER)
+            .database(database)
     }
 
     pub fn cluster_dir(&self) -> &Path {
@@ -268,11 +343,13 @@ impl EmbeddedPostgres {
 
     /// Fast shutdown (rolls back open transactions, checkpoints, exits); waits for it.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(pid) = self.pid.take() else { return Ok(()) };
+        let Some(pid) = self.pid.take() else {
+            return Ok(());
+        };
         let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
-        if self.exited.recv_timeout(Duration::from_secs(60)).is_err() {
+        if self.exited().recv_timeout(Duration::from_secs(60)).is_err() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
-            let _ = self.exited.recv_timeout(Duration::from_secs(10));
+            let _ = self.exited().recv_timeout(Duration::from_secs(10));
             bail!("PostgreSQL (pid {pid}) did not stop within 60 s; sent SIGQUIT");
         }
         Ok(())
@@ -288,13 +365,23 @@ impl Drop for EmbeddedPostgres {
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
 }
 
 /// `<cluster>.lock` beside the cluster, held with `flock` for the life of the process.
 fn acquire_lock(cluster_dir: &Path) -> anyhow::Result<Flock<File>> {
     let path = cluster_dir.with_extension("lock");
-    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut locked) => {
             locked.set_len(0)?;
@@ -317,9 +404,13 @@ fn acquire_lock(cluster_dir: &Path) -> anyhow::Result<Flock<File>> {
 /// PostgreSQL, running as `run_as`, must be able to walk down to the data directory.
 fn check_reachable(dir: &Path, run_as: &RunAs) -> anyhow::Result<()> {
     for ancestor in dir.ancestors() {
-        let Ok(meta) = fs::metadata(ancestor) else { continue };
+        let Ok(meta) = fs::metadata(ancestor) else {
+            continue;
+        };
         let mode = meta.permissions().mode();
-        let reachable = mode & 0o001 != 0 || (meta.uid() == run_as.uid.as_raw() && mode & 0o100 != 0) || (meta.gid() == run_as.gid.as_raw() && mode & 0o010 != 0);
+        let reachable = mode & 0o001 != 0
+            || (meta.uid() == run_as.uid.as_raw() && mode & 0o100 != 0)
+            || (meta.gid() == run_as.gid.as_raw() && mode & 0o010 != 0);
         if !reachable {
             bail!(
                 "Loopline runs as root, so PostgreSQL runs as the `{}` account, which cannot enter {} \
@@ -334,7 +425,12 @@ fn check_reachable(dir: &Path, run_as: &RunAs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_cluster(bins: &PgBinaries, cluster_dir: &Path, run_as: Option<&RunAs>, ephemeral: bool) -> anyhow::Result<()> {
+fn init_cluster(
+    bins: &PgBinaries,
+    cluster_dir: &Path,
+    run_as: Option<&RunAs>,
+    ephemeral: bool,
+) -> anyhow::Result<()> {
     let tmp = cluster_dir.with_extension("initdb-tmp");
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("removing leftover {}", tmp.display()))?;
@@ -345,7 +441,13 @@ fn init_cluster(bins: &PgBinaries, cluster_dir: &Path, run_as: Option<&RunAs>, e
         nix::unistd::chown(&tmp, Some(r.uid), Some(r.gid))?;
     }
     let mut cmd = Command::new(bins.bin("initdb"));
-    cmd.arg("-D").arg(&tmp).args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"]);
+    cmd.arg("-D").arg(&tmp).args([
+        "-U",
+        SUPERUSER,
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--no-locale",
+    ]);
     if ephemeral {
         cmd.arg("--no-sync");
     }
@@ -356,9 +458,14 @@ fn init_cluster(bins: &PgBinaries, cluster_dir: &Path, run_as: Option<&RunAs>, e
     }
     let out = cmd.output().context("running initdb")?;
     if !out.status.success() {
-        bail!("initdb failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "initdb failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    fs::rename(&tmp, cluster_dir).with_context(|| format!("moving the new cluster into {}", cluster_dir.display()))?;
+    fs::rename(&tmp, cluster_dir)
+        .with_context(|| format!("moving the new cluster into {}", cluster_dir.display()))?;
     tracing::info!(dir = %cluster_dir.display(), "initialised a private PostgreSQL cluster");
     Ok(())
 }
@@ -370,7 +477,12 @@ fn chown_tree_if_needed(dir: &Path, run_as: &RunAs) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!(dir = %dir.display(), user = %run_as.name, "handing the data directory to the PostgreSQL account");
-    let status = Command::new("chown").arg("-R").arg(format!("{}:{}", run_as.uid, run_as.gid)).arg(dir).status().context("running chown")?;
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", run_as.uid, run_as.gid))
+        .arg(dir)
+        .status()
+        .context("running chown")?;
     if !status.success() {
         bail!("could not chown {} to {}", dir.display(), run_as.name);
     }
@@ -381,14 +493,25 @@ fn chown_tree_if_needed(dir: &Path, run_as: &RunAs) -> anyhow::Result<()> {
 /// a Loopline that was killed: stop it. A dead one's pid file is cleared.
 fn stop_orphan(cluster_dir: &Path) -> anyhow::Result<()> {
     let pid_file = cluster_dir.join("postmaster.pid");
-    let Ok(content) = fs::read_to_string(&pid_file) else { return Ok(()) };
-    let Some(pid) = content.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Ok(content) = fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let Some(pid) = content
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         let _ = fs::remove_file(&pid_file);
         return Ok(());
     };
-    let is_postgres = fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains("postgres")).unwrap_or(false);
+    let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
+        .unwrap_or(false);
     if is_postgres && kill(Pid::from_raw(pid), None).is_ok() {
-        tracing::warn!(pid, "stopping a PostgreSQL left running by a previous Loopline");
+        tracing::warn!(
+            pid,
+            "stopping a PostgreSQL left running by a previous Loopline"
+        );
         let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(60);
         while pid_file.exists() && kill(Pid::from_raw(pid), None).is_ok() {
@@ -402,7 +525,8 @@ fn stop_orphan(cluster_dir: &Path) -> anyhow::Result<()> {
     }
     if pid_file.exists() {
         tracing::warn!("removing a stale postmaster.pid");
-        fs::remove_file(&pid_file).with_context(|| format!("removing stale {}", pid_file.display()))?;
+        fs::remove_file(&pid_file)
+            .with_context(|| format!("removing stale {}", pid_file.display()))?;
     }
     Ok(())
 }

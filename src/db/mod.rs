@@ -28,7 +28,10 @@ impl Database {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let (options, embedded) = match &config.database {
             DatabaseConfig::Url(url) => {
-                let opts: PgConnectOptions = url.expose().parse().context("DATABASE_URL could not be parsed")?;
+                let opts: PgConnectOptions = url
+                    .expose()
+                    .parse()
+                    .context("DATABASE_URL could not be parsed")?;
                 (opts, None)
             }
             DatabaseConfig::Embedded => {
@@ -37,7 +40,8 @@ impl Database {
                     ephemeral: false,
                     max_connections: (config.db_max_connections * 2 + 10).max(100),
                 };
-                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;
+                let pg =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;
                 ensure_database(pg.connect_options("postgres"), APP_DATABASE).await?;
                 (pg.connect_options(APP_DATABASE), Some(pg))
             }
@@ -53,7 +57,9 @@ impl Database {
         if let Some(mut pg) = self.embedded.take() {
             match tokio::task::spawn_blocking(move || pg.stop()).await {
                 Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
-                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "stopping embedded PostgreSQL"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "stopping embedded PostgreSQL")
+                }
                 Err(e) => tracing::warn!(error = %e, "stopping embedded PostgreSQL"),
             }
         }
@@ -70,16 +76,27 @@ pub async fn pool(options: PgConnectOptions, max: u32) -> anyhow::Result<PgPool>
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")
 }
 
 /// `CREATE DATABASE` unless it exists (connecting through the maintenance database).
 pub async fn ensure_database(maintenance: PgConnectOptions, name: &str) -> anyhow::Result<()> {
-    let mut conn = sqlx::PgConnection::connect_with(&maintenance).await.context("connecting to the maintenance database")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(&mut conn).await?;
+    let mut conn = sqlx::PgConnection::connect_with(&maintenance)
+        .await
+        .context("connecting to the maintenance database")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE {}", quote_ident(name));
-        conn.execute(sqlx::AssertSqlSafe(sql)).await.with_context(|| format!("creating database {name}"))?;
+        conn.execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
     }
     conn.close().await?;
     Ok(())
@@ -92,10 +109,19 @@ pub fn quote_ident(s: &str) -> String {
 
 /// Readiness: the database answers and every embedded migration is applied.
 pub async fn readiness(pool: &PgPool) -> Result<(), String> {
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-        .fetch_all(pool)
-        .await
-        .map_err(|e| format!("database unreachable: {e}"))?;
-    let missing: Vec<i64> = MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
-    if missing.is_empty() { Ok(()) } else { Err(format!("migrations not applied: {missing:?}")) }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("database unreachable: {e}"))?;
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("migrations not applied: {missing:?}"))
+    }
 }

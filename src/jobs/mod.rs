@@ -10,7 +10,10 @@
 //!
 //! Tests drive the runtime with [`JobRunner::run_until_idle`], deterministically.
 
-use std::{collections::HashMap, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -68,7 +71,11 @@ impl NewJob {
 
 /// Enqueues a job, normally inside the transaction that decided it. Returns the new id,
 /// or `None` when a job with the same unique key already exists.
-pub async fn enqueue<'e>(db: impl PgExecutor<'e>, now: DateTime<Utc>, job: NewJob) -> sqlx::Result<Option<i64>> {
+pub async fn enqueue<'e>(
+    db: impl PgExecutor<'e>,
+    now: DateTime<Utc>,
+    job: NewJob,
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
         "INSERT INTO jobs (kind, payload, unique_key, run_at, max_attempts) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (unique_key) DO NOTHING RETURNING id",
@@ -142,7 +149,8 @@ impl JobContext {
     }
 
     pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_value(self.job.payload.clone()).map_err(|e| JobError::Fatal(anyhow::anyhow!("bad payload for {}: {e}", self.job.kind)))
+        serde_json::from_value(self.job.payload.clone())
+            .map_err(|e| JobError::Fatal(anyhow::anyhow!("bad payload for {}: {e}", self.job.kind)))
     }
 }
 
@@ -201,7 +209,12 @@ pub struct JobRunner {
 }
 
 impl JobRunner {
-    pub fn new(pool: PgPool, clock: SharedClock, registry: JobRegistry, concurrency: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        clock: SharedClock,
+        registry: JobRegistry,
+        concurrency: usize,
+    ) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let short = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let worker_id = format!("{}-{}-{short}", host.trim(), std::process::id());
@@ -243,9 +256,12 @@ impl JobRunner {
 
     /// Runs one claimed job and records the outcome.
     pub async fn execute(&self, job: ClaimedJob) -> anyhow::Result<Outcome> {
-        let (id, kind, attempts, max_attempts) = (job.id, job.kind.clone(), job.attempts, job.max_attempts);
+        let (id, kind, attempts, max_attempts) =
+            (job.id, job.kind.clone(), job.attempts, job.max_attempts);
         let result = match self.handlers.get(&kind) {
-            None => Err(JobError::Retry(anyhow::anyhow!("no handler for job kind `{kind}` in this Loopline version"))),
+            None => Err(JobError::Retry(anyhow::anyhow!(
+                "no handler for job kind `{kind}` in this Loopline version"
+            ))),
             Some(handler) => {
                 let ctx = JobContext {
                     job,
@@ -255,7 +271,10 @@ impl JobRunner {
                     lease: self.lease,
                 };
                 let span = tracing::info_span!("job", id, kind = %kind, attempt = attempts);
-                match AssertUnwindSafe(tracing::Instrument::instrument(handler.run(ctx), span)).catch_unwind().await {
+                match AssertUnwindSafe(tracing::Instrument::instrument(handler.run(ctx), span))
+                    .catch_unwind()
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(JobError::Retry(anyhow::anyhow!("job handler panicked"))),
                 }
@@ -311,7 +330,11 @@ impl JobRunner {
                 }
             }
         };
-        Ok(if rows == 1 { outcome } else { Outcome::LostLease })
+        Ok(if rows == 1 {
+            outcome
+        } else {
+            Outcome::LostLease
+        })
     }
 
     /// Runs every due job, one at a time, until none is due; returns how many ran.
@@ -367,7 +390,11 @@ impl JobRunner {
             if claimed > 0 && running.len() < self.concurrency {
                 continue;
             }
-            let wait = if running.len() >= self.concurrency { IDLE_POLL } else { self.time_until_due().await };
+            let wait = if running.len() >= self.concurrency {
+                IDLE_POLL
+            } else {
+                self.time_until_due().await
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -384,7 +411,10 @@ impl JobRunner {
             running.abort_all();
             while running.join_next().await.is_some() {}
             let released = self.release_claims().await.unwrap_or(0);
-            tracing::warn!(released, "shutdown grace ran out; handed unfinished jobs back");
+            tracing::warn!(
+                released,
+                "shutdown grace ran out; handed unfinished jobs back"
+            );
         }
         listener.abort();
         tracing::info!("job worker stopped");
@@ -413,7 +443,10 @@ impl JobRunner {
         .unwrap_or(None);
         match next {
             None => IDLE_POLL,
-            Some(t) => (t - self.clock.now()).to_std().unwrap_or_default().clamp(Duration::from_millis(50), IDLE_POLL),
+            Some(t) => (t - self.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(50), IDLE_POLL),
         }
     }
 }
@@ -464,7 +497,10 @@ pub struct JobStats {
 }
 
 pub async fn stats(pool: &PgPool) -> sqlx::Result<JobStats> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status::text, count(*) FROM jobs GROUP BY status").fetch_all(pool).await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status::text, count(*) FROM jobs GROUP BY status")
+            .fetch_all(pool)
+            .await?;
     let mut s = JobStats::default();
     for (status, n) in rows {
         match status.as_str() {

@@ -16,13 +16,26 @@ use crate::AppError;
 pub const HTMX: &str = "vendor/htmx-2.0.11.min.js";
 
 const FILES: &[(&str, &[u8], &str)] = &[
-    ("app.css", include_bytes!("../../static/app.css"), "text/css; charset=utf-8"),
-    (HTMX, include_bytes!("../../static/vendor/htmx-2.0.11.min.js"), "text/javascript; charset=utf-8"),
+    (
+        "app.css",
+        include_bytes!("../../static/app.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        HTMX,
+        include_bytes!("../../static/vendor/htmx-2.0.11.min.js"),
+        "text/javascript; charset=utf-8",
+    ),
 ];
 
 fn etags() -> &'static Vec<String> {
     static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
-    ETAGS.get_or_init(|| FILES.iter().map(|(_, bytes, _)| format!("\"{}\"", &hex(&Sha256::digest(bytes))[..16])).collect())
+    ETAGS.get_or_init(|| {
+        FILES
+            .iter()
+            .map(|(_, bytes, _)| format!("\"{}\"", &hex(&Sha256::digest(bytes))[..16]))
+            .collect()
+    })
 }
 
 /// A short hash of all assets, for cache-busting URLs.
@@ -42,12 +55,29 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub async fn serve(Path(path): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
-    let i = FILES.iter().position(|(name, _, _)| *name == path).ok_or(AppError::NotFound)?;
+    let i = FILES
+        .iter()
+        .position(|(name, _, _)| *name == path)
+        .ok_or(AppError::NotFound)?;
     let (_, bytes, mime) = FILES[i];
     let etag = &etags()[i];
     let cache = HeaderValue::from_static("public, max-age=86400");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, HeaderValue::from_str(etag).unwrap_or(cache.clone())), (header::CACHE_CONTROL, cache)]).into_response());
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (
+                    header::ETAG,
+                    HeaderValue::from_str(etag).unwrap_or(cache.clone()),
+                ),
+                (header::CACHE_CONTROL, cache),
+            ],
+        )
+            .into_response());
     }
     Ok((
         [

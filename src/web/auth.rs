@@ -30,7 +30,11 @@ pub struct AuthChrome {
 }
 
 /// Builds the chrome and, for a first visit, the cookie that anchors its CSRF token.
-fn auth_chrome(state: &AppState, headers: &HeaderMap, notice: Option<&str>) -> (AuthChrome, Option<axum::http::HeaderValue>) {
+fn auth_chrome(
+    state: &AppState,
+    headers: &HeaderMap,
+    notice: Option<&str>,
+) -> (AuthChrome, Option<axum::http::HeaderValue>) {
     let (cookie, fresh) = anon_cookie(headers);
     let chrome = AuthChrome {
         t: strings(),
@@ -72,10 +76,23 @@ pub async fn setup_page(State(state): State<AppState>, headers: HeaderMap) -> Ap
         return Ok(Redirect::to("/login").into_response());
     }
     let (a, cookie) = auth_chrome(&state, &headers, None);
-    Ok(with_cookie(render(SetupPage { a, email: String::new(), errors: vec![] })?.into_response(), cookie))
+    Ok(with_cookie(
+        render(SetupPage {
+            a,
+            email: String::new(),
+            errors: vec![],
+        })?
+        .into_response(),
+        cookie,
+    ))
 }
 
-pub async fn setup_submit(State(state): State<AppState>, Extension(ip): Extension<ClientIp>, headers: HeaderMap, Form(form): Form<SetupForm>) -> AppResult<Response> {
+pub async fn setup_submit(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    Form(form): Form<SetupForm>,
+) -> AppResult<Response> {
     if accounts::user_count(&state.pool).await? > 0 {
         return Ok(Redirect::to("/login").into_response());
     }
@@ -84,10 +101,23 @@ pub async fn setup_submit(State(state): State<AppState>, Extension(ip): Extensio
     let (email, password) = match (email, password) {
         (Ok(e), Ok(p)) => (e, p),
         (e, p) => {
-            let errors = [e.err().map(|e| e.to_string()), p.err().map(|e| e.to_string())].into_iter().flatten().collect();
+            let errors = [
+                e.err().map(|e| e.to_string()),
+                p.err().map(|e| e.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let (a, cookie) = auth_chrome(&state, &headers, None);
-            let page = render(SetupPage { a, email: form.email, errors })?;
-            return Ok(with_cookie((StatusCode::UNPROCESSABLE_ENTITY, page).into_response(), cookie));
+            let page = render(SetupPage {
+                a,
+                email: form.email,
+                errors,
+            })?;
+            return Ok(with_cookie(
+                (StatusCode::UNPROCESSABLE_ENTITY, page).into_response(),
+                cookie,
+            ));
         }
     };
     let user = match accounts::create_first_owner(&state.pool, &email, password).await {
@@ -99,11 +129,35 @@ pub async fn setup_submit(State(state): State<AppState>, Extension(ip): Extensio
     sign_in(&state, user.id, &ip.0, &headers, "/").await
 }
 
-async fn sign_in(state: &AppState, user_id: i64, ip: &str, headers: &HeaderMap, next: &str) -> AppResult<Response> {
-    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    let token = accounts::create_session(&state.pool, user_id, state.clock.now(), state.config.session_ttl, Some(ip), ua).await?;
+async fn sign_in(
+    state: &AppState,
+    user_id: i64,
+    ip: &str,
+    headers: &HeaderMap,
+    next: &str,
+) -> AppResult<Response> {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let token = accounts::create_session(
+        &state.pool,
+        user_id,
+        state.clock.now(),
+        state.config.session_ttl,
+        Some(ip),
+        ua,
+    )
+    .await?;
     let mut res = Redirect::to(next).into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state.config, SESSION_COOKIE, token.as_str(), Some(state.config.session_ttl)));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            &state.config,
+            SESSION_COOKIE,
+            token.as_str(),
+            Some(state.config.session_ttl),
+        ),
+    );
     Ok(res)
 }
 
@@ -132,7 +186,11 @@ pub struct LoginForm {
     next: String,
 }
 
-pub async fn login_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> AppResult<Response> {
+pub async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> AppResult<Response> {
     if accounts::user_count(&state.pool).await? == 0 {
         return Ok(Redirect::to("/setup").into_response());
     }
@@ -141,18 +199,41 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap, Query
         return Ok(Redirect::to(&next).into_response());
     }
     let (a, cookie) = auth_chrome(&state, &headers, q.notice.as_deref());
-    Ok(with_cookie(render(LoginPage { a, email: String::new(), next, error: None })?.into_response(), cookie))
+    Ok(with_cookie(
+        render(LoginPage {
+            a,
+            email: String::new(),
+            next,
+            error: None,
+        })?
+        .into_response(),
+        cookie,
+    ))
 }
 
-pub async fn login_submit(State(state): State<AppState>, Extension(ip): Extension<ClientIp>, headers: HeaderMap, Form(form): Form<LoginForm>) -> AppResult<Response> {
+pub async fn login_submit(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> AppResult<Response> {
     let now = state.clock.now();
     let next = safe_next(Some(&form.next));
     let refuse = |status: StatusCode, error: String| -> AppResult<Response> {
         let (a, cookie) = auth_chrome(&state, &headers, None);
-        let page = render(LoginPage { a, email: form.email.clone(), next: next.clone(), error: Some(error) })?;
+        let page = render(LoginPage {
+            a,
+            email: form.email.clone(),
+            next: next.clone(),
+            error: Some(error),
+        })?;
         Ok(with_cookie((status, page).into_response(), cookie))
     };
-    match state.throttle.check(&state.pool, &form.email, &ip.0, now).await {
+    match state
+        .throttle
+        .check(&state.pool, &form.email, &ip.0, now)
+        .await
+    {
         Ok(()) => {}
         Err(AppError::TooManyRequests(msg)) => {
             tracing::warn!(ip = %ip.0, "sign-in throttled");
@@ -174,9 +255,20 @@ pub async fn login_submit(State(state): State<AppState>, Extension(ip): Extensio
     }
 }
 
-pub async fn logout(State(state): State<AppState>, Extension(session): Extension<Session>) -> AppResult<Response> {
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> AppResult<Response> {
     accounts::delete_session(&state.pool, &session.token).await?;
     let mut res = Redirect::to("/login?notice=signed-out").into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state.config, SESSION_COOKIE, "", Some(std::time::Duration::ZERO)));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            &state.config,
+            SESSION_COOKIE,
+            "",
+            Some(std::time::Duration::ZERO),
+        ),
+    );
     Ok(res)
 }

@@ -30,9 +30,14 @@ pub async fn render(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let content_type = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     // A page or JSON document rendered on purpose (a form shown again with its errors).
-    let deliberate = content_type.starts_with("text/html") || content_type.starts_with("application/json");
+    let deliberate =
+        content_type.starts_with("text/html") || content_type.starts_with("application/json");
     let info = match res.extensions().get::<ErrorInfo>() {
         Some(info) => info.clone(),
         None if deliberate => return res,
@@ -41,11 +46,18 @@ pub async fn render(req: Request, next: Next) -> Response {
             // enough; a 5xx body is never shown.
             let (parts, body) = res.into_parts();
             let text = if status.is_client_error() {
-                axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+                axum::body::to_bytes(body, 4096)
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
             } else {
                 String::new()
             };
-            let message = if text.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+            let message = if text.trim().is_empty() {
+                status.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            };
             let _ = parts;
             ErrorInfo { status, message }
         }
@@ -53,14 +65,20 @@ pub async fn render(req: Request, next: Next) -> Response {
     let mut out = if is_api {
         (info.status, Json(serde_json::json!({ "error": { "status": info.status.as_u16(), "message": info.message } }))).into_response()
     } else {
-        let page = ErrorPage { t: strings(), status: info.status.as_u16(), reason: info.status.canonical_reason().unwrap_or(""), message: info.message };
+        let page = ErrorPage {
+            t: strings(),
+            status: info.status.as_u16(),
+            reason: info.status.canonical_reason().unwrap_or(""),
+            message: info.message,
+        };
         match page.render() {
             Ok(html) => (info.status, Html(html)).into_response(),
             Err(_) => (info.status, "error").into_response(),
         }
     };
     if info.status == StatusCode::TOO_MANY_REQUESTS {
-        out.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("900"));
+        out.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("900"));
     }
     out
 }

@@ -68,7 +68,13 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, config: Config, clock: SharedClock, keys: SigningKey) -> Self {
-        Self(Arc::new(StateInner { pool, config, clock, keys, throttle: LoginThrottle::default() }))
+        Self(Arc::new(StateInner {
+            pool,
+            config,
+            clock,
+            keys,
+            throttle: LoginThrottle::default(),
+        }))
     }
 
     /// The CSRF token bound to a session.
@@ -104,8 +110,20 @@ pub struct RouteInfo {
 
 type Entry = (RouteInfo, MethodRouter<AppState>);
 
-fn entry(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Entry {
-    (RouteInfo { method, path, access }, handler)
+fn entry(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> Entry {
+    (
+        RouteInfo {
+            method,
+            path,
+            access,
+        },
+        handler,
+    )
 }
 
 /// The whole route table.
@@ -126,18 +144,68 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/", Signed(Viewer), get(pages::dashboard)),
         entry(g.clone(), "/calendar", Signed(Viewer), get(pages::calendar)),
         entry(g.clone(), "/audience", Signed(Viewer), get(pages::audience)),
-        entry(g.clone(), "/campaigns", Signed(Viewer), get(pages::campaigns)),
-        entry(g.clone(), "/automations", Signed(Viewer), get(pages::automations)),
+        entry(
+            g.clone(),
+            "/campaigns",
+            Signed(Viewer),
+            get(pages::campaigns),
+        ),
+        entry(
+            g.clone(),
+            "/automations",
+            Signed(Viewer),
+            get(pages::automations),
+        ),
         entry(g.clone(), "/insights", Signed(Viewer), get(pages::insights)),
         entry(g.clone(), "/settings", Signed(Viewer), get(pages::settings)),
-        entry(g.clone(), "/settings/account", Signed(Viewer), get(pages::account)),
-        entry(p.clone(), "/settings/account/password", Signed(Viewer), post(pages::change_password)),
-        entry(g.clone(), "/settings/jobs", Signed(Viewer), get(pages::jobs)),
-        entry(p.clone(), "/settings/jobs/{id}/retry", Signed(Editor), post(pages::retry_job)),
-        entry(g.clone(), "/settings/users", Signed(Owner), get(pages::users)),
-        entry(p.clone(), "/settings/users", Signed(Owner), post(pages::create_user)),
-        entry(p.clone(), "/settings/users/{id}/role", Signed(Owner), post(pages::set_role)),
-        entry(p.clone(), "/settings/users/{id}/delete", Signed(Owner), post(pages::delete_user)),
+        entry(
+            g.clone(),
+            "/settings/account",
+            Signed(Viewer),
+            get(pages::account),
+        ),
+        entry(
+            p.clone(),
+            "/settings/account/password",
+            Signed(Viewer),
+            post(pages::change_password),
+        ),
+        entry(
+            g.clone(),
+            "/settings/jobs",
+            Signed(Viewer),
+            get(pages::jobs),
+        ),
+        entry(
+            p.clone(),
+            "/settings/jobs/{id}/retry",
+            Signed(Editor),
+            post(pages::retry_job),
+        ),
+        entry(
+            g.clone(),
+            "/settings/users",
+            Signed(Owner),
+            get(pages::users),
+        ),
+        entry(
+            p.clone(),
+            "/settings/users",
+            Signed(Owner),
+            post(pages::create_user),
+        ),
+        entry(
+            p.clone(),
+            "/settings/users/{id}/role",
+            Signed(Owner),
+            post(pages::set_role),
+        ),
+        entry(
+            p.clone(),
+            "/settings/users/{id}/delete",
+            Signed(Owner),
+            post(pages::delete_user),
+        ),
     ]
 }
 
@@ -150,7 +218,10 @@ pub fn routes() -> Vec<RouteInfo> {
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
     for (info, handler) in table() {
-        let guarded = handler.route_layer(middleware::from_fn_with_state((state.clone(), info.access), guard));
+        let guarded = handler.route_layer(middleware::from_fn_with_state(
+            (state.clone(), info.access),
+            guard,
+        ));
         app = app.route(info.path, guarded);
     }
     let api = Router::new().fallback(|| async { AppError::NotFound });
@@ -170,7 +241,8 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-        }))
+        })
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -183,13 +255,21 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     match crate::db::readiness(&state.pool).await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "not ready", "reason": reason }))).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not ready", "reason": reason })),
+        )
+            .into_response(),
     }
 }
 
 /// Enforces a route's [`Access`]: session, role and CSRF, in that order, so a visitor
 /// without a session is sent to sign in rather than told about tokens.
-async fn guard(State((state, access)): State<(AppState, Access)>, req: Request, next: Next) -> Response {
+async fn guard(
+    State((state, access)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
     match guard_inner(&state, access, req).await {
         Ok(req) => next.run(req).await,
         Err(res) => res,
@@ -200,8 +280,16 @@ async fn guard(State((state, access)): State<(AppState, Access)>, req: Request, 
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
 
-async fn guard_inner(state: &AppState, access: Access, mut req: Request) -> Result<Request, Response> {
-    let ip = client_ip(state, req.headers(), req.extensions().get::<ConnectInfo<SocketAddr>>());
+async fn guard_inner(
+    state: &AppState,
+    access: Access,
+    mut req: Request,
+) -> Result<Request, Response> {
+    let ip = client_ip(
+        state,
+        req.headers(),
+        req.extensions().get::<ConnectInfo<SocketAddr>>(),
+    );
     req.extensions_mut().insert(ClientIp(ip));
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     match access {
@@ -214,13 +302,21 @@ async fn guard_inner(state: &AppState, access: Access, mut req: Request) -> Resu
             Ok(req)
         }
         Access::Signed(min) => {
-            let session = current_session(state, req.headers()).await.map_err(IntoResponse::into_response)?;
+            let session = current_session(state, req.headers())
+                .await
+                .map_err(IntoResponse::into_response)?;
             let Some(session) = session else {
-                let users = accounts::user_count(&state.pool).await.map_err(|e| AppError::from(e).into_response())?;
+                let users = accounts::user_count(&state.pool)
+                    .await
+                    .map_err(|e| AppError::from(e).into_response())?;
                 if users == 0 {
                     return Err(Redirect::to("/setup").into_response());
                 }
-                let target = if req.method() == Method::GET { format!("/login?next={}", urlencode(req.uri().path())) } else { "/login".into() };
+                let target = if req.method() == Method::GET {
+                    format!("/login?next={}", urlencode(req.uri().path()))
+                } else {
+                    "/login".into()
+                };
                 return Err(Redirect::to(&target).into_response());
             };
             if session.user.role < min {
@@ -237,9 +333,20 @@ async fn guard_inner(state: &AppState, access: Access, mut req: Request) -> Resu
 }
 
 /// The session named by the request's cookie, if it is live.
-pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, AppError> {
-    let Some(token) = cookie(headers, SESSION_COOKIE).and_then(SessionToken::from_cookie) else { return Ok(None) };
-    Ok(accounts::lookup_session(&state.pool, &token, state.clock.now(), state.config.session_ttl).await?)
+pub async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, AppError> {
+    let Some(token) = cookie(headers, SESSION_COOKIE).and_then(SessionToken::from_cookie) else {
+        return Ok(None);
+    };
+    Ok(accounts::lookup_session(
+        &state.pool,
+        &token,
+        state.clock.now(),
+        state.config.session_ttl,
+    )
+    .await?)
 }
 
 /// Checks the CSRF token from the `x-csrf-token` header (htmx) or the `_csrf` field of
@@ -247,16 +354,30 @@ pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Result<Op
 /// body to read it and hands the request on intact.
 async fn check_csrf(req: Request, expected: Option<String>) -> Result<Request, Response> {
     let fail = || AppError::Csrf.into_response();
-    let Some(expected) = expected else { return Err(fail()) };
+    let Some(expected) = expected else {
+        return Err(fail());
+    };
     let matches = |given: &str| constant_time_eq(given.as_bytes(), expected.as_bytes());
 
     if let Some(given) = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
         return if matches(given) { Ok(req) } else { Err(fail()) };
     }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if content_type.starts_with("multipart/form-data") {
-        let given = req.uri().query().and_then(|q| form_field(q.as_bytes(), CSRF_FIELD));
-        return if given.as_deref().is_some_and(matches) { Ok(req) } else { Err(fail()) };
+        let given = req
+            .uri()
+            .query()
+            .and_then(|q| form_field(q.as_bytes(), CSRF_FIELD));
+        return if given.as_deref().is_some_and(matches) {
+            Ok(req)
+        } else {
+            Err(fail())
+        };
     }
     if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(fail());
@@ -266,15 +387,23 @@ async fn check_csrf(req: Request, expected: Option<String>) -> Result<Request, R
         .await
         .map_err(|_| AppError::BadRequest("the form is too large".into()).into_response())?;
     let given = form_field(&bytes, CSRF_FIELD);
-    if given.as_deref().is_some_and(matches) { Ok(Request::from_parts(parts, Body::from(bytes))) } else { Err(fail()) }
+    if given.as_deref().is_some_and(matches) {
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    } else {
+        Err(fail())
+    }
 }
 
 fn form_field(body: &[u8], name: &str) -> Option<String> {
-    url_decode_pairs(body).find(|(k, _)| k == name).map(|(_, v)| v)
+    url_decode_pairs(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 fn url_decode_pairs(body: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default().into_iter()
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .unwrap_or_default()
+        .into_iter()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -294,7 +423,12 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A `Set-Cookie` value: always HttpOnly and SameSite=Lax, Secure over https.
-pub fn set_cookie(config: &Config, name: &str, value: &str, max_age: Option<std::time::Duration>) -> HeaderValue {
+pub fn set_cookie(
+    config: &Config,
+    name: &str,
+    value: &str,
+    max_age: Option<std::time::Duration>,
+) -> HeaderValue {
     let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={}", age.as_secs()));
@@ -315,23 +449,40 @@ pub fn anon_cookie(headers: &HeaderMap) -> (String, bool) {
 
 /// The client's IP: the socket peer, or the first `X-Forwarded-For` hop when
 /// `TRUST_PROXY_HEADERS` is on (only behind a proxy you run).
-pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> String {
+pub fn client_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+) -> String {
     if state.config.trust_proxy_headers
-        && let Some(first) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next())
+        && let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
     {
         return first.trim().to_string();
     }
-    peer.map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+    peer.map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)]).map(|e| e.trim_start_matches('=').to_string()).unwrap_or_default()
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_string())
+        .unwrap_or_default()
 }
 
 /// A `next` target is only ever a local path: never another site (no open redirect).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains("://") => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.contains("://") =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -343,7 +494,13 @@ mod tests {
     #[test]
     fn next_targets_stay_local() {
         assert_eq!(safe_next(Some("/settings")), "/settings");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "/x?u=http://e"] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "evil",
+            "/x?u=http://e",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
@@ -352,7 +509,10 @@ mod tests {
     #[test]
     fn cookies_parse_from_several_headers() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; ll_session=abc"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; ll_session=abc"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("ll_csrf=xyz"));
         assert_eq!(cookie(&h, "ll_session"), Some("abc"));
         assert_eq!(cookie(&h, "ll_csrf"), Some("xyz"));
@@ -363,7 +523,12 @@ mod tests {
     fn route_paths_are_unique_per_method() {
         let mut seen = std::collections::HashSet::new();
         for r in routes() {
-            assert!(seen.insert((r.method.clone(), r.path)), "{} {} declared twice", r.method, r.path);
+            assert!(
+                seen.insert((r.method.clone(), r.path)),
+                "{} {} declared twice",
+                r.method,
+                r.path
+            );
         }
     }
 }

@@ -39,7 +39,12 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    fn new(state: &AppState, session: &Session, active: &'static str, notice: Option<&str>) -> Self {
+    fn new(
+        state: &AppState,
+        session: &Session,
+        active: &'static str,
+        notice: Option<&str>,
+    ) -> Self {
         let t = strings();
         Self {
             t,
@@ -83,10 +88,18 @@ struct DashboardPage {
     users: i64,
 }
 
-pub async fn dashboard(State(state): State<AppState>, Extension(s): Extension<Session>, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+pub async fn dashboard(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     let jobs = jobs::stats(&state.pool).await?;
     let users = accounts::user_count(&state.pool).await?;
-    render(DashboardPage { chrome: Chrome::new(&state, &s, "dashboard", q.notice.as_deref()), jobs, users })
+    render(DashboardPage {
+        chrome: Chrome::new(&state, &s, "dashboard", q.notice.as_deref()),
+        jobs,
+        users,
+    })
 }
 
 /// Areas that later releases fill in; the page says what is coming.
@@ -98,25 +111,59 @@ struct AreaPage {
     description: &'static str,
 }
 
-fn area(state: &AppState, s: &Session, key: &'static str, pick: fn(&Strings) -> (&'static str, &'static str)) -> AppResult<Html<String>> {
+fn area(
+    state: &AppState,
+    s: &Session,
+    key: &'static str,
+    pick: fn(&Strings) -> (&'static str, &'static str),
+) -> AppResult<Html<String>> {
     let (title, description) = pick(strings());
-    render(AreaPage { chrome: Chrome::new(state, s, key, None), title, description })
+    render(AreaPage {
+        chrome: Chrome::new(state, s, key, None),
+        title,
+        description,
+    })
 }
 
-pub async fn calendar(State(state): State<AppState>, Extension(s): Extension<Session>) -> AppResult<Html<String>> {
-    area(&state, &s, "calendar", |t| (t.nav_calendar, t.area_calendar))
+pub async fn calendar(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    area(&state, &s, "calendar", |t| {
+        (t.nav_calendar, t.area_calendar)
+    })
 }
-pub async fn audience(State(state): State<AppState>, Extension(s): Extension<Session>) -> AppResult<Html<String>> {
-    area(&state, &s, "audience", |t| (t.nav_audience, t.area_audience))
+pub async fn audience(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    area(&state, &s, "audience", |t| {
+        (t.nav_audience, t.area_audience)
+    })
 }
-pub async fn campaigns(State(state): State<AppState>, Extension(s): Extension<Session>) -> AppResult<Html<String>> {
-    area(&state, &s, "campaigns", |t| (t.nav_campaigns, t.area_campaigns))
+pub async fn campaigns(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    area(&state, &s, "campaigns", |t| {
+        (t.nav_campaigns, t.area_campaigns)
+    })
 }
-pub async fn automations(State(state): State<AppState>, Extension(s): Extension<Session>) -> AppResult<Html<String>> {
-    area(&state, &s, "automations", |t| (t.nav_automations, t.area_automations))
+pub async fn automations(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    area(&state, &s, "automations", |t| {
+        (t.nav_automations, t.area_automations)
+    })
 }
-pub async fn insights(State(state): State<AppState>, Extension(s): Extension<Session>) -> AppResult<Html<String>> {
-    area(&state, &s, "insights", |t| (t.nav_insights, t.area_insights))
+pub async fn insights(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    area(&state, &s, "insights", |t| {
+        (t.nav_insights, t.area_insights)
+    })
 }
 
 #[derive(Template)]
@@ -125,8 +172,13 @@ struct SettingsPage {
     chrome: Chrome,
 }
 
-pub async fn settings(State(state): State<AppState>, Extension(s): Extension<Session>) -> AppResult<Html<String>> {
-    render(SettingsPage { chrome: Chrome::new(&state, &s, "settings", None) })
+pub async fn settings(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    render(SettingsPage {
+        chrome: Chrome::new(&state, &s, "settings", None),
+    })
 }
 
 #[derive(Template)]
@@ -136,8 +188,15 @@ struct AccountPage {
     errors: Vec<String>,
 }
 
-pub async fn account(State(state): State<AppState>, Extension(s): Extension<Session>, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
-    render(AccountPage { chrome: Chrome::new(&state, &s, "settings", q.notice.as_deref()), errors: vec![] })
+pub async fn account(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
+    render(AccountPage {
+        chrome: Chrome::new(&state, &s, "settings", q.notice.as_deref()),
+        errors: vec![],
+    })
 }
 
 #[derive(Deserialize)]
@@ -150,15 +209,25 @@ pub struct PasswordForm {
     new_password_confirm: String,
 }
 
-pub async fn change_password(State(state): State<AppState>, Extension(s): Extension<Session>, Form(f): Form<PasswordForm>) -> AppResult<Response> {
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<PasswordForm>,
+) -> AppResult<Response> {
     let result = match NewPassword::parse(f.new_password, Some(&f.new_password_confirm)) {
-        Ok(new) => accounts::change_password(&state.pool, s.user.id, f.current_password, new, &s.token).await,
+        Ok(new) => {
+            accounts::change_password(&state.pool, s.user.id, f.current_password, new, &s.token)
+                .await
+        }
         Err(e) => Err(AppError::Unprocessable(e.to_string())),
     };
     match result {
         Ok(()) => Ok(Redirect::to("/settings/account?notice=password-changed").into_response()),
         Err(AppError::Unprocessable(msg)) => {
-            let page = render(AccountPage { chrome: Chrome::new(&state, &s, "settings", None), errors: vec![msg] })?;
+            let page = render(AccountPage {
+                chrome: Chrome::new(&state, &s, "settings", None),
+                errors: vec![msg],
+            })?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e),
@@ -173,15 +242,25 @@ struct JobsPage {
     jobs: Vec<JobRow>,
 }
 
-pub async fn jobs(State(state): State<AppState>, Extension(s): Extension<Session>, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+pub async fn jobs(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     let stats = jobs::stats(&state.pool).await?;
     let jobs = jobs::recent_unfinished(&state.pool, 100).await?;
-    render(JobsPage { chrome: Chrome::new(&state, &s, "settings", q.notice.as_deref()), stats, jobs })
+    render(JobsPage {
+        chrome: Chrome::new(&state, &s, "settings", q.notice.as_deref()),
+        stats,
+        jobs,
+    })
 }
 
 pub async fn retry_job(State(state): State<AppState>, Path(id): Path<i64>) -> AppResult<Redirect> {
     if !jobs::retry_dead(&state.pool, id, state.clock.now()).await? {
-        return Err(AppError::Conflict("that job is not in the failed state (it may have been retried already)".into()));
+        return Err(AppError::Conflict(
+            "that job is not in the failed state (it may have been retried already)".into(),
+        ));
     }
     Ok(Redirect::to("/settings/jobs?notice=job-retried"))
 }
@@ -201,12 +280,29 @@ fn role_options(t: &Strings) -> [(&'static str, &'static str); 3] {
     Role::ALL.map(|r| (r.as_str(), t.role_label(r)))
 }
 
-async fn users_page(state: &AppState, s: &Session, notice: Option<&str>, email: String, errors: Vec<String>) -> AppResult<Html<String>> {
+async fn users_page(
+    state: &AppState,
+    s: &Session,
+    notice: Option<&str>,
+    email: String,
+    errors: Vec<String>,
+) -> AppResult<Html<String>> {
     let users = accounts::list_users(&state.pool).await?;
-    render(UsersPage { chrome: Chrome::new(state, s, "settings", notice), me: s.user.id, users, roles: role_options(strings()), email, errors })
+    render(UsersPage {
+        chrome: Chrome::new(state, s, "settings", notice),
+        me: s.user.id,
+        users,
+        roles: role_options(strings()),
+        email,
+        errors,
+    })
 }
 
-pub async fn users(State(state): State<AppState>, Extension(s): Extension<Session>, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+pub async fn users(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     users_page(&state, &s, q.notice.as_deref(), String::new(), vec![]).await
 }
 
@@ -220,13 +316,25 @@ pub struct NewUserForm {
     role: String,
 }
 
-pub async fn create_user(State(state): State<AppState>, Extension(s): Extension<Session>, Form(f): Form<NewUserForm>) -> AppResult<Response> {
+pub async fn create_user(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<NewUserForm>,
+) -> AppResult<Response> {
     let email = EmailAddress::parse(&f.email).map_err(|e| e.to_string());
     let password = NewPassword::parse(f.password, None).map_err(|e| e.to_string());
     let role = Role::parse(&f.role).ok_or_else(|| "choose a role".to_string());
     let result = match (email, password, role) {
-        (Ok(e), Ok(p), Ok(r)) => accounts::create_user(&state.pool, &e, p, r).await.map(|_| ()),
-        (e, p, r) => Err(AppError::Unprocessable([e.err(), p.err(), r.err()].into_iter().flatten().collect::<Vec<_>>().join("; "))),
+        (Ok(e), Ok(p), Ok(r)) => accounts::create_user(&state.pool, &e, p, r)
+            .await
+            .map(|_| ()),
+        (e, p, r) => Err(AppError::Unprocessable(
+            [e.err(), p.err(), r.err()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
     };
     match result {
         Ok(()) => Ok(Redirect::to("/settings/users?notice=user-created").into_response()),
@@ -244,15 +352,26 @@ pub struct RoleForm {
     role: String,
 }
 
-pub async fn set_role(State(state): State<AppState>, Path(id): Path<i64>, Form(f): Form<RoleForm>) -> AppResult<Redirect> {
-    let role = Role::parse(&f.role).ok_or_else(|| AppError::Unprocessable("choose a role".into()))?;
+pub async fn set_role(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Form(f): Form<RoleForm>,
+) -> AppResult<Redirect> {
+    let role =
+        Role::parse(&f.role).ok_or_else(|| AppError::Unprocessable("choose a role".into()))?;
     accounts::set_role(&state.pool, id, role).await?;
     Ok(Redirect::to("/settings/users?notice=role-changed"))
 }
 
-pub async fn delete_user(State(state): State<AppState>, Extension(s): Extension<Session>, Path(id): Path<i64>) -> AppResult<Redirect> {
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<i64>,
+) -> AppResult<Redirect> {
     if id == s.user.id {
-        return Err(AppError::Conflict("you cannot remove your own account; ask another owner".into()));
+        return Err(AppError::Conflict(
+            "you cannot remove your own account; ask another owner".into(),
+        ));
     }
     accounts::delete_user(&state.pool, id).await?;
     Ok(Redirect::to("/settings/users?notice=user-deleted"))

@@ -1,0 +1,115 @@
+//! One error type: HTML pages for the dashboard, JSON under /api, readable 4xx for
+//! constraint violations, opaque 500s.
+
+use axum::{Router, routing::get};
+use loopline::{
+    AppError,
+    accounts::{self, NewPassword, Role},
+    address::EmailAddress,
+    web,
+};
+use reqwest::StatusCode;
+
+use crate::harness::{PASSWORD, Page, TestApp};
+
+#[tokio::test]
+async fn unknown_pages_render_html_and_unknown_api_routes_answer_json() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    let res = c.get("/no/such/page").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = Page {
+        status: StatusCode::NOT_FOUND,
+        html: scraper::Html::parse_document(&res.text().await.unwrap()),
+    };
+    assert_eq!(
+        page.attr("main.error-page", "data-status").as_deref(),
+        Some("404")
+    );
+    assert_eq!(page.select("#error-message"), vec!["not found"]);
+
+    let res = c.get("/api/v1/nothing-here").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["status"], 404);
+    assert_eq!(body["error"]["message"], "not found");
+}
+
+#[tokio::test]
+async fn framework_rejections_become_error_pages_too() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    // A path parameter that is not a number.
+    let res = editor
+        .post_form("/settings/jobs/not-a-number/retry", &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // Retrying a job that does not exist is a conflict with a message, not a 500.
+    let res = editor.post_form("/settings/jobs/999999/retry", &[]).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("not in the failed state")
+    );
+}
+
+#[tokio::test]
+async fn constraint_violations_map_to_conflicts_with_a_readable_message() {
+    let app = TestApp::spawn().await;
+    app.create_user("Someone@Example.com", Role::Editor).await;
+    let dup = EmailAddress::parse("someone@example.com").unwrap();
+    let err = accounts::create_user(
+        &app.pool,
+        &dup,
+        NewPassword::parse(PASSWORD.into(), None).unwrap(),
+        Role::Viewer,
+    )
+    .await
+    .unwrap_err();
+    match err {
+        AppError::Conflict(msg) => assert!(msg.contains("already exists"), "{msg}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_are_opaque_to_the_client() {
+    async fn boom() -> Result<(), AppError> {
+        Err(AppError::Internal(
+            anyhow::anyhow!("password=hunter2 in /etc/secret").context("loading things"),
+        ))
+    }
+    let router: Router = Router::new()
+        .route("/boom", get(boom))
+        .route("/api/boom", get(boom))
+        .layer(axum::middleware::from_fn(web::errors::render));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    for path in ["/boom", "/api/boom"] {
+        let res = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = res.text().await.unwrap();
+        assert!(
+            !body.contains("hunter2")
+                && !body.contains("/etc/secret")
+                && !body.contains("loading things"),
+            "{body}"
+        );
+        assert!(body.contains("something went wrong"), "{body}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests: one private PostgreSQL per test run, a fresh database per test,
+//! the app on port 0, a real SMTP server, and headless Chromium for the journey.
+
+mod harness;
+
+mod accounts;
+mod browser;
+mod errors;
+mod jobs;
+mod process;
+mod routes;
+mod smtp;
