@@ -10,7 +10,7 @@ pub use sessions::{
     Session, SessionToken, create_session, delete_other_sessions, delete_session, lookup_session,
     purge_expired_sessions,
 };
-pub use throttle::{LoginThrottle, clear_failures, record_failure};
+pub use throttle::{LoginThrottle, clear_failures};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

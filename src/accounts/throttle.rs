@@ -1,5 +1,9 @@
 //! Login rate limiting per IP and per account, in PostgreSQL so it holds across every
 //! Loopline process sharing the database.
+//!
+//! Each attempt is recorded *before* its password is checked and the count taken after,
+//! so concurrent guesses cannot all slip through between a check and a record. A
+//! successful sign-in clears the account's attempts.
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
@@ -24,25 +28,33 @@ impl Default for LoginThrottle {
 }
 
 impl LoginThrottle {
-    /// Refuses (429) when either the account or the IP has too many recent failures.
-    pub async fn check(
+    /// Records an attempt, then refuses (429) when the account or the IP has made more
+    /// attempts in the window than allowed.
+    pub async fn attempt(
         &self,
         pool: &PgPool,
         email: &str,
         ip: &str,
         now: DateTime<Utc>,
     ) -> Result<(), AppError> {
-        let since = now - self.window;
+        let email: String = email.trim().chars().take(320).collect();
         let (by_account, by_ip): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM login_failures WHERE lower(email) = lower($1) AND at > $3),
-                    (SELECT count(*) FROM login_failures WHERE ip = $2 AND at > $3)",
+            "WITH attempt AS (INSERT INTO login_failures (email, ip, at) VALUES ($1, $2, $3))
+             SELECT (SELECT count(*) + 1 FROM login_failures WHERE lower(email) = lower($1) AND at > $4),
+                    (SELECT count(*) + 1 FROM login_failures WHERE ip = $2 AND at > $4)",
         )
-        .bind(email.trim())
+        .bind(&email)
         .bind(ip)
-        .bind(since)
+        .bind(now)
+        .bind(now - self.window)
         .fetch_one(pool)
         .await?;
-        if by_account >= self.max_per_account || by_ip >= self.max_per_ip {
+        // Keep the table small: anything older than a day is irrelevant.
+        sqlx::query("DELETE FROM login_failures WHERE at < $1")
+            .bind(now - Duration::days(1))
+            .execute(pool)
+            .await?;
+        if by_account > self.max_per_account || by_ip > self.max_per_ip {
             return Err(AppError::TooManyRequests(format!(
                 "too many failed sign-in attempts; wait {} minutes and try again",
                 self.window.num_minutes()
@@ -52,27 +64,7 @@ impl LoginThrottle {
     }
 }
 
-pub async fn record_failure(
-    pool: &PgPool,
-    email: &str,
-    ip: &str,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    let email: String = email.trim().chars().take(320).collect();
-    sqlx::query("INSERT INTO login_failures (email, ip, at) VALUES ($1, $2, $3)")
-        .bind(email)
-        .bind(ip)
-        .bind(now)
-        .execute(pool)
-        .await?;
-    // Keep the table small: anything older than a day is irrelevant.
-    sqlx::query("DELETE FROM login_failures WHERE at < $1")
-        .bind(now - Duration::days(1))
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
+/// Forgets an account's attempts after it signed in successfully.
 pub async fn clear_failures(pool: &PgPool, email: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM login_failures WHERE lower(email) = lower($1)")
         .bind(email.trim())

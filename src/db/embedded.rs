@@ -68,8 +68,26 @@ impl PgBinaries {
     /// Looks on PATH, then `pg_config --bindir`, then the versioned directories where
     /// Debian/Ubuntu (`/usr/lib/postgresql/N/bin`) and other systems put them.
     pub fn find() -> anyhow::Result<Self> {
+        Self::find_in(
+            std::env::var_os("PG_BINDIR"),
+            std::env::var_os("PATH"),
+            &[
+                "/usr/lib/postgresql",
+                "/usr/local/lib/postgresql",
+                "/opt/homebrew/opt",
+            ],
+            &["/usr/local/pgsql/bin", "/usr/pgsql/bin"],
+        )
+    }
+
+    fn find_in(
+        pg_bindir: Option<std::ffi::OsString>,
+        path: Option<std::ffi::OsString>,
+        versioned_roots: &[&str],
+        fixed: &[&str],
+    ) -> anyhow::Result<Self> {
         let has_both = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
-        if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from) {
+        if let Some(dir) = pg_bindir.map(PathBuf::from) {
             if has_both(&dir) {
                 return Ok(Self { bindir: dir });
             }
@@ -78,7 +96,7 @@ impl PgBinaries {
                 dir.display()
             );
         }
-        if let Some(path) = std::env::var_os("PATH") {
+        if let Some(path) = path.clone() {
             for dir in std::env::split_paths(&path) {
                 if has_both(&dir) {
                     // Follow symlinks (e.g. /usr/local/bin/postgres) to the real bindir.
@@ -92,18 +110,19 @@ impl PgBinaries {
                 }
             }
         }
-        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let pg_config = path.as_ref().and_then(|p| {
+            std::env::split_paths(p)
+                .map(|d| d.join("pg_config"))
+                .find(|c| c.is_file())
+        });
+        if let Some(out) = pg_config.and_then(|c| Command::new(c).arg("--bindir").output().ok()) {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             if out.status.success() && has_both(&dir) {
                 return Ok(Self { bindir: dir });
             }
         }
         let mut versioned: Vec<(u32, PathBuf)> = Vec::new();
-        for root in [
-            "/usr/lib/postgresql",
-            "/usr/local/lib/postgresql",
-            "/opt/homebrew/opt",
-        ] {
+        for root in versioned_roots {
             if let Ok(entries) = fs::read_dir(root) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().to_string();
@@ -119,9 +138,9 @@ impl PgBinaries {
                 }
             }
         }
-        for fixed in ["/usr/local/pgsql/bin", "/usr/pgsql/bin"] {
-            if has_both(Path::new(fixed)) {
-                versioned.push((0, fixed.into()));
+        for dir in fixed {
+            if has_both(Path::new(dir)) {
+                versioned.push((0, dir.into()));
             }
         }
         versioned.sort();
@@ -155,20 +174,46 @@ impl RunAs {
         if !Uid::effective().is_root() {
             return Ok(None);
         }
-        for name in ["postgres", "nobody"] {
-            if let Some(u) = User::from_name(name).context("looking up system users")? {
-                return Ok(Some(Self {
+        let lookup = |name: &str| -> anyhow::Result<Option<Self>> {
+            Ok(User::from_name(name)
+                .context("looking up system users")?
+                .map(|u| Self {
                     uid: u.uid,
                     gid: u.gid,
                     name: u.name,
                     home: u.dir,
-                }));
+                }))
+        };
+        for name in ["postgres", "loopline"] {
+            if let Some(r) = lookup(name)? {
+                return Ok(Some(r));
+            }
+        }
+        // No PostgreSQL account on this machine: make a dedicated system account rather
+        // than borrow a shared one such as `nobody` (with trust auth on the socket, any
+        // process of that account could otherwise reach the database).
+        let created = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "loopline",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if created {
+            tracing::info!("created the system account `loopline` to run PostgreSQL");
+            if let Some(r) = lookup("loopline")? {
+                return Ok(Some(r));
             }
         }
         bail!(
-            "Loopline runs as root and PostgreSQL refuses to; no unprivileged `postgres` or \
-             `nobody` account exists to run it as. Create one (`useradd --system postgres`) or \
-             run Loopline as an ordinary user."
+            "Loopline runs as root and PostgreSQL refuses to; there is no `postgres` account to \
+             run it as and `useradd --system loopline` failed. Create an unprivileged account \
+             named postgres or loopline, or run Loopline as an ordinary user."
         )
     }
 
@@ -335,6 +380,23 @@ impl EmbeddedPostgres {
             .port(PORT)
             .username(SUPERUSER)
             .database(database)
+    }
+
+    /// A `postgresql://` URL for this cluster's socket, e.g. to hand to `DATABASE_URL`.
+    pub fn url(&self, database: &str) -> String {
+        let host: String = self
+            .socket_dir
+            .to_string_lossy()
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("postgresql://{SUPERUSER}@localhost:{PORT}/{database}?host={host}")
     }
 
     pub fn cluster_dir(&self) -> &Path {
@@ -504,20 +566,29 @@ fn stop_orphan(cluster_dir: &Path) -> anyhow::Result<()> {
         let _ = fs::remove_file(&pid_file);
         return Ok(());
     };
-    let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
-        .unwrap_or(false);
-    if is_postgres && kill(Pid::from_raw(pid), None).is_ok() {
+    // Ours only if that process is a postmaster whose working directory is this cluster
+    // (a reused pid could belong to anything, even the system's own PostgreSQL).
+    let ours = fs::canonicalize(format!("/proc/{pid}/cwd")).ok()
+        == fs::canonicalize(cluster_dir).ok()
+        && fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("postgres"));
+    if ours && kill(Pid::from_raw(pid), None).is_ok() {
         tracing::warn!(
             pid,
             "stopping a PostgreSQL left running by a previous Loopline"
         );
         let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while pid_file.exists() && kill(Pid::from_raw(pid), None).is_ok() {
+        while kill(Pid::from_raw(pid), None).is_ok() {
             if Instant::now() > deadline {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
                 std::thread::sleep(Duration::from_secs(2));
+                if kill(Pid::from_raw(pid), None).is_ok() {
+                    bail!(
+                        "a PostgreSQL (pid {pid}) is still running on {} and does not stop; stop it by hand",
+                        cluster_dir.display()
+                    );
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -541,10 +612,32 @@ fn socket_dir_for(cluster_dir: &Path, run_as: Option<&RunAs>) -> anyhow::Result<
     let hash = sha2::Sha256::digest(cluster_dir.as_os_str().as_encoded_bytes());
     let short: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let dir = std::env::temp_dir().join(format!("loopline-pg-{short}"));
-    fs::create_dir_all(&dir)?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-    if let Some(r) = run_as {
-        nix::unistd::chown(&dir, Some(r.uid), Some(r.gid))?;
+    let owner = run_as.map(|r| r.uid).unwrap_or_else(Uid::effective);
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) => {
+            // /tmp is shared: accept only our own private directory, never a symlink or
+            // something another account planted.
+            if !meta.file_type().is_dir()
+                || meta.uid() != owner.as_raw()
+                || meta.permissions().mode() & 0o077 != 0
+            {
+                bail!(
+                    "{} exists but is not a private directory of uid {owner}; remove it, or use a \
+                     shorter LOOPLINE_DATA_DIR path",
+                    dir.display()
+                );
+            }
+        }
+        Err(_) => {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(r) = run_as {
+                nix::unistd::chown(&dir, Some(r.uid), Some(r.gid))?;
+            }
+        }
     }
     Ok(dir)
 }
@@ -553,4 +646,32 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_binaries_the_error_says_what_to_install_or_set() {
+        let empty = std::env::temp_dir().join("loopline-no-pg-here");
+        let err = PgBinaries::find_in(
+            None,
+            Some(empty.clone().into_os_string()),
+            &[empty.to_str().unwrap()],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("apt-get install postgresql"), "{err}");
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_pg_bindir_is_named() {
+        let err = PgBinaries::find_in(Some("/nowhere/bin".into()), None, &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PG_BINDIR=/nowhere/bin"), "{err}");
+    }
 }

@@ -137,14 +137,18 @@ impl JobContext {
     /// jobs should call it regularly.
     pub async fn progress(&self, done: i64, total: i64) -> sqlx::Result<()> {
         let until = self.clock.now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
-        sqlx::query("UPDATE jobs SET progress_done = $2, progress_total = $3, locked_until = $4 WHERE id = $1 AND locked_by = $5")
-            .bind(self.job.id)
-            .bind(done)
-            .bind(total)
-            .bind(until)
-            .bind(&*self.worker_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET progress_done = $2, progress_total = $3, locked_until = $4
+             WHERE id = $1 AND locked_by = $5 AND attempts = $6 AND status = 'running'",
+        )
+        .bind(self.job.id)
+        .bind(done)
+        .bind(total)
+        .bind(until)
+        .bind(&*self.worker_id)
+        .bind(self.job.attempts)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -237,10 +241,17 @@ impl JobRunner {
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
         sqlx::query_as(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $3, locked_until = $2
+            "WITH buried AS (
+                 -- A lease ran out on the last allowed attempt: the worker died or hung
+                 -- on it every time. Stop here rather than crash the next one too.
+                 UPDATE jobs SET status = 'dead', finished_at = $1, locked_by = NULL, locked_until = NULL,
+                        last_error = 'the lease ran out on every attempt (the worker died or hung while running it)'
+                 WHERE status = 'running' AND locked_until < $1 AND attempts >= max_attempts)
+             UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $3, locked_until = $2
              WHERE id IN (
                  SELECT id FROM jobs
-                 WHERE (status = 'queued' AND run_at <= $1) OR (status = 'running' AND locked_until < $1)
+                 WHERE (status = 'queued' AND run_at <= $1)
+                    OR (status = 'running' AND locked_until < $1 AND attempts < max_attempts)
                  ORDER BY run_at, id
                  LIMIT $4
                  FOR UPDATE SKIP LOCKED)
@@ -281,55 +292,43 @@ impl JobRunner {
             }
         };
         let now = self.clock.now();
-        let (outcome, rows) = match result {
-            Ok(()) => {
-                let r = sqlx::query(
-                    "UPDATE jobs SET status = 'done', finished_at = $2, locked_by = NULL, locked_until = NULL, last_error = NULL
-                     WHERE id = $1 AND locked_by = $3 AND status = 'running'",
-                )
-                .bind(id)
-                .bind(now)
-                .bind(&*self.worker_id)
-                .execute(&self.pool)
-                .await
-                .context("recording job success")?;
-                (Outcome::Done, r.rows_affected())
-            }
+        let (outcome, run_at, error) = match result {
+            Ok(()) => (Outcome::Done, None, None),
             Err(err) => {
-                let fatal = matches!(err, JobError::Fatal(_));
                 let message = err.to_string();
-                if fatal || attempts >= max_attempts {
+                if matches!(err, JobError::Fatal(_)) || attempts >= max_attempts {
                     tracing::error!(job_id = id, kind = %kind, attempts, error = %message, "job is dead");
-                    let r = sqlx::query(
-                        "UPDATE jobs SET status = 'dead', finished_at = $2, last_error = $3, locked_by = NULL, locked_until = NULL
-                         WHERE id = $1 AND locked_by = $4 AND status = 'running'",
-                    )
-                    .bind(id)
-                    .bind(now)
-                    .bind(&message)
-                    .bind(&*self.worker_id)
-                    .execute(&self.pool)
-                    .await
-                    .context("recording job death")?;
-                    (Outcome::Dead, r.rows_affected())
+                    (Outcome::Dead, None, Some(message))
                 } else {
                     let retry_at = now + backoff(attempts);
                     tracing::warn!(job_id = id, kind = %kind, attempts, error = %message, %retry_at, "job failed; will retry");
-                    let r = sqlx::query(
-                        "UPDATE jobs SET status = 'queued', run_at = $2, last_error = $3, locked_by = NULL, locked_until = NULL
-                         WHERE id = $1 AND locked_by = $4 AND status = 'running'",
-                    )
-                    .bind(id)
-                    .bind(retry_at)
-                    .bind(&message)
-                    .bind(&*self.worker_id)
-                    .execute(&self.pool)
-                    .await
-                    .context("recording job retry")?;
-                    (Outcome::Retrying, r.rows_affected())
+                    (Outcome::Retrying, Some(retry_at), Some(message))
                 }
             }
         };
+        let status = match outcome {
+            Outcome::Done => "done",
+            Outcome::Dead => "dead",
+            _ => "queued",
+        };
+        // Only the claim that ran it may record it: same worker, same attempt, still running.
+        let rows = sqlx::query(
+            "UPDATE jobs SET status = $2::job_status, run_at = coalesce($3, run_at), last_error = $4,
+                    finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE $5 END,
+                    locked_by = NULL, locked_until = NULL
+             WHERE id = $1 AND locked_by = $6 AND attempts = $7 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(run_at)
+        .bind(error)
+        .bind(now)
+        .bind(&*self.worker_id)
+        .bind(attempts)
+        .execute(&self.pool)
+        .await
+        .context("recording the job's outcome")?
+        .rows_affected();
         Ok(if rows == 1 {
             outcome
         } else {

@@ -255,11 +255,15 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     match crate::db::readiness(&state.pool).await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not ready", "reason": reason })),
-        )
-            .into_response(),
+        Err(reason) => {
+            // The detail goes to the log, not to whoever asks.
+            tracing::warn!(%reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "not ready" })),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -447,20 +451,21 @@ pub fn anon_cookie(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-/// The client's IP: the socket peer, or the first `X-Forwarded-For` hop when
-/// `TRUST_PROXY_HEADERS` is on (only behind a proxy you run).
+/// The client's IP: the socket peer, or the last `X-Forwarded-For` hop (the one your
+/// proxy appended; earlier entries are whatever the client sent) when
+/// `TRUST_PROXY_HEADERS` is on.
 pub fn client_ip(
     state: &AppState,
     headers: &HeaderMap,
     peer: Option<&ConnectInfo<SocketAddr>>,
 ) -> String {
     if state.config.trust_proxy_headers
-        && let Some(first) = headers
+        && let Some(last) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
     {
-        return first.trim().to_string();
+        return last.trim().to_string();
     }
     peer.map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into())
@@ -475,11 +480,13 @@ fn urlencode(s: &str) -> String {
 /// A `next` target is only ever a local path: never another site (no open redirect).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
+        // Browsers drop tabs and newlines from Location and read `\` as `/`, so any
+        // control character or backslash could turn a local path into another site.
         Some(n)
             if n.starts_with('/')
                 && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.contains("://") =>
+                && !n.contains("://")
+                && !n.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') =>
         {
             n.to_string()
         }
@@ -500,6 +507,9 @@ mod tests {
             "/\\evil.example",
             "evil",
             "/x?u=http://e",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/a\r\nSet-Cookie: x=1",
         ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }

@@ -43,8 +43,14 @@ use tokio_util::sync::CancellationToken;
 pub const PASSWORD: &str = "correct horse battery staple";
 const TEMPLATE_DB: &str = "loopline_template";
 
+/// Scratch space for clusters, data directories and mailboxes. Under the system temp
+/// directory rather than target/: when tests run as root, PostgreSQL runs as the
+/// `postgres` account, which must be able to reach it wherever the checkout lives.
 pub fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    let dir = std::env::temp_dir().join("loopline-tests");
+    fs::create_dir_all(&dir).unwrap();
+    let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    dir
 }
 
 pub struct Cluster {
@@ -54,6 +60,10 @@ pub struct Cluster {
 impl Cluster {
     pub fn options(&self, db: &str) -> PgConnectOptions {
         self.pg.connect_options(db)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        self.pg.url(db)
     }
 }
 

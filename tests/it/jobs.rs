@@ -286,6 +286,18 @@ async fn a_crashed_workers_lease_expires_and_another_worker_finishes_the_job() {
         .unwrap();
     assert_eq!(outcome, Outcome::LostLease);
     assert_eq!(status(&app, id).await.0, "done");
+
+    // A job whose worker dies on its last allowed attempt is buried, not retried for ever.
+    let doomed = enqueue(&app, NewJob::new("test.record", json!({})).max_attempts(1))
+        .await
+        .unwrap();
+    assert_eq!(crashed.claim(1).await.unwrap().len(), 1);
+    app.advance(chrono::Duration::minutes(6));
+    assert_eq!(app.drain_jobs().await, 0);
+    let (s, attempts, err, _) = status(&app, doomed).await;
+    assert_eq!((s.as_str(), attempts), ("dead", 1));
+    assert!(err.unwrap().contains("lease ran out"));
+    assert_eq!(runs(&app, doomed).await, 0);
 }
 
 #[tokio::test]
@@ -354,17 +366,20 @@ async fn the_background_worker_wakes_on_notify_and_hands_back_claims_on_shutdown
         .unwrap()
         .unwrap();
     // Wait until it is claimed.
-    for _ in 0..200 {
+    let mut claimed = false;
+    for _ in 0..400 {
         let s: String = sqlx::query_scalar("SELECT status::text FROM jobs WHERE id = $1")
             .bind(hung)
             .fetch_one(&pool)
             .await
             .unwrap();
         if s == "running" {
+            claimed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert!(claimed, "the worker never picked up the job");
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     let (s, attempts, locked_by): (String, i32, Option<String>) =

@@ -15,7 +15,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::harness::{PASSWORD, free_port, tmp_root};
+use crate::harness::{PASSWORD, cluster, free_port, tmp_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_loopline");
 
@@ -178,11 +178,20 @@ async fn the_binary_runs_its_own_postgres_survives_kill_9_and_shuts_down_cleanly
     let mut first = Running::start(&data, &[("LOG_FORMAT", "json")]);
     assert_eq!(http_status(&first.url("/")), 303);
     let pg = postmaster_pid(&data).expect("postmaster running");
-    assert!(
-        !std::fs::read_to_string(data.join("postgres/postgresql.auto.conf"))
-            .unwrap_or_default()
-            .contains("listen_addresses = '*'")
-    );
+    // Unix socket only: PostgreSQL listens on no TCP address.
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .socket(data.join("postgres"))
+        .username("loopline")
+        .database("loopline");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts)
+        .await
+        .unwrap();
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listen, "");
+    drop(conn);
 
     // A request id is on the request's log lines.
     let log_line = request_with_id(&first.url("/login"), "req-test-4242");
@@ -283,4 +292,43 @@ fn request_with_id(url: &str, id: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_database_url_set_that_server_is_used_and_no_cluster_is_started() {
+    let name = format!("ext_{}", uuid::Uuid::new_v4().simple());
+    loopline::db::ensure_database(cluster().options("postgres"), &name)
+        .await
+        .unwrap();
+    let root = tmp_root().join(format!("ext-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&root).unwrap();
+    let data = root.join("data");
+    let out = loopline(&data, free_port())
+        .env("DATABASE_URL", cluster().url(&name))
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    assert!(
+        !data.join("postgres").exists(),
+        "no private cluster when DATABASE_URL is set"
+    );
+    let pool = loopline::db::pool(cluster().options(&name), 2)
+        .await
+        .unwrap();
+    assert!(loopline::db::readiness(&pool).await.is_ok());
+
+    // A malformed value stops the start, naming the variable.
+    let out = loopline(&data, free_port())
+        .env("DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
+    let _ = std::fs::remove_dir_all(&root);
 }

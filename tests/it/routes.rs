@@ -156,6 +156,19 @@ async fn state_changing_forms_need_the_csrf_token() {
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no cookie at all");
+    anon.get("/login").await; // receives the anonymous CSRF cookie
+    let res = anon
+        .http
+        .post(anon.url("/login"))
+        .form(&[
+            ("email", "x@example.com"),
+            ("password", "whatever"),
+            ("_csrf", "guess"),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
