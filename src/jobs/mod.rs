@@ -30,6 +30,8 @@ pub const NOTIFY_CHANNEL: &str = "loopline_jobs";
 /// Longest idle sleep: a safety net should a notification ever be missed.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+/// How often a running worker looks for jobs whose lease ran out.
+const RECLAIM_EVERY: Duration = Duration::from_secs(15);
 
 /// Work to enqueue.
 #[derive(Debug, Clone)]
@@ -236,26 +238,21 @@ impl JobRunner {
         &self.worker_id
     }
 
-    /// Claims up to `limit` due jobs (and jobs whose lease ran out).
+    /// Claims up to `limit` due jobs. The query walks the partial index of queued jobs
+    /// only; expired leases are put back in the queue by [`JobRunner::reclaim_expired`].
     pub async fn claim(&self, limit: usize) -> sqlx::Result<Vec<ClaimedJob>> {
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
         sqlx::query_as(
-            "WITH buried AS (
-                 -- A lease ran out on the last allowed attempt: the worker died or hung
-                 -- on it every time. Stop here rather than crash the next one too.
-                 UPDATE jobs SET status = 'dead', finished_at = $1, locked_by = NULL, locked_until = NULL,
-                        last_error = 'the lease ran out on every attempt (the worker died or hung while running it)'
-                 WHERE status = 'running' AND locked_until < $1 AND attempts >= max_attempts)
-             UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $3, locked_until = $2
-             WHERE id IN (
+            "WITH next AS (
                  SELECT id FROM jobs
-                 WHERE (status = 'queued' AND run_at <= $1)
-                    OR (status = 'running' AND locked_until < $1 AND attempts < max_attempts)
+                 WHERE status = 'queued' AND run_at <= $1
                  ORDER BY run_at, id
                  LIMIT $4
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id, kind, payload, attempts, max_attempts",
+             UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, locked_by = $3, locked_until = $2
+             FROM next WHERE j.id = next.id
+             RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts",
         )
         .bind(now)
         .bind(until)
@@ -263,6 +260,27 @@ impl JobRunner {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Jobs whose lease ran out (their worker died or hung) go back to the queue, or,
+    /// if that was their last allowed attempt, to `dead`: a job that kills its worker
+    /// every time must not take down the next one for ever. Returns how many moved.
+    pub async fn reclaim_expired(&self) -> sqlx::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET
+                 status = CASE WHEN attempts >= max_attempts THEN 'dead'::job_status ELSE 'queued'::job_status END,
+                 run_at = $1,
+                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
+                 last_error = CASE WHEN attempts >= max_attempts
+                     THEN 'the lease ran out on every attempt (the worker died or hung while running it)'
+                     ELSE 'the lease ran out (the worker died or hung while running it)' END,
+                 locked_by = NULL, locked_until = NULL
+             WHERE status = 'running' AND locked_until < $1",
+        )
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// Runs one claimed job and records the outcome.
@@ -341,6 +359,7 @@ impl JobRunner {
     pub async fn run_until_idle(&self) -> anyhow::Result<usize> {
         let mut ran = 0usize;
         loop {
+            self.reclaim_expired().await?;
             let batch = self.claim(self.concurrency).await?;
             if batch.is_empty() {
                 return Ok(ran);
@@ -361,10 +380,22 @@ impl JobRunner {
         let mut running: JoinSet<()> = JoinSet::new();
         tracing::info!(worker = %self.worker_id, concurrency = self.concurrency, "job worker started");
 
+        let mut last_reclaim: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            if last_reclaim.is_none_or(|t| t.elapsed() >= RECLAIM_EVERY) {
+                match self.reclaim_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(jobs = n, "took back jobs whose worker died or hung"),
+                    Err(e) => tracing::warn!(error = %e, "checking for expired leases failed"),
+                }
+                last_reclaim = Some(std::time::Instant::now());
+            }
             let free = self.concurrency - running.len();
             let mut claimed = 0;
-            if free > 0 {
+            // Claim in batches (when half the slots are free, or all are): one claim
+            // round trip per job would make the claiming loop the bottleneck.
+            let batch_ready = free > 0 && (free * 2 >= self.concurrency || running.is_empty());
+            if batch_ready {
                 match self.claim(free).await {
                     Ok(jobs) => {
                         claimed = jobs.len();
@@ -389,7 +420,7 @@ impl JobRunner {
             if claimed > 0 && running.len() < self.concurrency {
                 continue;
             }
-            let wait = if running.len() >= self.concurrency {
+            let wait = if !batch_ready && !running.is_empty() {
                 IDLE_POLL
             } else {
                 self.time_until_due().await
