@@ -5,11 +5,13 @@
 
 pub mod accounts;
 pub mod address;
+pub mod audience;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod jobs;
+pub mod ratelimit;
 pub mod secrets;
 pub mod signing;
 pub mod startup;

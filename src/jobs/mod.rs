@@ -110,6 +110,9 @@ pub enum JobError {
     /// Never going to work: the job goes straight to `dead`.
     #[error("{0:#}")]
     Fatal(anyhow::Error),
+    /// No handler for this kind in this process.
+    #[error("no handler for this kind of job")]
+    Unhandled,
 }
 
 impl From<anyhow::Error> for JobError {
@@ -199,6 +202,8 @@ pub enum Outcome {
     Done,
     Retrying,
     Dead,
+    /// No handler here: back in the queue, attempts not spent.
+    Waiting,
     /// Our lease was taken over (we were too slow); the result was not recorded.
     LostLease,
 }
@@ -288,9 +293,10 @@ impl JobRunner {
         let (id, kind, attempts, max_attempts) =
             (job.id, job.kind.clone(), job.attempts, job.max_attempts);
         let result = match self.handlers.get(&kind) {
-            None => Err(JobError::Retry(anyhow::anyhow!(
-                "no handler for job kind `{kind}` in this Loopline version"
-            ))),
+            // Work for a capability this process does not have (an older version during
+            // a rolling upgrade, or one not built yet): wait for one that does, without
+            // spending the job's attempts.
+            None => Err(JobError::Unhandled),
             Some(handler) => {
                 let ctx = JobContext {
                     job,
@@ -312,6 +318,11 @@ impl JobRunner {
         let now = self.clock.now();
         let (outcome, run_at, error) = match result {
             Ok(()) => (Outcome::Done, None, None),
+            Err(JobError::Unhandled) => (
+                Outcome::Waiting,
+                Some(now + chrono::Duration::minutes(5)),
+                Some(format!("waiting for a Loopline that handles `{kind}` jobs")),
+            ),
             Err(err) => {
                 let message = err.to_string();
                 if matches!(err, JobError::Fatal(_)) || attempts >= max_attempts {
@@ -332,6 +343,7 @@ impl JobRunner {
         // Only the claim that ran it may record it: same worker, same attempt, still running.
         let rows = sqlx::query(
             "UPDATE jobs SET status = $2::job_status, run_at = coalesce($3, run_at), last_error = $4,
+                    attempts = attempts - $8,
                     finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE $5 END,
                     locked_by = NULL, locked_until = NULL
              WHERE id = $1 AND locked_by = $6 AND attempts = $7 AND status = 'running'",
@@ -343,6 +355,7 @@ impl JobRunner {
         .bind(now)
         .bind(&*self.worker_id)
         .bind(attempts)
+        .bind(i32::from(outcome == Outcome::Waiting))
         .execute(&self.pool)
         .await
         .context("recording the job's outcome")?

@@ -6,10 +6,12 @@
 //! dashboard route is reachable without a session and that roles are enforced.
 
 mod assets;
+mod audience;
 mod auth;
 pub mod errors;
 mod i18n;
 mod pages;
+mod public;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -136,6 +138,52 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/healthz", Public, get(healthz)),
         entry(g.clone(), "/readyz", Public, get(readyz)),
         entry(g.clone(), "/static/{*path}", Public, get(assets::serve)),
+        entry(g.clone(), "/f/{slug}", Public, get(public::signup_page)),
+        entry(p.clone(), "/f/{slug}", Public, post(public::signup_submit)),
+        entry(
+            p.clone(),
+            "/api/v1/forms/{slug}/subscribe",
+            Public,
+            post(public::signup_json),
+        ),
+        entry(
+            g.clone(),
+            "/confirm/{token}",
+            Public,
+            get(public::confirm_page),
+        ),
+        entry(
+            p.clone(),
+            "/confirm/{token}",
+            Public,
+            post(public::confirm_submit),
+        ),
+        entry(
+            g.clone(),
+            "/u/{token}",
+            Public,
+            get(public::unsubscribe_page),
+        ),
+        entry(
+            p.clone(),
+            "/u/{token}",
+            Public,
+            post(public::unsubscribe_submit),
+        ),
+        entry(
+            g.clone(),
+            "/p/{token}",
+            Public,
+            get(public::preferences_page),
+        ),
+        entry(
+            p.clone(),
+            "/p/{token}",
+            Public,
+            post(public::preferences_submit),
+        ),
+        entry(g.clone(), "/p/{token}/export", Public, get(public::export)),
+        entry(p.clone(), "/p/{token}/erase", Public, post(public::erase)),
         entry(g.clone(), "/setup", Anonymous, get(auth::setup_page)),
         entry(p.clone(), "/setup", Anonymous, post(auth::setup_submit)),
         entry(g.clone(), "/login", Anonymous, get(auth::login_page)),
@@ -143,7 +191,55 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/logout", Signed(Viewer), post(auth::logout)),
         entry(g.clone(), "/", Signed(Viewer), get(pages::dashboard)),
         entry(g.clone(), "/calendar", Signed(Viewer), get(pages::calendar)),
-        entry(g.clone(), "/audience", Signed(Viewer), get(pages::audience)),
+        entry(g.clone(), "/audience", Signed(Viewer), get(audience::list)),
+        entry(
+            g.clone(),
+            "/audience/subscribers/{id}",
+            Signed(Viewer),
+            get(audience::profile),
+        ),
+        entry(
+            p.clone(),
+            "/audience/subscribers/{id}/unsubscribe",
+            Signed(Editor),
+            post(audience::unsubscribe),
+        ),
+        entry(
+            g.clone(),
+            "/audience/subscribers/{id}/export",
+            Signed(Editor),
+            get(audience::export),
+        ),
+        entry(
+            p.clone(),
+            "/audience/subscribers/{id}/erase",
+            Signed(Editor),
+            post(audience::erase),
+        ),
+        entry(
+            g.clone(),
+            "/audience/forms",
+            Signed(Viewer),
+            get(audience::forms),
+        ),
+        entry(
+            p.clone(),
+            "/audience/forms",
+            Signed(Editor),
+            post(audience::create_form),
+        ),
+        entry(
+            g.clone(),
+            "/settings/audience",
+            Signed(Viewer),
+            get(audience::settings),
+        ),
+        entry(
+            p.clone(),
+            "/settings/audience",
+            Signed(Owner),
+            post(audience::save_settings),
+        ),
         entry(
             g.clone(),
             "/campaigns",
@@ -224,9 +320,8 @@ pub fn router(state: AppState) -> Router {
         ));
         app = app.route(info.path, guarded);
     }
-    let api = Router::new().fallback(|| async { AppError::NotFound });
-    app.nest("/api", api)
-        .fallback(|| async { AppError::NotFound })
+    // Unknown paths are 404s: JSON under /api, a page elsewhere (errors::render decides).
+    app.fallback(|| async { AppError::NotFound })
         .with_state(state)
         .layer(middleware::from_fn(errors::render))
         .layer(CatchPanicLayer::custom(|_| {

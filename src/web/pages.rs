@@ -39,7 +39,7 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    fn new(
+    pub fn new(
         state: &AppState,
         session: &Session,
         active: &'static str,
@@ -66,7 +66,7 @@ impl Chrome {
         [
             ("dashboard", "/", t.nav_dashboard, true),
             ("calendar", "/calendar", t.nav_calendar, false),
-            ("audience", "/audience", t.nav_audience, false),
+            ("audience", "/audience", t.nav_audience, true),
             ("campaigns", "/campaigns", t.nav_campaigns, false),
             ("automations", "/automations", t.nav_automations, false),
             ("insights", "/insights", t.nav_insights, false),
@@ -131,14 +131,6 @@ pub async fn calendar(
 ) -> AppResult<Html<String>> {
     area(&state, &s, "calendar", |t| {
         (t.nav_calendar, t.area_calendar)
-    })
-}
-pub async fn audience(
-    State(state): State<AppState>,
-    Extension(s): Extension<Session>,
-) -> AppResult<Html<String>> {
-    area(&state, &s, "audience", |t| {
-        (t.nav_audience, t.area_audience)
     })
 }
 pub async fn campaigns(

@@ -210,12 +210,17 @@ async fn fatal_errors_and_panics_are_contained() {
         (s.as_str(), err.as_deref()),
         ("queued", Some("job handler panicked"))
     );
-    let (s, _, err, _) = status(&app, unknown).await;
+    let (s, attempts, err, run_at) = status(&app, unknown).await;
     assert_eq!(
-        s, "queued",
-        "an unknown kind waits for a Loopline that knows it"
+        (s.as_str(), attempts),
+        ("queued", 0),
+        "an unknown kind waits for a Loopline that knows it, attempts unspent"
     );
-    assert!(err.unwrap().contains("no handler"));
+    assert!(
+        err.unwrap()
+            .contains("waiting for a Loopline that handles `test.nobody-handles-this`")
+    );
+    assert_eq!(run_at - app.clock.now(), chrono::Duration::minutes(5));
     app.advance(chrono::Duration::seconds(5));
     app.drain_jobs().await;
     assert_eq!(status(&app, flaky).await.0, "done");

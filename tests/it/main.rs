@@ -4,6 +4,7 @@
 mod harness;
 
 mod accounts;
+mod audience;
 mod browser;
 mod errors;
 mod jobs;

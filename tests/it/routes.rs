@@ -87,10 +87,16 @@ async fn roles_are_enforced_on_every_route_that_needs_more_than_viewer() {
                 checked_forbidden += 1;
             } else if r.method == Method::GET {
                 let res = client.request(Method::GET, &path, &[]).await;
-                assert_eq!(
-                    res.status(),
-                    StatusCode::OK,
-                    "{role:?} could not open {path}"
+                // Pages about one record answer 404 for the placeholder id; that is fine.
+                let expected: &[StatusCode] = if r.path.contains('{') {
+                    &[StatusCode::OK, StatusCode::NOT_FOUND]
+                } else {
+                    &[StatusCode::OK]
+                };
+                assert!(
+                    expected.contains(&res.status()),
+                    "{role:?} could not open {path}: {}",
+                    res.status()
                 );
             }
         }

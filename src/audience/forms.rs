@@ -1,0 +1,102 @@
+//! Signup forms: a hosted page each, an embeddable HTML snippet and a JSON endpoint.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::tags;
+use crate::{AppError, AppResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Form {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub double_opt_in: bool,
+    pub tag_ids: Vec<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A validated new form.
+#[derive(Debug, Clone)]
+pub struct NewForm {
+    pub name: String,
+    pub slug: String,
+    pub double_opt_in: bool,
+    pub tags: Vec<String>,
+}
+
+impl NewForm {
+    pub fn parse(name: &str, slug: &str, double_opt_in: bool, tags: &str) -> Result<Self, String> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err("give the form a name (up to 100 characters)".into());
+        }
+        let slug = slug.trim().to_ascii_lowercase();
+        let ok = !slug.is_empty()
+            && slug.len() <= 63
+            && slug
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err("the address part may use a–z, 0–9 and hyphens, and must start with a letter or digit".into());
+        }
+        Ok(Self {
+            name: name.to_string(),
+            slug,
+            double_opt_in,
+            tags: tags::clean_names(tags.split(',')),
+        })
+    }
+}
+
+const COLUMNS: &str = "id, slug, name, double_opt_in, tag_ids, created_at";
+
+pub async fn create(pool: &PgPool, form: &NewForm) -> AppResult<Form> {
+    let mut tx = pool.begin().await?;
+    let tag_ids = tags::ensure(&mut tx, &form.tags).await?;
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO forms (slug, name, double_opt_in, tag_ids) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+    )))
+    .bind(&form.slug)
+    .bind(&form.name)
+    .bind(form.double_opt_in)
+    .bind(&tag_ids)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match AppError::from(e) {
+        AppError::Conflict(_) => AppError::Conflict("another form already uses that address".into()),
+        other => other,
+    })?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn by_slug(pool: &PgPool, slug: &str) -> sqlx::Result<Option<Form>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM forms WHERE slug = $1"
+    )))
+    .bind(slug)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<Form>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM forms WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Form>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM forms ORDER BY created_at DESC, id DESC"
+    )))
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,1 @@
+//! CSV import: decoding, column mapping and row parsing (pure, streaming).

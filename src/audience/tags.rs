@@ -1,0 +1,90 @@
+//! Tags: created on the fly, many-to-many with subscribers. Topics are the tags a
+//! subscriber may pick on their preference page.
+
+use sqlx::{PgConnection, PgPool};
+
+/// Normalises a list of tag names: trimmed, non-empty, at most 100 characters,
+/// de-duplicated case-insensitively (first spelling wins).
+pub fn clean_names<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let n: String = n.as_ref().trim().chars().take(100).collect();
+        if !n.is_empty() && !out.iter().any(|o| o.to_lowercase() == n.to_lowercase()) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Ids for tag names, creating the missing ones.
+pub async fn ensure(conn: &mut PgConnection, names: &[String]) -> sqlx::Result<Vec<i64>> {
+    if names.is_empty() {
+        return Ok(vec![]);
+    }
+    sqlx::query(
+        "INSERT INTO tags (name) SELECT unnest($1::text[]) ON CONFLICT (lower(name)) DO NOTHING",
+    )
+    .bind(names)
+    .execute(&mut *conn)
+    .await?;
+    let lowered: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    sqlx::query_scalar("SELECT id FROM tags WHERE lower(name) = ANY($1)")
+        .bind(&lowered)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+pub async fn apply(
+    conn: &mut PgConnection,
+    subscriber_id: i64,
+    tag_ids: &[i64],
+) -> sqlx::Result<u64> {
+    let r = sqlx::query("INSERT INTO subscriber_tags (subscriber_id, tag_id) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING")
+        .bind(subscriber_id)
+        .bind(tag_ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TagRow {
+    pub id: i64,
+    pub name: String,
+    pub is_topic: bool,
+    pub subscribers: i64,
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TagRow>> {
+    sqlx::query_as(
+        "SELECT t.id, t.name, t.is_topic, (SELECT count(*) FROM subscriber_tags st WHERE st.tag_id = t.id) AS subscribers
+         FROM tags t ORDER BY lower(t.name)",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Topics with whether the subscriber has each (for the preference page).
+pub async fn topics_for(
+    pool: &PgPool,
+    subscriber_id: i64,
+) -> sqlx::Result<Vec<(i64, String, bool)>> {
+    sqlx::query_as(
+        "SELECT t.id, t.name, EXISTS (SELECT 1 FROM subscriber_tags st WHERE st.tag_id = t.id AND st.subscriber_id = $1)
+         FROM tags t WHERE t.is_topic ORDER BY lower(t.name)",
+    )
+    .bind(subscriber_id)
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_cleaned() {
+        assert_eq!(
+            super::clean_names([" VIP ", "vip", "", "마케팅", "Marketing", "marketing"]),
+            vec!["VIP", "마케팅", "Marketing"]
+        );
+    }
+}

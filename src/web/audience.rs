@@ -1,0 +1,401 @@
+//! Audience pages of the dashboard: the subscriber list, profiles, signup forms and the
+//! lifecycle thresholds.
+
+use askama::Template;
+use axum::{
+    Extension, Form, Json,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+use serde::Deserialize;
+use sqlx::{Postgres, QueryBuilder};
+
+use super::{
+    AppState,
+    pages::{Chrome, render},
+};
+use crate::{
+    AppError, AppResult,
+    accounts::Session,
+    audience::{
+        forms::{self, NewForm},
+        lifecycle::{Lifecycle, Stage},
+        links,
+        subscribers::{self, Event, Status, Subscriber},
+        tags::{self, TagRow},
+    },
+};
+
+const PAGE_SIZE: i64 = 50;
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    stage: String,
+    /// Keyset pagination: show subscribers with an id below this.
+    after: Option<i64>,
+}
+
+pub struct Row {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub status: &'static str,
+    pub stage: &'static str,
+    pub created: String,
+}
+
+#[derive(Template)]
+#[template(path = "audience/list.html")]
+struct ListPage {
+    chrome: Chrome,
+    rows: Vec<Row>,
+    q: String,
+    status: String,
+    tag: String,
+    stage: String,
+    statuses: [Status; 5],
+    stages: [Stage; 4],
+    tags: Vec<TagRow>,
+    next: Option<String>,
+    total: i64,
+}
+
+/// Escapes LIKE wildcards so a search for `50%` means the text "50%".
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Html<String>> {
+    let lifecycle = Lifecycle::load(&state.pool).await?;
+    let now = state.clock.now();
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+    let columns: Vec<String> = subscribers::COLUMNS
+        .split(',')
+        .map(|c| format!("s.{}", c.trim()))
+        .collect();
+    qb.push(columns.join(", "));
+    qb.push(" FROM subscribers s, (SELECT ");
+    qb.push_bind(now);
+    qb.push("::timestamptz AS now) p WHERE true");
+    let search = q.q.trim();
+    if !search.is_empty() {
+        qb.push(" AND (lower(s.email) LIKE ");
+        qb.push_bind(like_pattern(search));
+        qb.push(" OR lower(s.name) LIKE ");
+        qb.push_bind(like_pattern(search));
+        qb.push(")");
+    }
+    if let Some(status) = Status::parse(&q.status) {
+        qb.push(" AND s.status = ");
+        qb.push_bind(status);
+    }
+    if let Ok(tag_id) = q.tag.parse::<i64>() {
+        qb.push(" AND EXISTS (SELECT 1 FROM subscriber_tags st WHERE st.subscriber_id = s.id AND st.tag_id = ");
+        qb.push_bind(tag_id);
+        qb.push(")");
+    }
+    if let Some(stage) = Stage::parse(&q.stage) {
+        qb.push(" AND ");
+        qb.push(lifecycle.sql_condition(stage, "p.now"));
+    }
+    if let Some(after) = q.after {
+        qb.push(" AND s.id < ");
+        qb.push_bind(after);
+    }
+    qb.push(" ORDER BY s.id DESC LIMIT ");
+    qb.push_bind(PAGE_SIZE + 1);
+    let mut found: Vec<Subscriber> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let more = found.len() as i64 > PAGE_SIZE;
+    found.truncate(PAGE_SIZE as usize);
+    let next = if more {
+        found.last().map(|last| {
+            serde_urlencoded::to_string([
+                ("q", q.q.as_str()),
+                ("status", &q.status),
+                ("tag", &q.tag),
+                ("stage", &q.stage),
+                ("after", &last.id.to_string()),
+            ])
+            .unwrap_or_default()
+        })
+    } else {
+        None
+    };
+    let rows = found
+        .into_iter()
+        .map(|sub| Row {
+            stage: sub.stage(&lifecycle, now).as_str(),
+            status: sub.status.as_str(),
+            created: sub.created_at.format("%Y-%m-%d").to_string(),
+            id: sub.id,
+            email: sub.email,
+            name: sub.name,
+        })
+        .collect();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&state.pool)
+        .await?;
+    render(ListPage {
+        chrome: Chrome::new(&state, &s, "audience", None),
+        rows,
+        q: q.q,
+        status: q.status,
+        tag: q.tag,
+        stage: q.stage,
+        statuses: Status::ALL,
+        stages: Stage::ALL,
+        tags: tags::list(&state.pool).await?,
+        next,
+        total,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "audience/profile.html")]
+struct ProfilePage {
+    chrome: Chrome,
+    sub: Subscriber,
+    stage: &'static str,
+    tags: Vec<String>,
+    fields: Vec<(String, String)>,
+    events: Vec<Event>,
+    form_name: Option<String>,
+    unsubscribe_url: String,
+    preferences_url: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct NoticeQuery {
+    notice: Option<String>,
+}
+
+pub async fn profile(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<i64>,
+    Query(n): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
+    let sub = subscribers::get(&state.pool, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let lifecycle = Lifecycle::load(&state.pool).await?;
+    let stage = sub.stage(&lifecycle, state.clock.now()).as_str();
+    let tags = subscribers::tag_names(&state.pool, id).await?;
+    let events = subscribers::timeline(&state.pool, id, 200).await?;
+    let fields = sub
+        .fields
+        .0
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
+        .collect();
+    let form_name = match sub.consent_form_id {
+        Some(fid) => forms::by_id(&state.pool, fid).await?.map(|f| f.name),
+        None => None,
+    };
+    let token = links::subscriber_token(&state.keys, id);
+    let base = &state.config.public_url;
+    render(ProfilePage {
+        chrome: Chrome::new(&state, &s, "audience", n.notice.as_deref()),
+        stage,
+        tags,
+        fields,
+        events,
+        form_name,
+        unsubscribe_url: format!("{base}/u/{token}"),
+        preferences_url: format!("{base}/p/{token}"),
+        sub,
+    })
+}
+
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> AppResult<Redirect> {
+    subscribers::get(&state.pool, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    subscribers::unsubscribe(&state.pool, id, state.clock.now(), "dashboard").await?;
+    Ok(Redirect::to(&format!(
+        "/audience/subscribers/{id}?notice=unsubscribed"
+    )))
+}
+
+pub async fn export(State(state): State<AppState>, Path(id): Path<i64>) -> AppResult<Response> {
+    let data = subscribers::export(&state.pool, id).await?;
+    let disposition = format!("attachment; filename=\"subscriber-{id}.json\"");
+    Ok(([(header::CONTENT_DISPOSITION, disposition)], Json(data)).into_response())
+}
+
+pub async fn erase(State(state): State<AppState>, Path(id): Path<i64>) -> AppResult<Redirect> {
+    subscribers::erase(&state.pool, id, state.clock.now()).await?;
+    Ok(Redirect::to("/audience?notice=erased"))
+}
+
+#[derive(Template)]
+#[template(path = "audience/forms.html")]
+struct FormsPage {
+    chrome: Chrome,
+    forms: Vec<(forms::Form, String)>,
+    public_url: String,
+    errors: Vec<String>,
+}
+
+async fn forms_page(state: &AppState, s: &Session, errors: Vec<String>) -> AppResult<Html<String>> {
+    let all = forms::list(&state.pool).await?;
+    let public_url = state.config.public_url.clone();
+    let with_snippets = all
+        .into_iter()
+        .map(|f| {
+            let snippet = embed_snippet(&public_url, &f.slug);
+            (f, snippet)
+        })
+        .collect();
+    render(FormsPage {
+        chrome: Chrome::new(state, s, "audience", None),
+        forms: with_snippets,
+        public_url,
+        errors,
+    })
+}
+
+/// The HTML a site owner pastes into their page: a plain form posting to the hosted
+/// endpoint, with the honeypot field hidden inline.
+pub fn embed_snippet(public_url: &str, slug: &str) -> String {
+    // Only a validated slug and the configured URL go in; nothing from a request.
+    format!(
+        "<form method=\"post\" action=\"{public_url}/f/{slug}\">\n  <input type=\"text\" inputmode=\"email\" name=\"email\" placeholder=\"you@example.com\" required>\n  <input type=\"text\" name=\"name\" placeholder=\"Name\">\n  <input type=\"text\" name=\"website\" tabindex=\"-1\" autocomplete=\"off\" style=\"position:absolute;left:-10000px\" aria-hidden=\"true\">\n  <button type=\"submit\">Subscribe</button>\n</form>"
+    )
+}
+
+pub async fn forms(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    forms_page(&state, &s, vec![]).await
+}
+
+#[derive(Deserialize)]
+pub struct NewFormInput {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    single_opt_in: Option<String>,
+    #[serde(default)]
+    tags: String,
+}
+
+pub async fn create_form(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<NewFormInput>,
+) -> AppResult<Response> {
+    let result = match NewForm::parse(&f.name, &f.slug, f.single_opt_in.is_none(), &f.tags) {
+        Ok(new) => forms::create(&state.pool, &new).await.map(|_| ()),
+        Err(e) => Err(AppError::Unprocessable(e)),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/audience/forms").into_response()),
+        Err(AppError::Unprocessable(m) | AppError::Conflict(m)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            forms_page(&state, &s, vec![m]).await?,
+        )
+            .into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audience/settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    lifecycle: Lifecycle,
+    errors: Vec<String>,
+}
+
+pub async fn settings(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(n): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
+    let lifecycle = Lifecycle::load(&state.pool).await?;
+    render(SettingsPage {
+        chrome: Chrome::new(&state, &s, "settings", n.notice.as_deref()),
+        lifecycle,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LifecycleInput {
+    new_days: String,
+    active_days: String,
+    churn_days: String,
+}
+
+pub async fn save_settings(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<LifecycleInput>,
+) -> AppResult<Response> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=3650).contains(n))
+    };
+    let candidate = match (
+        parse(&f.new_days),
+        parse(&f.active_days),
+        parse(&f.churn_days),
+    ) {
+        (Some(n), Some(a), Some(c)) => Lifecycle {
+            new_days: n,
+            active_days: a,
+            churn_days: c,
+        },
+        _ => {
+            let page = SettingsPage {
+                chrome: Chrome::new(&state, &s, "settings", None),
+                lifecycle: Lifecycle::load(&state.pool).await?,
+                errors: vec!["each threshold is a whole number of days between 1 and 3650".into()],
+            };
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(page)?).into_response());
+        }
+    };
+    if let Err(e) = candidate.validate() {
+        let page = SettingsPage {
+            chrome: Chrome::new(&state, &s, "settings", None),
+            lifecycle: candidate,
+            errors: vec![e.to_string()],
+        };
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(page)?).into_response());
+    }
+    candidate.save(&state.pool).await?;
+    Ok(Redirect::to("/settings/audience?notice=settings-saved").into_response())
+}
