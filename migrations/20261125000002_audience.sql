@@ -103,3 +103,14 @@ CREATE TABLE rate_hits (
     at     timestamptz NOT NULL
 );
 CREATE INDEX rate_hits_lookup ON rate_hits (bucket, key, at);
+
+-- Saved, dynamic segments: a condition tree compiled to one parameterised query.
+CREATE TABLE segments (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    definition jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX segments_name_key ON segments (lower(name));
+CREATE TRIGGER segments_updated_at BEFORE UPDATE ON segments FOR EACH ROW EXECUTE FUNCTION set_updated_at();

@@ -6,6 +6,7 @@ pub mod forms;
 pub mod import;
 pub mod lifecycle;
 pub mod links;
+pub mod segments;
 pub mod signup;
 pub mod subscribers;
 pub mod tags;

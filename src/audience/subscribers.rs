@@ -9,7 +9,7 @@ use sqlx::{PgExecutor, PgPool, types::Json};
 use super::lifecycle::{Lifecycle, Stage};
 use crate::{AppError, AppResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
 #[sqlx(type_name = "subscriber_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

@@ -21,7 +21,7 @@ use crate::{
     audience::{
         forms::{self, NewForm},
         lifecycle::{Lifecycle, Stage},
-        links,
+        links, segments,
         subscribers::{self, Event, Status, Subscriber},
         tags::{self, TagRow},
     },
@@ -39,6 +39,8 @@ pub struct ListQuery {
     tag: String,
     #[serde(default)]
     stage: String,
+    #[serde(default)]
+    segment: String,
     /// Keyset pagination: show subscribers with an id below this.
     after: Option<i64>,
 }
@@ -61,6 +63,8 @@ struct ListPage {
     status: String,
     tag: String,
     stage: String,
+    segment: String,
+    segments: Vec<(i64, String)>,
     statuses: [Status; 5],
     stages: [Stage; 4],
     tags: Vec<TagRow>,
@@ -115,6 +119,22 @@ pub async fn list(
         qb.push(" AND ");
         qb.push(lifecycle.sql_condition(stage, "p.now"));
     }
+    if let Ok(segment_id) = q.segment.parse::<i64>() {
+        let seg = segments::get(&state.pool, segment_id)
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let fields = segments::field_defs(&state.pool).await?;
+        let ctx = segments::Context {
+            fields: &fields,
+            lifecycle: &lifecycle,
+        };
+        seg.definition
+            .0
+            .validate(&ctx)
+            .map_err(|e| AppError::Unprocessable(e.0))?;
+        qb.push(" AND ");
+        segments::push_condition(&mut qb, &seg.definition.0, &ctx);
+    }
     if let Some(after) = q.after {
         qb.push(" AND s.id < ");
         qb.push_bind(after);
@@ -159,6 +179,12 @@ pub async fn list(
         status: q.status,
         tag: q.tag,
         stage: q.stage,
+        segment: q.segment,
+        segments: segments::list(&state.pool)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.name))
+            .collect(),
         statuses: Status::ALL,
         stages: Stage::ALL,
         tags: tags::list(&state.pool).await?,

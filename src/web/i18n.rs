@@ -131,6 +131,19 @@ pub struct Strings {
     pub notice_unsubscribed: &'static str,
     pub notice_erased: &'static str,
     pub notice_settings_saved: &'static str,
+    pub seg_title: &'static str,
+    pub seg_name: &'static str,
+    pub seg_count: &'static str,
+    pub seg_new: &'static str,
+    pub seg_match: &'static str,
+    pub seg_all: &'static str,
+    pub seg_any: &'static str,
+    pub seg_advanced: &'static str,
+    pub seg_matching: &'static str,
+    pub seg_preview: &'static str,
+    pub seg_save: &'static str,
+    pub aud_segments: &'static str,
+    pub aud_any_segment: &'static str,
 }
 
 pub static EN: Strings = Strings {
@@ -270,6 +283,19 @@ pub static EN: Strings = Strings {
     notice_unsubscribed: "Unsubscribed.",
     notice_erased: "The subscriber's personal data was erased.",
     notice_settings_saved: "Settings saved.",
+    seg_title: "Segments",
+    seg_name: "Segment name",
+    seg_count: "Subscribers",
+    seg_new: "New segment",
+    seg_match: "Match",
+    seg_all: "all of the conditions",
+    seg_any: "any of the conditions",
+    seg_advanced: "Advanced: definition as JSON (nested groups)",
+    seg_matching: "subscribers match",
+    seg_preview: "Count",
+    seg_save: "Save segment",
+    aud_segments: "Segments",
+    aud_any_segment: "Any segment",
 };
 
 /// The strings for a request. One language today; the lookup is where others plug in.

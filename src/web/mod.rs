@@ -12,6 +12,7 @@ pub mod errors;
 mod i18n;
 mod pages;
 mod public;
+mod segments;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -129,6 +130,7 @@ fn entry(
 }
 
 /// The whole route table.
+#[rustfmt::skip]
 fn table() -> Vec<Entry> {
     use Access::*;
     use Role::*;
@@ -140,48 +142,13 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/static/{*path}", Public, get(assets::serve)),
         entry(g.clone(), "/f/{slug}", Public, get(public::signup_page)),
         entry(p.clone(), "/f/{slug}", Public, post(public::signup_submit)),
-        entry(
-            p.clone(),
-            "/api/v1/forms/{slug}/subscribe",
-            Public,
-            post(public::signup_json),
-        ),
-        entry(
-            g.clone(),
-            "/confirm/{token}",
-            Public,
-            get(public::confirm_page),
-        ),
-        entry(
-            p.clone(),
-            "/confirm/{token}",
-            Public,
-            post(public::confirm_submit),
-        ),
-        entry(
-            g.clone(),
-            "/u/{token}",
-            Public,
-            get(public::unsubscribe_page),
-        ),
-        entry(
-            p.clone(),
-            "/u/{token}",
-            Public,
-            post(public::unsubscribe_submit),
-        ),
-        entry(
-            g.clone(),
-            "/p/{token}",
-            Public,
-            get(public::preferences_page),
-        ),
-        entry(
-            p.clone(),
-            "/p/{token}",
-            Public,
-            post(public::preferences_submit),
-        ),
+        entry(p.clone(), "/api/v1/forms/{slug}/subscribe", Public, post(public::signup_json)),
+        entry(g.clone(), "/confirm/{token}", Public, get(public::confirm_page)),
+        entry(p.clone(), "/confirm/{token}", Public, post(public::confirm_submit)),
+        entry(g.clone(), "/u/{token}", Public, get(public::unsubscribe_page)),
+        entry(p.clone(), "/u/{token}", Public, post(public::unsubscribe_submit)),
+        entry(g.clone(), "/p/{token}", Public, get(public::preferences_page)),
+        entry(p.clone(), "/p/{token}", Public, post(public::preferences_submit)),
         entry(g.clone(), "/p/{token}/export", Public, get(public::export)),
         entry(p.clone(), "/p/{token}/erase", Public, post(public::erase)),
         entry(g.clone(), "/setup", Anonymous, get(auth::setup_page)),
@@ -192,116 +159,29 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/", Signed(Viewer), get(pages::dashboard)),
         entry(g.clone(), "/calendar", Signed(Viewer), get(pages::calendar)),
         entry(g.clone(), "/audience", Signed(Viewer), get(audience::list)),
-        entry(
-            g.clone(),
-            "/audience/subscribers/{id}",
-            Signed(Viewer),
-            get(audience::profile),
-        ),
-        entry(
-            p.clone(),
-            "/audience/subscribers/{id}/unsubscribe",
-            Signed(Editor),
-            post(audience::unsubscribe),
-        ),
-        entry(
-            g.clone(),
-            "/audience/subscribers/{id}/export",
-            Signed(Editor),
-            get(audience::export),
-        ),
-        entry(
-            p.clone(),
-            "/audience/subscribers/{id}/erase",
-            Signed(Editor),
-            post(audience::erase),
-        ),
-        entry(
-            g.clone(),
-            "/audience/forms",
-            Signed(Viewer),
-            get(audience::forms),
-        ),
-        entry(
-            p.clone(),
-            "/audience/forms",
-            Signed(Editor),
-            post(audience::create_form),
-        ),
-        entry(
-            g.clone(),
-            "/settings/audience",
-            Signed(Viewer),
-            get(audience::settings),
-        ),
-        entry(
-            p.clone(),
-            "/settings/audience",
-            Signed(Owner),
-            post(audience::save_settings),
-        ),
-        entry(
-            g.clone(),
-            "/campaigns",
-            Signed(Viewer),
-            get(pages::campaigns),
-        ),
-        entry(
-            g.clone(),
-            "/automations",
-            Signed(Viewer),
-            get(pages::automations),
-        ),
+        entry(g.clone(), "/audience/subscribers/{id}", Signed(Viewer), get(audience::profile)),
+        entry(p.clone(), "/audience/subscribers/{id}/unsubscribe", Signed(Editor), post(audience::unsubscribe)),
+        entry(g.clone(), "/audience/subscribers/{id}/export", Signed(Editor), get(audience::export)),
+        entry(p.clone(), "/audience/subscribers/{id}/erase", Signed(Editor), post(audience::erase)),
+        entry(g.clone(), "/audience/forms", Signed(Viewer), get(audience::forms)),
+        entry(g.clone(), "/audience/segments", Signed(Viewer), get(segments::index)),
+        entry(p.clone(), "/audience/segments/preview", Signed(Viewer), post(segments::preview)),
+        entry(p.clone(), "/audience/segments", Signed(Editor), post(segments::create)),
+        entry(p.clone(), "/audience/forms", Signed(Editor), post(audience::create_form)),
+        entry(g.clone(), "/settings/audience", Signed(Viewer), get(audience::settings)),
+        entry(p.clone(), "/settings/audience", Signed(Owner), post(audience::save_settings)),
+        entry(g.clone(), "/campaigns", Signed(Viewer), get(pages::campaigns)),
+        entry(g.clone(), "/automations", Signed(Viewer), get(pages::automations)),
         entry(g.clone(), "/insights", Signed(Viewer), get(pages::insights)),
         entry(g.clone(), "/settings", Signed(Viewer), get(pages::settings)),
-        entry(
-            g.clone(),
-            "/settings/account",
-            Signed(Viewer),
-            get(pages::account),
-        ),
-        entry(
-            p.clone(),
-            "/settings/account/password",
-            Signed(Viewer),
-            post(pages::change_password),
-        ),
-        entry(
-            g.clone(),
-            "/settings/jobs",
-            Signed(Viewer),
-            get(pages::jobs),
-        ),
-        entry(
-            p.clone(),
-            "/settings/jobs/{id}/retry",
-            Signed(Editor),
-            post(pages::retry_job),
-        ),
-        entry(
-            g.clone(),
-            "/settings/users",
-            Signed(Owner),
-            get(pages::users),
-        ),
-        entry(
-            p.clone(),
-            "/settings/users",
-            Signed(Owner),
-            post(pages::create_user),
-        ),
-        entry(
-            p.clone(),
-            "/settings/users/{id}/role",
-            Signed(Owner),
-            post(pages::set_role),
-        ),
-        entry(
-            p.clone(),
-            "/settings/users/{id}/delete",
-            Signed(Owner),
-            post(pages::delete_user),
-        ),
+        entry(g.clone(), "/settings/account", Signed(Viewer), get(pages::account)),
+        entry(p.clone(), "/settings/account/password", Signed(Viewer), post(pages::change_password)),
+        entry(g.clone(), "/settings/jobs", Signed(Viewer), get(pages::jobs)),
+        entry(p.clone(), "/settings/jobs/{id}/retry", Signed(Editor), post(pages::retry_job)),
+        entry(g.clone(), "/settings/users", Signed(Owner), get(pages::users)),
+        entry(p.clone(), "/settings/users", Signed(Owner), post(pages::create_user)),
+        entry(p.clone(), "/settings/users/{id}/role", Signed(Owner), post(pages::set_role)),
+        entry(p.clone(), "/settings/users/{id}/delete", Signed(Owner), post(pages::delete_user)),
     ]
 }
 

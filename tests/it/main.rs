@@ -10,4 +10,5 @@ mod errors;
 mod jobs;
 mod process;
 mod routes;
+mod segments;
 mod smtp;

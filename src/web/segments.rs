@@ -1,0 +1,288 @@
+//! The segment builder: rows of conditions (no JavaScript needed), an advanced JSON
+//! editor for nested groups, a live count (htmx re-posts the form on change), saving.
+
+use askama::Template;
+use axum::{
+    Extension,
+    body::Bytes,
+    extract::State,
+    http::StatusCode,
+    response::{Html, IntoResponse, Redirect, Response},
+};
+
+use super::{
+    AppState,
+    pages::{Chrome, render},
+};
+use crate::{
+    AppError, AppResult,
+    accounts::Session,
+    audience::{
+        fields::FieldDef,
+        lifecycle::Stage,
+        segments::{self, Condition, FieldOp, Match},
+        subscribers::Status,
+        tags::{self, TagRow},
+    },
+};
+
+pub const ROWS: usize = 6;
+
+/// Condition kinds offered in a builder row: (value, label).
+const KINDS: [(&str, &str); 12] = [
+    ("", "—"),
+    ("status", "Status is"),
+    ("stage", "Lifecycle stage is"),
+    ("tag", "Has tag"),
+    ("no_tag", "Does not have tag"),
+    ("field", "Field"),
+    ("opened", "Opened within days"),
+    ("not_opened", "Not opened within days"),
+    ("clicked", "Clicked within days"),
+    ("unopened", "Unopened mails in a row, at least"),
+    ("clicked_label", "Clicked a link labelled"),
+    ("event", "Event happened"),
+];
+
+const FIELD_OPS: [(&str, &str); 7] = [
+    ("is", "is"),
+    ("is_not", "is not"),
+    ("contains", "contains"),
+    ("greater_than", "greater than"),
+    ("less_than", "less than"),
+    ("is_set", "is set"),
+    ("is_not_set", "is not set"),
+];
+
+#[derive(Default, Clone)]
+pub struct RowInput {
+    pub kind: String,
+    pub arg: String,
+    pub op: String,
+    pub value: String,
+}
+
+#[derive(Template)]
+#[template(path = "audience/segments.html")]
+struct SegmentsPage {
+    chrome: Chrome,
+    saved: Vec<(i64, String, i64)>,
+    name: String,
+    match_any: bool,
+    rows: Vec<RowInput>,
+    advanced: String,
+    kinds: [(&'static str, &'static str); 12],
+    field_ops: [(&'static str, &'static str); 7],
+    statuses: [Status; 5],
+    stages: [Stage; 4],
+    tags: Vec<TagRow>,
+    fields: Vec<FieldDef>,
+    count: Option<i64>,
+    errors: Vec<String>,
+}
+
+struct Input {
+    name: String,
+    match_any: bool,
+    rows: Vec<RowInput>,
+    advanced: String,
+}
+
+fn parse_input(body: &[u8]) -> Input {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let rows = (0..ROWS)
+        .map(|i| RowInput {
+            kind: get(&format!("c{i}_kind")),
+            arg: get(&format!("c{i}_arg")),
+            op: get(&format!("c{i}_op")),
+            value: get(&format!("c{i}_value")),
+        })
+        .collect();
+    Input {
+        name: get("name"),
+        match_any: get("match") == "any",
+        rows,
+        advanced: get("advanced"),
+    }
+}
+
+/// Turns the builder's rows (or the advanced JSON, when given) into a condition tree.
+fn to_condition(input: &Input) -> Result<Condition, String> {
+    if !input.advanced.trim().is_empty() {
+        return serde_json::from_str(&input.advanced)
+            .map_err(|e| format!("the advanced definition is not valid: {e}"));
+    }
+    let days = |v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| format!("`{v}` is not a number of days"))
+    };
+    let mut conditions = Vec::new();
+    for (i, r) in input.rows.iter().enumerate() {
+        let row = i + 1;
+        let c = match r.kind.as_str() {
+            "" => continue,
+            "status" => Condition::Status {
+                is: Status::parse(&r.arg).ok_or(format!("row {row}: choose a status"))?,
+            },
+            "stage" => Condition::Stage {
+                is: Stage::parse(&r.arg).ok_or(format!("row {row}: choose a stage"))?,
+            },
+            "tag" | "no_tag" => Condition::Tag {
+                tag_id: r
+                    .arg
+                    .parse()
+                    .map_err(|_| format!("row {row}: choose a tag"))?,
+                has: r.kind == "tag",
+            },
+            "field" => {
+                let op: FieldOp = serde_json::from_value(serde_json::Value::String(r.op.clone()))
+                    .map_err(|_| format!("row {row}: choose a comparison"))?;
+                Condition::Field {
+                    key: r.arg.clone(),
+                    op,
+                    value: r.value.clone(),
+                }
+            }
+            "opened" => Condition::Opened {
+                days: days(&r.arg)?,
+                negate: false,
+            },
+            "not_opened" => Condition::Opened {
+                days: days(&r.arg)?,
+                negate: true,
+            },
+            "clicked" => Condition::Clicked {
+                days: days(&r.arg)?,
+                negate: false,
+            },
+            "unopened" => Condition::UnopenedInARow {
+                mails: r
+                    .arg
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("row {row}: give a number of mails"))?,
+            },
+            "clicked_label" => Condition::ClickedLabel {
+                label: r.arg.clone(),
+                days: None,
+            },
+            "event" => Condition::Event {
+                kind: r.arg.clone(),
+                days: None,
+                negate: false,
+            },
+            other => return Err(format!("row {row}: unknown condition `{other}`")),
+        };
+        conditions.push(c);
+    }
+    Ok(Condition::Group {
+        r#match: if input.match_any {
+            Match::Any
+        } else {
+            Match::All
+        },
+        conditions,
+    })
+}
+
+async fn page(
+    state: &AppState,
+    s: &Session,
+    input: Input,
+    count: Option<i64>,
+    errors: Vec<String>,
+) -> AppResult<Html<String>> {
+    let now = state.clock.now();
+    let mut saved = Vec::new();
+    for seg in segments::list(&state.pool).await? {
+        let n = segments::count(&state.pool, &seg.definition.0, now)
+            .await
+            .unwrap_or(-1);
+        saved.push((seg.id, seg.name, n));
+    }
+    render(SegmentsPage {
+        chrome: Chrome::new(state, s, "audience", None),
+        saved,
+        name: input.name,
+        match_any: input.match_any,
+        rows: input.rows,
+        advanced: input.advanced,
+        kinds: KINDS,
+        field_ops: FIELD_OPS,
+        statuses: Status::ALL,
+        stages: Stage::ALL,
+        tags: tags::list(&state.pool).await?,
+        fields: segments::field_defs(&state.pool).await?,
+        count,
+        errors,
+    })
+}
+
+pub async fn index(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    let empty = Input {
+        name: String::new(),
+        match_any: false,
+        rows: vec![RowInput::default(); ROWS],
+        advanced: String::new(),
+    };
+    page(&state, &s, empty, None, vec![]).await
+}
+
+/// Counts the subscribers the form's conditions select (the live preview).
+pub async fn preview(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let input = parse_input(&body);
+    match to_condition(&input) {
+        Ok(cond) => match segments::count(&state.pool, &cond, state.clock.now()).await {
+            Ok(n) => Ok(page(&state, &s, input, Some(n), vec![])
+                .await?
+                .into_response()),
+            Err(AppError::Unprocessable(e)) => Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page(&state, &s, input, None, vec![e]).await?,
+            )
+                .into_response()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(&state, &s, input, None, vec![e]).await?,
+        )
+            .into_response()),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let input = parse_input(&body);
+    let result = match to_condition(&input) {
+        Ok(cond) => segments::save(&state.pool, &input.name, &cond).await,
+        Err(e) => Err(AppError::Unprocessable(e)),
+    };
+    match result {
+        Ok(id) => Ok(Redirect::to(&format!("/audience?segment={id}")).into_response()),
+        Err(AppError::Unprocessable(e) | AppError::Conflict(e)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(&state, &s, input, None, vec![e]).await?,
+        )
+            .into_response()),
+        Err(e) => Err(e),
+    }
+}
