@@ -114,3 +114,48 @@ CREATE TABLE segments (
 );
 CREATE UNIQUE INDEX segments_name_key ON segments (lower(name));
 CREATE TRIGGER segments_updated_at BEFORE UPDATE ON segments FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- CSV imports. The file is stored in PostgreSQL (in chunks) so any process can run the
+-- import job; rows are applied in batches, each in one transaction with the progress
+-- mark, so a crash or cancel leaves no half-applied batch and the job resumes.
+CREATE TYPE import_status AS ENUM ('uploaded', 'queued', 'running', 'done', 'failed', 'cancelled');
+
+CREATE TABLE imports (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    filename    text NOT NULL,
+    size_bytes  bigint NOT NULL DEFAULT 0,
+    encoding    text,
+    vendor      text,
+    headers     text[] NOT NULL DEFAULT '{}',
+    mapping     text[] NOT NULL DEFAULT '{}',
+    mode        text NOT NULL DEFAULT 'add_update' CHECK (mode IN ('add_update', 'add_only', 'update_only')),
+    tags        text[] NOT NULL DEFAULT '{}',
+    status      import_status NOT NULL DEFAULT 'uploaded',
+    lines_done  bigint NOT NULL DEFAULT 0,
+    bytes_done  bigint NOT NULL DEFAULT 0,
+    added       bigint NOT NULL DEFAULT 0,
+    updated     bigint NOT NULL DEFAULT 0,
+    skipped     bigint NOT NULL DEFAULT 0,
+    failed      bigint NOT NULL DEFAULT 0,
+    error       text,
+    created_by  bigint REFERENCES users (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    started_at  timestamptz,
+    finished_at timestamptz
+);
+
+CREATE TABLE import_chunks (
+    import_id bigint NOT NULL REFERENCES imports (id) ON DELETE CASCADE,
+    seq       integer NOT NULL,
+    data      bytea NOT NULL,
+    PRIMARY KEY (import_id, seq)
+);
+
+-- One line per row not imported: the downloadable report.
+CREATE TABLE import_report (
+    import_id bigint NOT NULL REFERENCES imports (id) ON DELETE CASCADE,
+    line      bigint NOT NULL,
+    value     text NOT NULL,
+    reason    text NOT NULL,
+    PRIMARY KEY (import_id, line)
+);

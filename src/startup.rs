@@ -28,7 +28,10 @@ pub struct App {
 
 /// Job kinds Loopline knows. Each capability registers its handlers here.
 pub fn job_registry() -> JobRegistry {
-    JobRegistry::new()
+    JobRegistry::new().register(
+        crate::audience::imports::IMPORT_JOB,
+        crate::audience::imports::run_job,
+    )
 }
 
 /// Builds the application on an open, migrated pool.

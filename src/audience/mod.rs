@@ -1,9 +1,11 @@
 //! The audience: subscribers, consent, tags, custom fields, signup forms, segments,
 //! import and export. Every later capability reads, tags and segments it.
 
+pub mod export;
 pub mod fields;
 pub mod forms;
 pub mod import;
+pub mod imports;
 pub mod lifecycle;
 pub mod links;
 pub mod segments;

@@ -500,7 +500,7 @@ mod tests {
         cond.validate(&ctx).unwrap();
         let mut qb = query_frame("count(*)", Utc::now());
         push_condition(&mut qb, &cond, &ctx);
-        let sql = qb.sql().to_string();
+        let sql = qb.sql().as_str().to_string();
         assert!(!sql.contains("DROP TABLE"), "{sql}");
         assert!(sql.contains(" OR "));
     }

@@ -10,6 +10,7 @@ mod audience;
 mod auth;
 pub mod errors;
 mod i18n;
+mod imports;
 mod pages;
 mod public;
 mod segments;
@@ -19,6 +20,7 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     Router,
     body::{Body, Bytes},
+    extract::DefaultBodyLimit,
     extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
@@ -47,6 +49,8 @@ pub const SESSION_COOKIE: &str = "ll_session";
 pub const ANON_COOKIE: &str = "ll_csrf";
 pub const CSRF_FIELD: &str = "_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Largest CSV upload (streamed into the database, never held in memory).
+const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024 * 1024;
 /// Largest urlencoded form body the CSRF check will read.
 const MAX_FORM_BYTES: usize = 2 * 1024 * 1024;
 
@@ -165,6 +169,13 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/audience/subscribers/{id}/erase", Signed(Editor), post(audience::erase)),
         entry(g.clone(), "/audience/forms", Signed(Viewer), get(audience::forms)),
         entry(g.clone(), "/audience/segments", Signed(Viewer), get(segments::index)),
+        entry(g.clone(), "/audience/imports", Signed(Viewer), get(imports::index)),
+        entry(p.clone(), "/audience/imports", Signed(Editor), post(imports::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))),
+        entry(g.clone(), "/audience/imports/{id}", Signed(Viewer), get(imports::show)),
+        entry(p.clone(), "/audience/imports/{id}/start", Signed(Editor), post(imports::start)),
+        entry(p.clone(), "/audience/imports/{id}/cancel", Signed(Editor), post(imports::cancel)),
+        entry(g.clone(), "/audience/imports/{id}/report.csv", Signed(Viewer), get(imports::report_csv)),
+        entry(g.clone(), "/audience/export.csv", Signed(Editor), get(imports::export_csv)),
         entry(p.clone(), "/audience/segments/preview", Signed(Viewer), post(segments::preview)),
         entry(p.clone(), "/audience/segments", Signed(Editor), post(segments::create)),
         entry(p.clone(), "/audience/forms", Signed(Editor), post(audience::create_form)),

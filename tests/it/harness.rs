@@ -165,7 +165,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        Self::spawn_with(|_| {}, JobRegistry::new()).await
+        Self::spawn_with(|_| {}, startup::job_registry()).await
     }
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config), registry: JobRegistry) -> Self {

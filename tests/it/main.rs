@@ -7,6 +7,7 @@ mod accounts;
 mod audience;
 mod browser;
 mod errors;
+mod imports;
 mod jobs;
 mod process;
 mod routes;

@@ -1,0 +1,898 @@
+//! Running a CSV import: the upload is stored in PostgreSQL (so any process can run the
+//! job), the mapping confirmed, then the job streams the file through the parser
+//! (`audience::import`) and applies rows in batches. Each batch is one transaction that
+//! also records how far the import got, so a crash or a cancel leaves no half-applied
+//! batch and a restarted job resumes after the last applied line.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+use super::import::ImportStatus;
+use crate::{AppError, AppResult};
+
+pub const IMPORT_JOB: &str = "audience.import";
+/// Upload chunk size in the database.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Rows per applied batch (one transaction each).
+pub const BATCH_ROWS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Add new addresses and update existing ones.
+    AddUpdate,
+    /// Add new addresses; leave existing ones as they are.
+    AddOnly,
+    /// Update existing addresses; add no one new.
+    UpdateOnly,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::AddUpdate, Mode::AddOnly, Mode::UpdateOnly];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::AddUpdate => "add_update",
+            Mode::AddOnly => "add_only",
+            Mode::UpdateOnly => "update_only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Import {
+    pub id: i64,
+    pub filename: String,
+    pub size_bytes: i64,
+    pub encoding: Option<String>,
+    pub vendor: Option<String>,
+    pub headers: Vec<String>,
+    pub mapping: Vec<String>,
+    pub mode: String,
+    pub tags: Vec<String>,
+    pub status: String,
+    pub lines_done: i64,
+    pub bytes_done: i64,
+    pub added: i64,
+    pub updated: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Import {
+    /// Percent of the file processed, for the progress bar.
+    pub fn percent(&self) -> i64 {
+        if self.status == "done" {
+            100
+        } else if self.size_bytes > 0 {
+            (self.bytes_done * 100 / self.size_bytes).clamp(0, 100)
+        } else {
+            0
+        }
+    }
+}
+
+const COLUMNS: &str = "id, filename, size_bytes, encoding, vendor, headers, mapping, mode, tags, status::text AS status, \
+     lines_done, bytes_done, added, updated, skipped, failed, error, created_at, finished_at";
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Import>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM imports WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn recent(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Import>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM imports ORDER BY id DESC LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Writes an upload into the database as it arrives: chunks, then the size. One
+/// transaction, so a broken upload leaves nothing behind.
+pub struct Upload {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    id: i64,
+    seq: i32,
+    buf: Vec<u8>,
+    size: i64,
+}
+
+impl Upload {
+    pub async fn begin(pool: &PgPool, filename: &str, user_id: Option<i64>) -> sqlx::Result<Self> {
+        let mut tx = pool.begin().await?;
+        let name: String = filename
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let id = sqlx::query_scalar(
+            "INSERT INTO imports (filename, created_by) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(if name.is_empty() {
+            "upload.csv".to_string()
+        } else {
+            name
+        })
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(Self {
+            tx,
+            id,
+            seq: 0,
+            buf: Vec::with_capacity(CHUNK_BYTES),
+            size: 0,
+        })
+    }
+
+    pub async fn write(&mut self, mut data: &[u8]) -> sqlx::Result<()> {
+        self.size += data.len() as i64;
+        while !data.is_empty() {
+            let room = CHUNK_BYTES - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK_BYTES {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> sqlx::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO import_chunks (import_id, seq, data) VALUES ($1, $2, $3)")
+            .bind(self.id)
+            .bind(self.seq)
+            .bind(&self.buf)
+            .execute(&mut *self.tx)
+            .await?;
+        self.seq += 1;
+        self.buf.clear();
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> sqlx::Result<(i64, i64)> {
+        self.flush().await?;
+        sqlx::query("UPDATE imports SET size_bytes = $2 WHERE id = $1")
+            .bind(self.id)
+            .bind(self.size)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok((self.id, self.size))
+    }
+}
+
+/// Reads chunk `seq` of an upload.
+pub async fn chunk(pool: &PgPool, id: i64, seq: i32) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("SELECT data FROM import_chunks WHERE import_id = $1 AND seq = $2")
+        .bind(id)
+        .bind(seq)
+        .fetch_optional(pool)
+        .await
+}
+
+/// One row ready to apply (already validated by the parser).
+#[derive(Debug, Clone)]
+pub struct StagedRow {
+    pub line: u64,
+    pub email: String,
+    pub name: String,
+    pub status: Option<ImportStatus>,
+    pub subscribed_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A row not imported, for the report.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub line: u64,
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    pub added: i64,
+    pub updated: i64,
+    pub skipped: i64,
+    pub failed: i64,
+}
+
+fn status_sql(s: Option<ImportStatus>) -> &'static str {
+    match s {
+        None | Some(ImportStatus::Active) => "active",
+        Some(ImportStatus::Unconfirmed) => "unconfirmed",
+        Some(ImportStatus::Unsubscribed) => "unsubscribed",
+        Some(ImportStatus::Bounced) => "bounced",
+        Some(ImportStatus::Complained) => "complained",
+    }
+}
+
+/// COPY text format: backslash escapes for the characters that delimit.
+fn copy_escape(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn array_literal(items: &[String]) -> String {
+    let mut s = String::from("{");
+    for (i, t) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        s.push_str(&t.replace('\\', "\\\\").replace('"', "\\\""));
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+/// Applies one batch in the caller's transaction: stage with COPY, set aside suppressed
+/// addresses, insert the new, update the existing (never re-activating anyone who left),
+/// tag, log events, and record the report lines.
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    import_id: i64,
+    mode: Mode,
+    import_tags: &[String],
+    rows: &[StagedRow],
+    rejected: &[Rejected],
+    now: DateTime<Utc>,
+) -> sqlx::Result<BatchStats> {
+    let mut stats = BatchStats {
+        failed: rejected.len() as i64,
+        ..Default::default()
+    };
+    if !rejected.is_empty() {
+        let lines: Vec<i64> = rejected.iter().map(|r| r.line as i64).collect();
+        let values: Vec<String> = rejected
+            .iter()
+            .map(|r| r.value.chars().take(500).collect())
+            .collect();
+        let reasons: Vec<String> = rejected.iter().map(|r| r.reason.clone()).collect();
+        sqlx::query("INSERT INTO import_report (import_id, line, value, reason) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING")
+            .bind(import_id)
+            .bind(&lines)
+            .bind(&values)
+            .bind(&reasons)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if rows.is_empty() {
+        return Ok(stats);
+    }
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS import_stage (
+             line bigint, email text, name text, status subscriber_status, subscribed_at timestamptz,
+             tags text[], fields jsonb, subscriber_id bigint, is_new boolean NOT NULL DEFAULT false
+         ) ON COMMIT DELETE ROWS",
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    let mut data = String::with_capacity(rows.len() * 96);
+    for r in rows {
+        data.push_str(&r.line.to_string());
+        data.push('\t');
+        copy_escape(&mut data, &r.email);
+        data.push('\t');
+        copy_escape(&mut data, &r.name);
+        data.push('\t');
+        data.push_str(status_sql(r.status));
+        data.push('\t');
+        match r.subscribed_at {
+            Some(t) => data.push_str(&t.to_rfc3339()),
+            None => data.push_str("\\N"),
+        }
+        data.push('\t');
+        copy_escape(&mut data, &array_literal(&r.tags));
+        data.push('\t');
+        copy_escape(
+            &mut data,
+            &serde_json::Value::Object(r.fields.clone()).to_string(),
+        );
+        data.push('\n');
+    }
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY import_stage (line, email, name, status, subscribed_at, tags, fields) FROM STDIN",
+        )
+        .await?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await?;
+
+    let report = |reason: &'static str, condition: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH gone AS (DELETE FROM import_stage st WHERE {condition} RETURNING line, email)
+             INSERT INTO import_report (import_id, line, value, reason) SELECT $1, line, email, $2 FROM gone ON CONFLICT DO NOTHING"
+        )))
+        .bind(import_id)
+        .bind(reason)
+    };
+    // Erased at their request: only their own new signup may bring them back.
+    stats.skipped += report(
+        "this address was erased at the person's request",
+        "EXISTS (SELECT 1 FROM suppressions sp WHERE sp.email_hash = sha256(convert_to(lower(st.email), 'UTF8')))",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected() as i64;
+    sqlx::query("UPDATE import_stage st SET subscriber_id = s.id FROM subscribers s WHERE lower(s.email) = lower(st.email)").execute(&mut *conn).await?;
+    match mode {
+        Mode::AddOnly => {
+            stats.skipped += report(
+                "already in the list (mode: add new only)",
+                "st.subscriber_id IS NOT NULL",
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected() as i64;
+        }
+        Mode::UpdateOnly => {
+            stats.skipped += report(
+                "not in the list (mode: update existing only)",
+                "st.subscriber_id IS NULL",
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected() as i64;
+        }
+        Mode::AddUpdate => {}
+    }
+
+    let source = format!("import:{import_id}");
+    let added = sqlx::query(
+        "WITH ins AS (
+             INSERT INTO subscribers (email, name, status, fields, source, consent_at, consent_method, confirmed_at, unsubscribed_at, created_at)
+             SELECT st.email, st.name, st.status, st.fields, $1, coalesce(st.subscribed_at, $2), 'import',
+                    CASE WHEN st.status = 'active' THEN coalesce(st.subscribed_at, $2) END,
+                    CASE WHEN st.status = 'unsubscribed' THEN $2 END,
+                    coalesce(st.subscribed_at, $2)
+             FROM import_stage st WHERE st.subscriber_id IS NULL
+             ON CONFLICT (lower(email)) DO NOTHING
+             RETURNING id, email)
+         UPDATE import_stage st SET subscriber_id = ins.id, is_new = true FROM ins WHERE lower(ins.email) = lower(st.email)",
+    )
+    .bind(&source)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected() as i64;
+    stats.added += added;
+    // Lost a race with a signup of the same address in the same instant: report, not fail.
+    stats.skipped += report(
+        "added by someone else while importing; import again to update",
+        "st.subscriber_id IS NULL",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected() as i64;
+
+    // Existing subscribers: fill in, never re-activate anyone who unsubscribed, bounced or
+    // complained; a row saying they left is respected.
+    stats.updated += sqlx::query(
+        "UPDATE subscribers s SET
+             name = CASE WHEN st.name <> '' THEN st.name ELSE s.name END,
+             fields = s.fields || st.fields,
+             status = CASE WHEN st.status IN ('unsubscribed', 'bounced', 'complained') AND s.status IN ('active', 'unconfirmed') THEN st.status ELSE s.status END,
+             unsubscribed_at = CASE WHEN st.status = 'unsubscribed' AND s.status IN ('active', 'unconfirmed') THEN $1 ELSE s.unsubscribed_at END
+         FROM import_stage st WHERE st.subscriber_id = s.id AND NOT st.is_new",
+    )
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected() as i64;
+
+    sqlx::query(
+        "INSERT INTO tags (name)
+         SELECT DISTINCT ON (lower(t)) t FROM (SELECT unnest(tags) AS t FROM import_stage UNION ALL SELECT unnest($1::text[])) x
+         ON CONFLICT (lower(name)) DO NOTHING",
+    )
+    .bind(import_tags)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO subscriber_tags (subscriber_id, tag_id)
+         SELECT DISTINCT st.subscriber_id, tg.id
+         FROM import_stage st
+         CROSS JOIN LATERAL (SELECT unnest(st.tags || $1::text[]) AS name) n
+         JOIN tags tg ON lower(tg.name) = lower(n.name)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(import_tags)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO events (subscriber_id, kind, at, data)
+         SELECT subscriber_id, CASE WHEN is_new THEN 'imported' ELSE 'import_updated' END, $1, jsonb_build_object('import', $2::bigint, 'line', line)
+         FROM import_stage",
+    )
+    .bind(now)
+    .bind(import_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(stats)
+}
+
+/// Confirms the mapping and queues the import job, in one transaction.
+pub async fn queue(
+    pool: &PgPool,
+    id: i64,
+    mapping: &[String],
+    mode: Mode,
+    tags: &[String],
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    let emails = mapping.iter().filter(|m| m.as_str() == "email").count();
+    if emails != 1 {
+        return Err(AppError::Unprocessable(
+            "map exactly one column to Email".into(),
+        ));
+    }
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query("UPDATE imports SET mapping = $2, mode = $3, tags = $4, status = 'queued' WHERE id = $1 AND status = 'uploaded'")
+        .bind(id)
+        .bind(mapping)
+        .bind(mode.as_str())
+        .bind(tags)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(AppError::Conflict("this import was already started".into()));
+    }
+    crate::jobs::enqueue(
+        &mut *tx,
+        now,
+        crate::jobs::NewJob::new(IMPORT_JOB, serde_json::json!({ "import_id": id }))
+            .unique(format!("import:{id}")),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Asks a queued or running import to stop after its current batch.
+pub async fn cancel(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> {
+    let r = sqlx::query("UPDATE imports SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status IN ('uploaded', 'queued', 'running')")
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(AppError::Conflict(
+            "this import has already finished".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportLine {
+    pub line: i64,
+    pub value: String,
+    pub reason: String,
+}
+
+pub async fn report(pool: &PgPool, id: i64) -> sqlx::Result<Vec<ReportLine>> {
+    sqlx::query_as(
+        "SELECT line, value, reason FROM import_report WHERE import_id = $1 ORDER BY line",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_and_array_literals_escape_what_delimits() {
+        let mut s = String::new();
+        copy_escape(&mut s, "a\tb\nc\\d");
+        assert_eq!(s, "a\\tb\\nc\\\\d");
+        assert_eq!(
+            array_literal(&["x".into(), "say \"hi\"".into(), "back\\slash".into()]),
+            r#"{"x","say \"hi\"","back\\slash"}"#
+        );
+    }
+}
+
+// ---- Reading the stored file, inspecting it, and the import job ----
+
+use std::{
+    io::Read,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{
+    fields::FieldDef,
+    import::{ColumnMapping, Rows, Target, implied_status, preview},
+    segments,
+};
+use crate::jobs::{JobContext, JobError};
+
+/// A blocking `Read` over chunks fed by an async task, counting raw bytes consumed.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+    consumed: Arc<AtomicU64>,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(next) => {
+                    self.buf = next;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The first chunks of an upload, enough for a preview.
+async fn head(pool: &PgPool, id: i64) -> sqlx::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for seq in 0..2 {
+        match chunk(pool, id, seq).await? {
+            Some(c) => out.extend_from_slice(&c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// After upload: detect encoding, header and vendor, guess the mapping, store them.
+/// A file that is not a CSV at all is marked failed with the reason.
+pub async fn inspect(pool: &PgPool, id: i64) -> AppResult<()> {
+    let bytes = head(pool, id).await?;
+    let fields = segments::field_defs(pool).await?;
+    match preview(bytes.as_slice(), &fields, 20) {
+        Ok(p) => {
+            let mut mapping: Vec<String> = p
+                .headers
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    p.mapping
+                        .columns
+                        .get(i)
+                        .map(Target::key)
+                        .unwrap_or_else(|| "ignore".into())
+                })
+                .collect();
+            // No header says "email": take the unmapped column whose cells look like
+            // addresses (exports with headers like "Subscriber" or "Contact").
+            if !mapping.iter().any(|m| m == "email") {
+                let looks_like = |i: usize| {
+                    p.records
+                        .iter()
+                        .filter(|r| r.get(i).is_some_and(|c| c.contains('@')))
+                        .count()
+                };
+                if let Some(best) = (0..mapping.len())
+                    .filter(|&i| mapping[i] == "ignore")
+                    .max_by_key(|&i| looks_like(i))
+                    && looks_like(best) * 2 > p.records.len()
+                {
+                    mapping[best] = "email".into();
+                }
+            }
+            sqlx::query("UPDATE imports SET encoding = $2, vendor = $3, headers = $4, mapping = $5 WHERE id = $1")
+                .bind(id)
+                .bind(p.encoding.label())
+                .bind(p.vendor.map(|v| v.label()))
+                .bind(&p.headers)
+                .bind(&mapping)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+        Err(e) => {
+            sqlx::query("UPDATE imports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1").bind(id).bind(e.to_string()).execute(pool).await?;
+            Ok(())
+        }
+    }
+}
+
+/// The first `n` records, raw, for the mapping screen.
+pub async fn preview_rows(pool: &PgPool, import: &Import, n: usize) -> AppResult<Vec<Vec<String>>> {
+    let bytes = head(pool, import.id).await?;
+    Ok(preview(bytes.as_slice(), &[], n)
+        .map(|p| p.records)
+        .unwrap_or_default())
+}
+
+/// Choices for a column: (key, label).
+pub fn target_choices(fields: &[FieldDef]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = [
+        (Target::Ignore, "— skip —"),
+        (Target::Email, "Email"),
+        (Target::Name, "Name"),
+        (Target::FirstName, "First name"),
+        (Target::LastName, "Last name"),
+        (Target::Status, "Status"),
+        (Target::SubscribedAt, "Subscribed at"),
+        (Target::Tags, "Tags"),
+    ]
+    .into_iter()
+    .map(|(t, l)| (t.key(), l.to_string()))
+    .collect();
+    out.extend(fields.iter().map(|f| {
+        (
+            Target::Field(f.key.clone()).key(),
+            format!("Field: {}", f.label),
+        )
+    }));
+    out
+}
+
+/// Checks a mapping from the form before anything is queued.
+pub fn check_mapping(mapping: &[String], fields: &[FieldDef]) -> Result<(), String> {
+    let mut columns = Vec::with_capacity(mapping.len());
+    for (i, key) in mapping.iter().enumerate() {
+        let t = Target::from_key(key)
+            .ok_or_else(|| format!("column {} has an unknown choice", i + 1))?;
+        if let Target::Field(k) = &t
+            && !fields.iter().any(|f| &f.key == k)
+        {
+            return Err(format!(
+                "column {} is set to a field that does not exist",
+                i + 1
+            ));
+        }
+        columns.push(t);
+    }
+    super::import::validate(&ColumnMapping { columns }).map_err(|e| e.to_string())
+}
+
+enum Parsed {
+    Batch {
+        rows: Vec<StagedRow>,
+        rejected: Vec<Rejected>,
+        last_line: u64,
+        bytes: u64,
+    },
+    FileError(String),
+    End {
+        io_error: Option<String>,
+        bytes: u64,
+    },
+}
+
+#[derive(Deserialize)]
+struct JobPayload {
+    import_id: i64,
+}
+
+async fn finish(
+    pool: &PgPool,
+    id: i64,
+    status: &str,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE imports SET status = $2::import_status, error = $3, finished_at = $4 WHERE id = $1 AND status = 'running'")
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The `audience.import` job: stream, parse on a blocking thread, apply in batches.
+/// Resumes after `lines_done` when run again after a crash.
+pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
+    let JobPayload { import_id: id } = ctx.payload()?;
+    let pool = ctx.pool.clone();
+    let Some(imp) = get(&pool, id).await? else {
+        return Err(JobError::Fatal(anyhow::anyhow!(
+            "import {id} no longer exists"
+        )));
+    };
+    if !matches!(imp.status.as_str(), "queued" | "running") {
+        return Ok(());
+    }
+    let now = ctx.clock.now();
+    sqlx::query("UPDATE imports SET status = 'running', started_at = coalesce(started_at, $2) WHERE id = $1 AND status IN ('queued', 'running')")
+        .bind(id)
+        .bind(now)
+        .execute(&pool)
+        .await?;
+    let fields = segments::field_defs(&pool).await?;
+    let mapping = ColumnMapping {
+        columns: imp
+            .mapping
+            .iter()
+            .map(|k| Target::from_key(k).unwrap_or(Target::Ignore))
+            .collect(),
+    };
+    let mode = Mode::parse(&imp.mode).unwrap_or(Mode::AddUpdate);
+    let resume_after = imp.lines_done.max(0) as u64;
+    let default_status = implied_status(&imp.headers, Some(&imp.filename));
+
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let fetch_pool = pool.clone();
+    let fetcher = tokio::spawn(async move {
+        for seq in 0.. {
+            match chunk(&fetch_pool, id, seq).await {
+                Ok(Some(data)) => {
+                    if chunk_tx.send(data).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Parsed>(2);
+    let consumed = Arc::new(AtomicU64::new(0));
+    let parser_consumed = consumed.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            rx: chunk_rx,
+            buf: Vec::new(),
+            pos: 0,
+            consumed: parser_consumed.clone(),
+        };
+        let mut rows = match Rows::new(reader, mapping, &fields) {
+            Ok(r) => r.with_default_status(default_status),
+            Err(e) => {
+                let _ = batch_tx.blocking_send(Parsed::FileError(e.to_string()));
+                return;
+            }
+        };
+        let (mut staged, mut rejected, mut last_line) =
+            (Vec::with_capacity(BATCH_ROWS), Vec::new(), 0u64);
+        while let Some(item) = rows.next() {
+            let line = match &item {
+                Ok(r) => r.line,
+                Err(r) => r.line,
+            };
+            last_line = line;
+            if line <= resume_after {
+                continue;
+            }
+            match item {
+                Ok(r) => staged.push(StagedRow {
+                    line: r.line,
+                    email: r.email.as_str().to_string(),
+                    name: r.name,
+                    status: r.status,
+                    subscribed_at: r.subscribed_at,
+                    tags: r.tags,
+                    fields: r.fields,
+                }),
+                Err(r) => rejected.push(Rejected {
+                    line: r.line,
+                    value: r.value,
+                    reason: r.reason,
+                }),
+            }
+            if staged.len() + rejected.len() >= BATCH_ROWS {
+                let batch = Parsed::Batch {
+                    rows: std::mem::replace(&mut staged, Vec::with_capacity(BATCH_ROWS)),
+                    rejected: std::mem::take(&mut rejected),
+                    last_line,
+                    bytes: parser_consumed.load(Ordering::Relaxed),
+                };
+                if batch_tx.blocking_send(batch).is_err() {
+                    return;
+                }
+            }
+        }
+        let io_error = rows.io_error().map(|e| e.to_string());
+        let bytes = parser_consumed.load(Ordering::Relaxed);
+        if !staged.is_empty() || !rejected.is_empty() {
+            let _ = batch_tx.blocking_send(Parsed::Batch {
+                rows: staged,
+                rejected,
+                last_line,
+                bytes,
+            });
+        }
+        let _ = batch_tx.blocking_send(Parsed::End { io_error, bytes });
+    });
+
+    let outcome = async {
+        while let Some(msg) = batch_rx.recv().await {
+            match msg {
+                Parsed::FileError(e) => {
+                    finish(&pool, id, "failed", Some(&e), ctx.clock.now()).await?;
+                    return Ok(());
+                }
+                Parsed::Batch { rows, rejected, last_line, bytes } => {
+                    let now = ctx.clock.now();
+                    let mut tx = pool.begin().await?;
+                    let stats = apply_batch(&mut tx, id, mode, &imp.tags, &rows, &rejected, now).await?;
+                    // The progress mark commits with the batch; a cancelled import keeps
+                    // its status and this batch is rolled back whole.
+                    let still_running = sqlx::query(
+                        "UPDATE imports SET lines_done = $2, bytes_done = greatest(bytes_done, $3), added = added + $4,
+                                updated = updated + $5, skipped = skipped + $6, failed = failed + $7
+                         WHERE id = $1 AND status = 'running'",
+                    )
+                    .bind(id)
+                    .bind(last_line as i64)
+                    .bind(bytes as i64)
+                    .bind(stats.added)
+                    .bind(stats.updated)
+                    .bind(stats.skipped)
+                    .bind(stats.failed)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if !still_running {
+                        tx.rollback().await?;
+                        tracing::info!(import = id, "import cancelled; stopped before line {}", last_line);
+                        return Ok(());
+                    }
+                    tx.commit().await?;
+                    ctx.progress(bytes as i64, imp.size_bytes).await?;
+                }
+                Parsed::End { io_error: Some(e), .. } => return Err(JobError::Retry(anyhow::anyhow!("reading the upload failed: {e}"))),
+                Parsed::End { io_error: None, bytes } => {
+                    sqlx::query("UPDATE imports SET bytes_done = $2 WHERE id = $1").bind(id).bind(bytes as i64).execute(&pool).await?;
+                    finish(&pool, id, "done", None, ctx.clock.now()).await?;
+                    return Ok(());
+                }
+            }
+        }
+        Err(JobError::Retry(anyhow::anyhow!("the import parser stopped unexpectedly")))
+    }
+    .await;
+    drop(batch_rx);
+    let _ = parser.await;
+    if let Ok(Err(e)) = fetcher.await {
+        return Err(JobError::Retry(anyhow::anyhow!(
+            "reading the upload from the database: {e}"
+        )));
+    }
+    outcome
+}

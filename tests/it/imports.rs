@@ -1,0 +1,468 @@
+//! CSV import through the dashboard (upload → confirm mapping → job → report) and
+//! export; bad files, encodings, modes, suppression, and a failed batch rolled back whole.
+
+use loopline::accounts::Role;
+use reqwest::{StatusCode, multipart};
+
+use crate::harness::{Page, TestApp, TestClient, location};
+
+async fn upload(c: &TestClient, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let form = multipart::Form::new().part(
+        "file",
+        multipart::Part::bytes(bytes)
+            .file_name(name.to_string())
+            .mime_str("text/csv")
+            .unwrap(),
+    );
+    let url = c.url(&format!(
+        "/audience/imports?_csrf={}",
+        c.csrf.as_deref().unwrap()
+    ));
+    c.http.post(url).multipart(form).send().await.unwrap()
+}
+
+/// Uploads, accepts the guessed mapping as shown on the page, starts, drains the job.
+async fn import(
+    app: &TestApp,
+    c: &TestClient,
+    name: &str,
+    bytes: Vec<u8>,
+    mode: &str,
+    tags: &str,
+) -> (i64, Page) {
+    let res = upload(c, name, bytes).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let target = location(&res);
+    let id: i64 = target.rsplit('/').next().unwrap().parse().unwrap();
+    let page = c.page(&target).await;
+    let sel = scraper::Selector::parse("#mapping-table select").unwrap();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for s in page.html.select(&sel) {
+        let name = s.value().attr("name").unwrap().to_string();
+        let opt = scraper::Selector::parse("option[selected]").unwrap();
+        let chosen = s
+            .select(&opt)
+            .next()
+            .and_then(|o| o.value().attr("value"))
+            .unwrap_or("ignore")
+            .to_string();
+        fields.push((name, chosen));
+    }
+    fields.push(("mode".into(), mode.into()));
+    fields.push(("tags".into(), tags.into()));
+    let borrowed: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let res = c
+        .post_form(&format!("/audience/imports/{id}/start"), &borrowed)
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap()
+    );
+    app.drain_jobs().await;
+    let errors: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE last_error IS NOT NULL")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    if !errors.is_empty() {
+        eprintln!("job errors: {errors:?}");
+    }
+    (id, c.page(&format!("/audience/imports/{id}")).await)
+}
+
+const MAILERLITE: &str = "Subscriber,Name,Last name,Status,Subscribed,Groups\n\
+user1@example.kr,길동,홍,active,2024-03-01 10:00:00,\"VIP, 마케팅\"\n\
+user2@example.kr,철수,김,unsubscribed,2024-03-02 11:00:00,\n\
+not-an-email,영희,박,active,,\n\
+USER1@example.kr,duplicate,row,active,,\n\
+user3@example.kr,\"bad \"quote\" here\",이,active,,\n\
+user4@example.kr,순신,이,active,2024/03/04,생산성\n";
+
+#[tokio::test]
+async fn a_mailerlite_export_with_korean_names_and_broken_rows_imports_the_good_rows() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let (id, page) = import(
+        &app,
+        &editor,
+        "mailerlite-export.csv",
+        MAILERLITE.as_bytes().to_vec(),
+        "add_update",
+        "migrated",
+    )
+    .await;
+    assert_eq!(page.select("#import-status"), vec!["done"]);
+    assert_eq!(
+        page.attr("#import-progress", "value").as_deref(),
+        Some("100")
+    );
+    let added: i64 = page.select("#import-added")[0].parse().unwrap();
+    let failed: i64 = page.select("#import-failed")[0].parse().unwrap();
+    let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT email, name, status::text, consent_method, source FROM subscribers ORDER BY email",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(added as usize, rows.len());
+    let by_email = |e: &str| rows.iter().find(|r| r.0 == e).cloned();
+    let u1 = by_email("user1@example.kr").expect("user1 imported");
+    assert_eq!(
+        (u1.1.as_str(), u1.2.as_str(), u1.3.as_deref(), u1.4.as_str()),
+        (
+            "홍길동",
+            "active",
+            Some("import"),
+            format!("import:{id}").as_str()
+        )
+    );
+    assert_eq!(
+        by_email("user2@example.kr").unwrap().2,
+        "unsubscribed",
+        "unsubscribed rows stay suppressed"
+    );
+    assert!(by_email("user4@example.kr").is_some());
+    assert!(
+        failed >= 2,
+        "the invalid address and the in-file duplicate are reported"
+    );
+    let tags: Vec<String> = sqlx::query_scalar(
+        "SELECT t.name FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id JOIN subscribers s ON s.id = st.subscriber_id WHERE s.email = 'user1@example.kr' ORDER BY t.name",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(tags, vec!["VIP", "migrated", "마케팅"]);
+
+    // The report: one line per row not imported, with the row number and the reason.
+    let csv = editor
+        .get(&format!("/audience/imports/{id}/report.csv"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csv = csv.trim_start_matches('\u{feff}');
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let lines: Vec<(String, String, String)> = r
+        .records()
+        .map(|x| x.unwrap())
+        .map(|x| (x[0].to_string(), x[1].to_string(), x[2].to_string()))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|(l, v, _)| l == "4" && v == "not-an-email"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(l, _, why)| l == "5" && why.contains("duplicate")),
+        "{lines:?}"
+    );
+    let reported: usize =
+        (failed + page.select("#import-skipped")[0].parse::<i64>().unwrap()) as usize;
+    assert_eq!(lines.len(), reported);
+}
+
+#[tokio::test]
+async fn euc_kr_and_utf16_files_decode_and_modes_are_respected() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let (bytes, _, _) =
+        encoding_rs::EUC_KR.encode("이메일,이름\nkim@example.kr,김철수\nlee@example.kr,이영희\n");
+    let (_, page) = import(
+        &app,
+        &editor,
+        "엑셀.csv",
+        bytes.into_owned(),
+        "add_update",
+        "",
+    )
+    .await;
+    assert_eq!(page.select("#import-status"), vec!["done"]);
+    let name: String =
+        sqlx::query_scalar("SELECT name FROM subscribers WHERE email = 'kim@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(name, "김철수");
+
+    // Someone unsubscribed in Loopline; the file says active. They stay unsubscribed.
+    sqlx::query("UPDATE subscribers SET status = 'unsubscribed' WHERE email = 'lee@example.kr'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in "email,name,status\nlee@example.kr,이영희 (수정),subscribed\nnew@example.kr,새 구독자,subscribed\n".encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    let (_, page) = import(&app, &editor, "utf16.csv", utf16.clone(), "add_only", "").await;
+    assert_eq!(
+        page.select("#import-skipped"),
+        vec!["1"],
+        "add new only skips the existing address"
+    );
+    let (status, name): (String, String) =
+        sqlx::query_as("SELECT status::text, name FROM subscribers WHERE email = 'lee@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), name.as_str()), ("unsubscribed", "이영희"));
+    let (_, page) = import(&app, &editor, "utf16.csv", utf16, "update_only", "").await;
+    assert_eq!(page.select("#import-updated"), vec!["2"]);
+    let (status, name): (String, String) =
+        sqlx::query_as("SELECT status::text, name FROM subscribers WHERE email = 'lee@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), name.as_str()),
+        ("unsubscribed", "이영희 (수정)"),
+        "updated, but never re-activated"
+    );
+}
+
+#[tokio::test]
+async fn bad_files_get_clear_errors_and_erased_people_stay_out() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let res = upload(&editor, "empty.csv", vec![]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("empty"));
+
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
+    let res = upload(&editor, "photo.png", png).await;
+    let page = editor.page(&location(&res)).await;
+    assert!(
+        !page.select("#import-error").is_empty(),
+        "a binary file is refused with a reason"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // No email column chosen: refused before anything is queued.
+    let res = upload(&editor, "no-email.csv", b"name,city\nA,Seoul\n".to_vec()).await;
+    let target = location(&res);
+    let id = target.rsplit('/').next().unwrap();
+    let res = editor
+        .post_form(
+            &format!("/audience/imports/{id}/start"),
+            &[("col0", "name"), ("col1", "ignore")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
+
+    // An address erased at the person's request is not added back by an import.
+    sqlx::query("INSERT INTO suppressions (email_hash, reason) VALUES (sha256(convert_to('gone@example.com', 'UTF8')), 'erased')").execute(&app.pool).await.unwrap();
+    let (id, page) = import(
+        &app,
+        &editor,
+        "list.csv",
+        b"email\nGone@Example.com\nstay@example.com\n".to_vec(),
+        "add_update",
+        "",
+    )
+    .await;
+    assert_eq!(page.select("#import-added"), vec!["1"]);
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM import_report WHERE import_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(reason.contains("erased"));
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    // Make the database refuse one row, as a crash mid-batch would.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.email = 'poison@example.com' THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON subscribers FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut csv = String::from("email,name\n");
+    for i in 0..30 {
+        csv.push_str(&format!("p{i}@example.com,구독자 {i}\n"));
+    }
+    csv.push_str("poison@example.com,독\n");
+    let (id, page) = import(&app, &editor, "big.csv", csv.into_bytes(), "add_update", "").await;
+    assert_eq!(
+        page.select("#import-status"),
+        vec!["running"],
+        "the job failed and will retry"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "no half-applied batch");
+    let (done, added): (i64, i64) =
+        sqlx::query_as("SELECT lines_done, added FROM imports WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((done, added), (0, 0));
+
+    sqlx::query("DROP TRIGGER refuse_poison ON subscribers")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.advance(chrono::Duration::minutes(1));
+    app.drain_jobs().await;
+    let (status, added): (String, i64) =
+        sqlx::query_as("SELECT status::text, added FROM imports WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), added), ("done", 31));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 31, "every row exactly once");
+}
+
+#[tokio::test]
+async fn an_import_resumes_after_the_last_applied_line() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let res = upload(
+        &editor,
+        "r.csv",
+        b"email\na@example.com\nb@example.com\nc@example.com\n".to_vec(),
+    )
+    .await;
+    let id: i64 = location(&res).rsplit('/').next().unwrap().parse().unwrap();
+    editor
+        .post_form(
+            &format!("/audience/imports/{id}/start"),
+            &[("col0", "email")],
+        )
+        .await;
+    // As if a first run applied lines 2–3 and then the process died.
+    sqlx::query("UPDATE imports SET status = 'running', lines_done = 3 WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.drain_jobs().await;
+    let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM subscribers ORDER BY email")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        emails,
+        vec!["c@example.com"],
+        "only the lines after the mark are applied"
+    );
+
+    // Cancelling a queued import stops it before it starts.
+    let res = upload(&editor, "x.csv", b"email\nx@example.com\n".to_vec()).await;
+    let id: i64 = location(&res).rsplit('/').next().unwrap().parse().unwrap();
+    editor
+        .post_form(
+            &format!("/audience/imports/{id}/start"),
+            &[("col0", "email")],
+        )
+        .await;
+    editor
+        .post_form(&format!("/audience/imports/{id}/cancel"), &[])
+        .await;
+    app.drain_jobs().await;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subscribers WHERE email = 'x@example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn export_streams_a_segment_or_everyone_as_csv() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    import(
+        &app,
+        &editor,
+        "m.csv",
+        MAILERLITE.as_bytes().to_vec(),
+        "add_update",
+        "",
+    )
+    .await;
+    let res = editor.get("/audience/export.csv").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let body = res.text().await.unwrap();
+    let mut r = csv::Reader::from_reader(body.trim_start_matches('\u{feff}').as_bytes());
+    assert_eq!(
+        r.headers().unwrap().iter().take(5).collect::<Vec<_>>(),
+        vec!["email", "name", "status", "subscribed_at", "tags"]
+    );
+    let recs: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(recs.len() as i64, count);
+    assert!(
+        recs.iter()
+            .any(|x| &x[1] == "홍길동" && x[4].contains("마케팅"))
+    );
+
+    let seg = loopline::audience::segments::save(
+        &app.pool,
+        "unsubscribed",
+        &loopline::audience::segments::Condition::Status {
+            is: loopline::audience::subscribers::Status::Unsubscribed,
+        },
+    )
+    .await
+    .unwrap();
+    let body = editor
+        .get(&format!("/audience/export.csv?segment={seg}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut r = csv::Reader::from_reader(body.trim_start_matches('\u{feff}').as_bytes());
+    let emails: Vec<String> = r.records().map(|x| x.unwrap()[0].to_string()).collect();
+    assert_eq!(emails, vec!["user2@example.kr"]);
+    let (viewer, _) = app.signed_in(Role::Viewer).await;
+    assert_eq!(
+        viewer.get("/audience/export.csv").await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
