@@ -11,12 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use loopline::{
     clock::{Clock, SystemClock},
-    db::{
-        self,
-        embedded::{EmbeddedOptions, EmbeddedPostgres},
-    },
     jobs::{JobContext, JobRegistry, JobRunner},
 };
 use tokio_util::sync::CancellationToken;
@@ -27,18 +25,8 @@ const CONCURRENCY: usize = 8;
 async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let n: usize = if quick { 5_000 } else { 50_000 };
-    let dir = std::env::temp_dir().join(format!("loopline-bench-jobs-{}", std::process::id()));
-    let pg = {
-        let opts = EmbeddedOptions {
-            cluster_dir: dir.join("postgres"),
-            ephemeral: false,
-            max_connections: 100,
-        };
-        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??
-    };
-    db::ensure_database(pg.connect_options("postgres"), "bench").await?;
-    let pool = db::pool(pg.connect_options("bench"), (CONCURRENCY + 4) as u32).await?;
-    db::migrate(&pool).await?;
+    let bench = common::start("jobs", (CONCURRENCY + 4) as u32).await?;
+    let pool = bench.pool.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     // Ours: the real runner with a no-op handler.
@@ -120,9 +108,7 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / started.elapsed().as_secs_f64()
     };
 
-    pool.close().await;
-    drop(pg);
-    let _ = std::fs::remove_dir_all(&dir);
+    bench.stop().await;
 
     println!("jobs: {n} no-op jobs, concurrency {CONCURRENCY}, durable cluster (fsync on)");
     println!("  loopline job runtime : {ours:>10.0} jobs/s");

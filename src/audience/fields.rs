@@ -25,3 +25,64 @@ pub struct FieldDef {
     pub field_type: FieldType,
     pub choices: Vec<String>,
 }
+
+/// A validated new field definition.
+#[derive(Debug, Clone)]
+pub struct NewField {
+    pub key: String,
+    pub label: String,
+    pub field_type: FieldType,
+    pub choices: Vec<String>,
+}
+
+impl NewField {
+    pub fn parse(key: &str, label: &str, field_type: &str, choices: &str) -> Result<Self, String> {
+        let key = key.trim().to_ascii_lowercase();
+        let ok = key.len() <= 63
+            && key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err("the key starts with a letter and uses a–z, 0–9 and _ (for example: city, first_order)".into());
+        }
+        let label = label.trim();
+        if label.is_empty() || label.chars().count() > 100 {
+            return Err("give the field a label (up to 100 characters)".into());
+        }
+        let field_type: FieldType =
+            serde_json::from_value(serde_json::Value::String(field_type.to_string()))
+                .map_err(|_| "choose a type".to_string())?;
+        let choices: Vec<String> = choices
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if field_type == FieldType::Choice && choices.is_empty() {
+            return Err("a choice field needs its choices, separated by commas".into());
+        }
+        Ok(Self {
+            key,
+            label: label.to_string(),
+            field_type,
+            choices,
+        })
+    }
+}
+
+pub async fn create(pool: &sqlx::PgPool, f: &NewField) -> crate::AppResult<()> {
+    sqlx::query("INSERT INTO custom_fields (key, label, type, choices) VALUES ($1, $2, $3, $4)")
+        .bind(&f.key)
+        .bind(&f.label)
+        .bind(f.field_type)
+        .bind(&f.choices)
+        .execute(pool)
+        .await
+        .map_err(|e| match crate::AppError::from(e) {
+            crate::AppError::Conflict(_) => {
+                crate::AppError::Conflict("a field with that key already exists".into())
+            }
+            other => other,
+        })?;
+    Ok(())
+}

@@ -103,6 +103,21 @@ pub async fn find_by_email<'e>(
     .await
 }
 
+/// The number of subscribers: exact while counting is cheap, the planner's estimate
+/// (kept fresh by autovacuum) once the table is large.
+pub async fn approximate_count(pool: &PgPool) -> sqlx::Result<i64> {
+    let estimate: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'subscribers'::regclass")
+            .fetch_one(pool)
+            .await?;
+    if estimate < 200_000.0 {
+        return sqlx::query_scalar("SELECT count(*) FROM subscribers")
+            .fetch_one(pool)
+            .await;
+    }
+    Ok(estimate as i64)
+}
+
 /// Appends to the event log (the subscriber's timeline, and everything downstream).
 pub async fn record_event<'e>(
     db: impl PgExecutor<'e>,

@@ -55,6 +55,22 @@ pub struct TagRow {
     pub subscribers: i64,
 }
 
+/// A tag without its subscriber count (cheap at any list size), for menus.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TagName {
+    pub id: i64,
+    pub name: String,
+    pub is_topic: bool,
+}
+
+pub async fn names(pool: &PgPool) -> sqlx::Result<Vec<TagName>> {
+    sqlx::query_as("SELECT id, name, is_topic FROM tags ORDER BY lower(name)")
+        .fetch_all(pool)
+        .await
+}
+
+/// Tags with how many subscribers carry each (counts every membership: for the tags
+/// page, not for menus).
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TagRow>> {
     sqlx::query_as(
         "SELECT t.id, t.name, t.is_topic, (SELECT count(*) FROM subscriber_tags st WHERE st.tag_id = t.id) AS subscribers

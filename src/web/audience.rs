@@ -23,7 +23,7 @@ use crate::{
         lifecycle::{Lifecycle, Stage},
         links, segments,
         subscribers::{self, Event, Status, Subscriber},
-        tags::{self, TagRow},
+        tags::{self, TagName, TagRow},
     },
 };
 
@@ -67,7 +67,7 @@ struct ListPage {
     segments: Vec<(i64, String)>,
     statuses: [Status; 5],
     stages: [Stage; 4],
-    tags: Vec<TagRow>,
+    tags: Vec<TagName>,
     next: Option<String>,
     total: i64,
 }
@@ -169,9 +169,7 @@ pub async fn list(
             name: sub.name,
         })
         .collect();
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
-        .fetch_one(&state.pool)
-        .await?;
+    let total = subscribers::approximate_count(&state.pool).await?;
     render(ListPage {
         chrome: Chrome::new(&state, &s, "audience", None),
         rows,
@@ -187,7 +185,7 @@ pub async fn list(
             .collect(),
         statuses: Status::ALL,
         stages: Stage::ALL,
-        tags: tags::list(&state.pool).await?,
+        tags: tags::names(&state.pool).await?,
         next,
         total,
     })
@@ -424,4 +422,82 @@ pub async fn save_settings(
     }
     candidate.save(&state.pool).await?;
     Ok(Redirect::to("/settings/audience?notice=settings-saved").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "audience/fields.html")]
+struct FieldsPage {
+    chrome: Chrome,
+    fields: Vec<crate::audience::fields::FieldDef>,
+    tags: Vec<TagRow>,
+    errors: Vec<String>,
+}
+
+async fn fields_page(
+    state: &AppState,
+    s: &Session,
+    errors: Vec<String>,
+) -> AppResult<Html<String>> {
+    render(FieldsPage {
+        chrome: Chrome::new(state, s, "audience", None),
+        fields: segments::field_defs(&state.pool).await?,
+        tags: tags::list(&state.pool).await?,
+        errors,
+    })
+}
+
+/// Custom fields and tags: definitions, and which tags subscribers may pick as topics.
+pub async fn fields(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> AppResult<Html<String>> {
+    fields_page(&state, &s, vec![]).await
+}
+
+#[derive(Deserialize)]
+pub struct NewFieldInput {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    field_type: String,
+    #[serde(default)]
+    choices: String,
+}
+
+pub async fn create_field(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<NewFieldInput>,
+) -> AppResult<Response> {
+    let result =
+        match crate::audience::fields::NewField::parse(&f.key, &f.label, &f.field_type, &f.choices)
+        {
+            Ok(new) => crate::audience::fields::create(&state.pool, &new).await,
+            Err(e) => Err(AppError::Unprocessable(e)),
+        };
+    match result {
+        Ok(()) => Ok(Redirect::to("/audience/fields").into_response()),
+        Err(AppError::Unprocessable(m) | AppError::Conflict(m)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            fields_page(&state, &s, vec![m]).await?,
+        )
+            .into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn toggle_topic(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> AppResult<Redirect> {
+    let r = sqlx::query("UPDATE tags SET is_topic = NOT is_topic WHERE id = $1")
+        .bind(id)
+        .execute(&state.pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    Ok(Redirect::to("/audience/fields"))
 }

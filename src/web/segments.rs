@@ -22,7 +22,7 @@ use crate::{
         lifecycle::Stage,
         segments::{self, Condition, FieldOp, Match},
         subscribers::Status,
-        tags::{self, TagRow},
+        tags::{self, TagName},
     },
 };
 
@@ -75,7 +75,7 @@ struct SegmentsPage {
     field_ops: [(&'static str, &'static str); 7],
     statuses: [Status; 5],
     stages: [Stage; 4],
-    tags: Vec<TagRow>,
+    tags: Vec<TagName>,
     fields: Vec<FieldDef>,
     count: Option<i64>,
     errors: Vec<String>,
@@ -219,7 +219,7 @@ async fn page(
         field_ops: FIELD_OPS,
         statuses: Status::ALL,
         stages: Stage::ALL,
-        tags: tags::list(&state.pool).await?,
+        tags: tags::names(&state.pool).await?,
         fields: segments::field_defs(&state.pool).await?,
         count,
         errors,

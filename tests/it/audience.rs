@@ -640,3 +640,96 @@ async fn lifecycle_thresholds_are_owner_settings() {
         .unwrap();
     assert_eq!((lc.new_days, lc.active_days, lc.churn_days), (7, 20, 60));
 }
+
+#[tokio::test]
+async fn fields_and_topics_are_managed_from_the_dashboard() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let res = editor
+        .post_form(
+            "/audience/fields",
+            &[
+                ("key", "city"),
+                ("label", "도시"),
+                ("field_type", "text"),
+                ("choices", ""),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/audience/fields");
+    let res = editor
+        .post_form(
+            "/audience/fields",
+            &[
+                ("key", "plan"),
+                ("label", "Plan"),
+                ("field_type", "choice"),
+                ("choices", "free, pro"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/audience/fields");
+    for bad in [
+        [
+            ("key", "city"),
+            ("label", "again"),
+            ("field_type", "text"),
+            ("choices", ""),
+        ],
+        [
+            ("key", "1bad"),
+            ("label", "x"),
+            ("field_type", "text"),
+            ("choices", ""),
+        ],
+        [
+            ("key", "tier"),
+            ("label", "Tier"),
+            ("field_type", "choice"),
+            ("choices", ""),
+        ],
+        [
+            ("key", "x"),
+            ("label", "x"),
+            ("field_type", "colour"),
+            ("choices", ""),
+        ],
+    ] {
+        assert_eq!(
+            editor.post_form("/audience/fields", &bad).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad:?}"
+        );
+    }
+    let page = editor.page("/audience/fields").await;
+    assert_eq!(page.select("#fields-table code"), vec!["city", "plan"]);
+    let choices: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(choices) FROM custom_fields WHERE key = 'plan'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(choices, vec!["free", "pro"]);
+
+    let tag: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('생산성') RETURNING id")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let res = editor
+        .post_form(&format!("/audience/tags/{tag}/topic"), &[])
+        .await;
+    assert_eq!(location(&res), "/audience/fields");
+    let topic: bool = sqlx::query_scalar("SELECT is_topic FROM tags WHERE id = $1")
+        .bind(tag)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(topic);
+    let (viewer, _) = app.signed_in(Role::Viewer).await;
+    assert_eq!(
+        viewer
+            .post_form(&format!("/audience/tags/{tag}/topic"), &[])
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}

@@ -1,0 +1,269 @@
+//! `bench/run audience-queries`: on 1,000,000 subscribers with tags and fields, p50 and
+//! p95 of the subscriber list filtered by tag, a profile page and a three-condition
+//! segment count, each through the real HTTP stack (router, session, rendering), against
+//! the same SQL run bare in the same run (the limit). `--quick`: 100,000 subscribers.
+
+mod common;
+
+use std::{sync::Arc, time::Instant};
+
+use loopline::{
+    accounts::{self, NewPassword, Role},
+    address::EmailAddress,
+    clock::SystemClock,
+    config::Config,
+    startup,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+const SAMPLES: usize = 200;
+
+async fn generate(pool: &PgPool, n: i64) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO custom_fields (key, label, type) VALUES ('city', 'City', 'text'), ('orders', 'Orders', 'number')").execute(pool).await?;
+    sqlx::query("INSERT INTO tags (name) SELECT 'tag' || i FROM generate_series(0, 19) i")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO subscribers (email, name, status, fields, created_at, last_open_at, last_engaged_at, consecutive_unopened)
+         SELECT 'user' || i || '@example.com', '구독자 ' || i,
+                CASE WHEN i % 20 = 0 THEN 'unsubscribed' ELSE 'active' END::subscriber_status,
+                jsonb_build_object('city', (ARRAY['서울', '부산', '인천'])[1 + i % 3], 'orders', i % 50),
+                now() - ((i % 400) || ' days')::interval,
+                CASE WHEN i % 3 = 0 THEN now() - ((i % 60) || ' days')::interval END,
+                CASE WHEN i % 3 = 0 THEN now() - ((i % 60) || ' days')::interval END,
+                i % 5
+         FROM generate_series(1, $1) i",
+    )
+    .bind(n)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO subscriber_tags (subscriber_id, tag_id)
+         SELECT s.id, t.id FROM subscribers s JOIN tags t ON t.name IN ('tag' || (s.id % 20), 'tag' || ((s.id * 7 + 3) % 20))
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("INSERT INTO events (subscriber_id, kind, at, data) SELECT id, 'subscribed', created_at, '{}' FROM subscribers").execute(pool).await?;
+    sqlx::query("VACUUM ANALYZE").execute(pool).await?;
+    Ok(())
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (common::percentile(&v, 0.5), common::percentile(&v, 0.95))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n: i64 = if quick { 100_000 } else { 1_000_000 };
+    let bench = common::start("queries", 10).await?;
+    let pool = bench.pool.clone();
+    let t = Instant::now();
+    generate(&pool, n).await?;
+    eprintln!(
+        "generated {n} subscribers in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The app on a local port, and a signed-in client.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut config = Config::from_lookup(|_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.public_url = format!("http://{addr}");
+    let app = startup::build(
+        pool.clone(),
+        config,
+        Arc::new(SystemClock),
+        startup::job_registry(),
+    )
+    .await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(startup::serve(
+        listener,
+        app.router,
+        shutdown.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    let email = EmailAddress::parse("bench@example.com").map_err(|e| anyhow::anyhow!("{e}"))?;
+    accounts::create_user(
+        &pool,
+        &email,
+        NewPassword::parse("benchmark password".into(), None)?,
+        Role::Owner,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let base = format!("http://{addr}");
+    let login_page = client
+        .get(format!("{base}/login"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let csrf = login_page
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    client
+        .post(format!("{base}/login"))
+        .form(&[
+            ("email", "bench@example.com"),
+            ("password", "benchmark password"),
+            ("_csrf", &csrf),
+        ])
+        .send()
+        .await?;
+    let page = client
+        .get(format!("{base}/settings/account"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let csrf = page
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let tag_id: i64 = sqlx::query_scalar("SELECT id FROM tags WHERE name = 'tag7'")
+        .fetch_one(&pool)
+        .await?;
+
+    let mut rng_state = 42u64;
+    let mut next_id = move || {
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        1 + (rng_state >> 33) as i64 % n
+    };
+    let tag = tag_id.to_string();
+    let segment_form = [
+        ("_csrf", csrf.as_str()),
+        ("match", "all"),
+        ("c0_kind", "tag"),
+        ("c0_arg", tag.as_str()),
+        ("c1_kind", "status"),
+        ("c1_arg", "active"),
+        ("c2_kind", "field"),
+        ("c2_arg", "orders"),
+        ("c2_op", "greater_than"),
+        ("c2_value", "25"),
+    ];
+
+    let (mut list, mut profile, mut segment) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bare_list, mut bare_profile, mut bare_segment) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..SAMPLES {
+        // Pages deep into the list, like someone paging through.
+        let after = if i % 2 == 0 {
+            String::new()
+        } else {
+            format!("&after={}", next_id())
+        };
+        let t = Instant::now();
+        let res = client
+            .get(format!("{base}/audience?tag={tag_id}{after}"))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status() == 200, "list page {}", res.status());
+        res.bytes().await?;
+        list.push(t.elapsed().as_secs_f64() * 1000.0);
+
+        let id = next_id();
+        let t = Instant::now();
+        let res = client
+            .get(format!("{base}/audience/subscribers/{id}"))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status() == 200, "profile page {}", res.status());
+        res.bytes().await?;
+        profile.push(t.elapsed().as_secs_f64() * 1000.0);
+
+        let t = Instant::now();
+        let res = client
+            .post(format!("{base}/audience/segments/preview"))
+            .form(&segment_form)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status() == 200, "segment preview {}", res.status());
+        res.bytes().await?;
+        segment.push(t.elapsed().as_secs_f64() * 1000.0);
+
+        // The same SQL, bare.
+        let after_id = if after.is_empty() {
+            i64::MAX
+        } else {
+            next_id()
+        };
+        let t = Instant::now();
+        let _: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT s.id, s.email FROM subscribers s WHERE EXISTS (SELECT 1 FROM subscriber_tags st WHERE st.subscriber_id = s.id AND st.tag_id = $1) AND s.id < $2 ORDER BY s.id DESC LIMIT 51",
+        )
+        .bind(tag_id)
+        .bind(after_id)
+        .fetch_all(&pool)
+        .await?;
+        bare_list.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let _: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, email FROM subscribers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await?;
+        let _: Vec<(String,)> = sqlx::query_as(
+            "SELECT kind FROM events WHERE subscriber_id = $1 ORDER BY at DESC LIMIT 200",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await?;
+        bare_profile.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let _: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM subscribers s WHERE EXISTS (SELECT 1 FROM subscriber_tags st WHERE st.subscriber_id = s.id AND st.tag_id = $1) AND s.status = 'active' AND (s.fields ->> 'orders')::numeric > 25",
+        )
+        .bind(tag_id)
+        .fetch_one(&pool)
+        .await?;
+        bare_segment.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    shutdown.cancel();
+
+    let rows = [
+        ("list page, filtered by tag", stats(list), stats(bare_list)),
+        ("profile page", stats(profile), stats(bare_profile)),
+        (
+            "segment count, 3 conditions",
+            stats(segment),
+            stats(bare_segment),
+        ),
+    ];
+    println!("audience-queries: {n} subscribers, {SAMPLES} samples each (ms; p50 / p95)");
+    for (name, (p50, p95), (b50, b95)) in &rows {
+        println!(
+            "  {name:<30} loopline {p50:>7.1} / {p95:>7.1}   bare SQL {b50:>7.1} / {b95:>7.1}"
+        );
+    }
+    // Headline: the slowest page's p95 against the same query's bare p95.
+    let (name, (_, ours), (_, limit)) = rows
+        .iter()
+        .max_by(|a, b| a.1.1.partial_cmp(&b.1.1).unwrap())
+        .unwrap();
+    bench.stop().await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": "audience-queries", "unit": "ms (p95, slowest page)", "ours": (ours * 10.0).round() / 10.0,
+            "limit": (limit * 10.0).round() / 10.0, "ratio": ((limit / ours) * 100.0).round() / 100.0, "slowest": name,
+            "p95_ms": { "list": (rows[0].1.1 * 10.0).round() / 10.0, "profile": (rows[1].1.1 * 10.0).round() / 10.0, "segment": (rows[2].1.1 * 10.0).round() / 10.0 }
+        })
+    );
+    Ok(())
+}
