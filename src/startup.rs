@@ -28,10 +28,10 @@ pub struct App {
 
 /// Job kinds Loopline knows. Each capability registers its handlers here.
 pub fn job_registry() -> JobRegistry {
-    JobRegistry::new().register(
-        crate::audience::imports::IMPORT_JOB,
-        crate::audience::imports::run_job,
-    )
+    use crate::audience::{bulk, imports};
+    JobRegistry::new()
+        .register(imports::IMPORT_JOB, imports::run_job)
+        .register(bulk::BULK_JOB, bulk::run_job)
 }
 
 /// Builds the application on an open, migrated pool.

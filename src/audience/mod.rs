@@ -1,6 +1,7 @@
 //! The audience: subscribers, consent, tags, custom fields, signup forms, segments,
 //! import and export. Every later capability reads, tags and segments it.
 
+pub mod bulk;
 pub mod export;
 pub mod fields;
 pub mod forms;

@@ -501,3 +501,36 @@ pub async fn toggle_topic(
     }
     Ok(Redirect::to("/audience/fields"))
 }
+
+/// Bulk actions from the list: on the ticked subscribers, or on a whole segment.
+pub async fn bulk(State(state): State<AppState>, body: axum::body::Bytes) -> AppResult<Redirect> {
+    use crate::audience::bulk::{self, Action, Bulk, Scope};
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let action = Action::parse(&get("action"))
+        .ok_or_else(|| AppError::Unprocessable("choose what to do".into()))?;
+    let scope = match get("scope").as_str() {
+        "segment" => Scope::Segment(
+            get("segment")
+                .parse()
+                .map_err(|_| AppError::Unprocessable("choose a segment".into()))?,
+        ),
+        _ => Scope::Ids(
+            pairs
+                .iter()
+                .filter(|(k, _)| k == "id")
+                .filter_map(|(_, v)| v.parse().ok())
+                .collect(),
+        ),
+    };
+    let tag = Some(get("tag")).filter(|t| !t.is_empty());
+    bulk::queue(&state.pool, &Bulk { action, tag, scope }, state.clock.now()).await?;
+    Ok(Redirect::to("/settings/jobs?notice=bulk-queued"))
+}

@@ -170,6 +170,7 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/audience/forms", Signed(Viewer), get(audience::forms)),
         entry(g.clone(), "/audience/segments", Signed(Viewer), get(segments::index)),
         entry(g.clone(), "/audience/fields", Signed(Viewer), get(audience::fields)),
+        entry(p.clone(), "/audience/bulk", Signed(Editor), post(audience::bulk)),
         entry(p.clone(), "/audience/fields", Signed(Editor), post(audience::create_field)),
         entry(p.clone(), "/audience/tags/{id}/topic", Signed(Editor), post(audience::toggle_topic)),
         entry(g.clone(), "/audience/imports", Signed(Viewer), get(imports::index)),

@@ -733,3 +733,123 @@ async fn fields_and_topics_are_managed_from_the_dashboard() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn bulk_actions_run_as_jobs_on_a_selection_or_a_segment() {
+    let app = TestApp::spawn().await;
+    let now = app.clock.now();
+    sqlx::query("INSERT INTO subscribers (email, name, status, created_at, fields) SELECT 'b' || i || '@example.com', '', 'active', $1, jsonb_build_object('n', i) FROM generate_series(1, 2500) i")
+        .bind(now)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM subscribers ORDER BY id LIMIT 3")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    let (a, b) = (ids[0].to_string(), ids[1].to_string());
+    let res = editor
+        .post_form(
+            "/audience/bulk",
+            &[
+                ("scope", "selected"),
+                ("action", "tag"),
+                ("tag", "VIP 고객"),
+                ("id", &a),
+                ("id", &b),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/settings/jobs?notice=bulk-queued");
+    assert_eq!(app.drain_jobs().await, 1);
+    let err: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE kind = 'audience.bulk'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(err, None);
+    let tagged: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id WHERE t.name = 'VIP 고객'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(tagged, 2);
+
+    // A whole segment (2,500 people, several pages), with progress recorded.
+    let seg = loopline::audience::segments::save(
+        &app.pool,
+        "all active",
+        &loopline::audience::segments::Condition::Status {
+            is: loopline::audience::subscribers::Status::Active,
+        },
+    )
+    .await
+    .unwrap();
+    let seg_s = seg.to_string();
+    editor
+        .post_form(
+            "/audience/bulk",
+            &[
+                ("scope", "segment"),
+                ("segment", &seg_s),
+                ("action", "unsubscribe"),
+            ],
+        )
+        .await;
+    app.drain_jobs().await;
+    let active: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subscribers WHERE status = 'active'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(active, 0);
+    let (done, total): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT progress_done, progress_total FROM jobs WHERE kind = 'audience.bulk' ORDER BY id DESC LIMIT 1").fetch_one(&app.pool).await.unwrap();
+    assert_eq!((done, total), (Some(2500), Some(2500)));
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'unsubscribed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 2500);
+
+    // Nothing ticked, or no tag: a clear 422, nothing queued.
+    let jobs_before: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        editor
+            .post_form(
+                "/audience/bulk",
+                &[("scope", "selected"), ("action", "delete")]
+            )
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        editor
+            .post_form(
+                "/audience/bulk",
+                &[("scope", "selected"), ("action", "tag"), ("id", &a)]
+            )
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let jobs_after: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs_before, jobs_after);
+
+    let c = ids[2].to_string();
+    editor
+        .post_form(
+            "/audience/bulk",
+            &[("scope", "selected"), ("action", "delete"), ("id", &c)],
+        )
+        .await;
+    app.drain_jobs().await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 2499);
+}
