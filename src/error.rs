@@ -96,7 +96,10 @@ impl From<sqlx::Error> for AppError {
                             .to_string(),
                     );
                 }
-                Some("23514" | "23502" | "22001" | "22P02" | "22021" | "22007" | "22008") => {
+                Some(
+                    "23514" | "23502" | "22001" | "22P02" | "22P05" | "22003" | "22021" | "22007"
+                    | "22008",
+                ) => {
                     return Self::Unprocessable(
                         constraint_message(constraint)
                             .unwrap_or("some of the values are not valid")

@@ -16,6 +16,16 @@ use crate::{AppError, AppResult};
 
 const PAGE: i64 = 5_000;
 
+/// Spreadsheet programs run cells that start with `=`, `+`, `-` or `@` as formulas; a
+/// name typed into a public form must not become one. Such cells get a leading `'`.
+pub fn csv_safe(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 /// Validates the condition, then streams `email, name, status, subscribed_at, tags,
 /// <custom fields…>` as CSV (UTF-8 with a BOM, so spreadsheet programs read Korean).
 pub async fn stream(
@@ -106,7 +116,7 @@ pub async fn stream(
                         Some(v) => v.to_string(),
                     });
                 }
-                let _ = w.write_record(&rec);
+                let _ = w.write_record(rec.into_iter().map(csv_safe));
             }
             let chunk = w.into_inner().unwrap_or_default();
             if tx.send(Ok(Bytes::from(chunk))).await.is_err() {

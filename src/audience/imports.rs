@@ -168,6 +168,10 @@ impl Upload {
         Ok(())
     }
 
+    pub fn size(&self) -> i64 {
+        self.size
+    }
+
     pub async fn finish(mut self) -> sqlx::Result<(i64, i64)> {
         self.flush().await?;
         sqlx::query("UPDATE imports SET size_bytes = $2 WHERE id = $1")
@@ -290,7 +294,7 @@ pub async fn apply_batch(
     }
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS import_stage (
-             line bigint, email text, name text, status subscriber_status, subscribed_at timestamptz,
+             line bigint, email text, email_hash bytea, name text, status subscriber_status, subscribed_at timestamptz,
              tags text[], fields jsonb, subscriber_id bigint, is_new boolean NOT NULL DEFAULT false
          ) ON COMMIT DELETE ROWS",
     )
@@ -302,6 +306,10 @@ pub async fn apply_batch(
         data.push_str(&r.line.to_string());
         data.push('\t');
         copy_escape(&mut data, &r.email);
+        data.push_str("\t\\\\x");
+        for b in super::subscribers::email_hash(&r.email) {
+            data.push_str(&format!("{b:02x}"));
+        }
         data.push('\t');
         copy_escape(&mut data, &r.name);
         data.push('\t');
@@ -322,7 +330,7 @@ pub async fn apply_batch(
     }
     let mut copy = conn
         .copy_in_raw(
-            "COPY import_stage (line, email, name, status, subscribed_at, tags, fields) FROM STDIN",
+            "COPY import_stage (line, email, email_hash, name, status, subscribed_at, tags, fields) FROM STDIN",
         )
         .await?;
     copy.send(data.into_bytes()).await?;
@@ -331,15 +339,17 @@ pub async fn apply_batch(
     let report = |reason: &'static str, condition: &'static str| {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH gone AS (DELETE FROM import_stage st WHERE {condition} RETURNING line, email)
-             INSERT INTO import_report (import_id, line, value, reason) SELECT $1, line, email, $2 FROM gone ON CONFLICT DO NOTHING"
+             INSERT INTO import_report (import_id, line, value, reason)
+             SELECT $1, line, CASE WHEN $3 THEN '(erased address)' ELSE email END, $2 FROM gone ON CONFLICT DO NOTHING"
         )))
         .bind(import_id)
         .bind(reason)
+        .bind(reason.contains("erased"))
     };
     // Erased at their request: only their own new signup may bring them back.
     stats.skipped += report(
         "this address was erased at the person's request",
-        "EXISTS (SELECT 1 FROM suppressions sp WHERE sp.email_hash = sha256(convert_to(lower(st.email), 'UTF8')))",
+        "EXISTS (SELECT 1 FROM suppressions sp WHERE sp.email_hash = st.email_hash)",
     )
     .execute(&mut *conn)
     .await?
@@ -491,6 +501,7 @@ pub async fn cancel(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()>
             "this import has already finished".into(),
         ));
     }
+    drop_file(pool, id).await?;
     Ok(())
 }
 
@@ -545,7 +556,7 @@ use crate::jobs::{JobContext, JobError};
 
 /// A blocking `Read` over chunks fed by an async task, counting raw bytes consumed.
 struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
     buf: Vec<u8>,
     pos: usize,
     consumed: Arc<AtomicU64>,
@@ -555,10 +566,12 @@ impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.pos >= self.buf.len() {
             match self.rx.blocking_recv() {
-                Some(next) => {
+                Some(Ok(next)) => {
                     self.buf = next;
                     self.pos = 0;
                 }
+                // A failed read must not look like the end of the file.
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
                 None => return Ok(0),
             }
         }
@@ -630,6 +643,7 @@ pub async fn inspect(pool: &PgPool, id: i64) -> AppResult<()> {
         }
         Err(e) => {
             sqlx::query("UPDATE imports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1").bind(id).bind(e.to_string()).execute(pool).await?;
+            drop_file(pool, id).await?;
             Ok(())
         }
     }
@@ -686,6 +700,29 @@ pub fn check_mapping(mapping: &[String], fields: &[FieldDef]) -> Result<(), Stri
     super::import::validate(&ColumnMapping { columns }).map_err(|e| e.to_string())
 }
 
+/// Rows the parser accepts but PostgreSQL would refuse (and so fail the whole batch on
+/// every retry) are reported instead: over-long names, NUL characters.
+fn storable(
+    r: super::import::ImportRow,
+) -> Result<super::import::ImportRow, super::import::RowReport> {
+    let reject = |reason: &str| super::import::RowReport {
+        line: r.line,
+        value: r.email.as_str().to_string(),
+        reason: reason.to_string(),
+    };
+    if r.name.chars().count() > 200 {
+        return Err(reject("the name is longer than 200 characters"));
+    }
+    let has_nul = |v: &serde_json::Value| v.as_str().is_some_and(|s| s.contains('\0'));
+    if r.name.contains('\0')
+        || r.tags.iter().any(|t| t.contains('\0'))
+        || r.fields.values().any(has_nul)
+    {
+        return Err(reject("contains a NUL character"));
+    }
+    Ok(r)
+}
+
 enum Parsed {
     Batch {
         rows: Vec<StagedRow>,
@@ -719,6 +756,15 @@ async fn finish(
         .bind(now)
         .execute(pool)
         .await?;
+    drop_file(pool, id).await
+}
+
+/// The raw file holds personal data; once an import has ended it is not kept.
+async fn drop_file(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM import_chunks WHERE import_id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -726,6 +772,18 @@ async fn finish(
 /// Resumes after `lines_done` when run again after a crash.
 pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     let JobPayload { import_id: id } = ctx.payload()?;
+    let result = run(&ctx, id).await;
+    // The job is about to die: say so on the import instead of leaving it "running".
+    if let Err(e) = &result
+        && (matches!(e, JobError::Fatal(_)) || ctx.job.attempts >= ctx.job.max_attempts)
+    {
+        let message = format!("the import stopped: {e}");
+        let _ = finish(&ctx.pool, id, "failed", Some(&message), ctx.clock.now()).await;
+    }
+    result
+}
+
+async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
     let pool = ctx.pool.clone();
     let Some(imp) = get(&pool, id).await? else {
         return Err(JobError::Fatal(anyhow::anyhow!(
@@ -753,21 +811,25 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     let resume_after = imp.lines_done.max(0) as u64;
     let default_status = implied_status(&imp.headers, Some(&imp.filename));
 
-    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(2);
     let fetch_pool = pool.clone();
     let fetcher = tokio::spawn(async move {
         for seq in 0.. {
             match chunk(&fetch_pool, id, seq).await {
                 Ok(Some(data)) => {
-                    if chunk_tx.send(data).await.is_err() {
-                        return Ok(());
+                    if chunk_tx.send(Ok(data)).await.is_err() {
+                        return;
                     }
                 }
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(e),
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = chunk_tx
+                        .send(Err(format!("reading the upload from the database: {e}")))
+                        .await;
+                    return;
+                }
             }
         }
-        Ok(())
     });
 
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Parsed>(2);
@@ -798,7 +860,7 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
             if line <= resume_after {
                 continue;
             }
-            match item {
+            match item.and_then(storable) {
                 Ok(r) => staged.push(StagedRow {
                     line: r.line,
                     email: r.email.as_str().to_string(),
@@ -889,10 +951,6 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     .await;
     drop(batch_rx);
     let _ = parser.await;
-    if let Ok(Err(e)) = fetcher.await {
-        return Err(JobError::Retry(anyhow::anyhow!(
-            "reading the upload from the database: {e}"
-        )));
-    }
+    let _ = fetcher.await;
     outcome
 }

@@ -47,6 +47,11 @@ pub fn confirm_token_id(token: &str) -> Option<i64> {
     token.split('.').next()?.parse().ok()
 }
 
+/// When a confirmation token stops working.
+pub fn confirm_token_expiry(token: &str) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(token.split('.').nth(1)?.parse().ok()?, 0)
+}
+
 pub fn check_confirm_token(
     keys: &SigningKey,
     token: &str,

@@ -99,12 +99,6 @@ pub async fn signup(
         .execute(&mut *tx)
         .await?;
     let existing = subscribers::find_by_email(&mut *tx, s.email.as_str()).await?;
-    // Signing up again is new consent, even after an erasure.
-    sqlx::query("DELETE FROM suppressions WHERE email_hash = $1")
-        .bind(subscribers::email_hash(s.email.as_str()))
-        .execute(&mut *tx)
-        .await?;
-
     let (id, needs_confirmation) = match existing {
         None => {
             let status = if form.double_opt_in {
@@ -141,6 +135,11 @@ pub async fn signup(
                 json!({ "form": form.slug, "double_opt_in": form.double_opt_in }),
             )
             .await?;
+            if !form.double_opt_in {
+                // Signing up again is new consent, even after an erasure. With double
+                // opt-in the suppression goes only when the mailbox owner confirms.
+                subscribers::lift_suppression(&mut *tx, s.email.as_str()).await?;
+            }
             (id, form.double_opt_in)
         }
         Some(sub) if sub.status == Status::Active => {

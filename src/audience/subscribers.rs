@@ -177,23 +177,46 @@ pub async fn unsubscribe(
     Ok(changed)
 }
 
-/// Confirms a double opt-in. `Ok(false)` when there was nothing to confirm.
-pub async fn confirm(pool: &PgPool, id: i64, now: DateTime<Utc>, ip: &str) -> sqlx::Result<bool> {
+/// New consent from the address's owner lifts an erasure suppression.
+pub async fn lift_suppression<'e>(db: impl PgExecutor<'e>, email: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM suppressions WHERE email_hash = $1")
+        .bind(email_hash(email))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Confirms a double opt-in with a link issued at `issued`. `Ok(false)` when there was
+/// nothing to confirm, or the person has unsubscribed since the link was sent (an old
+/// link must not bring back someone who left).
+pub async fn confirm(
+    pool: &PgPool,
+    id: i64,
+    now: DateTime<Utc>,
+    ip: &str,
+    issued: DateTime<Utc>,
+) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     let changed = sqlx::query(
         "UPDATE subscribers SET status = 'active', confirmed_at = $2, unsubscribed_at = NULL,
                 consent_at = $2, consent_method = 'double_opt_in', consent_ip = $3
-         WHERE id = $1 AND status <> 'active'",
+         WHERE id = $1 AND status <> 'active' AND (unsubscribed_at IS NULL OR unsubscribed_at < $4)",
     )
     .bind(id)
     .bind(now)
     .bind(ip)
+    .bind(issued)
     .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
     if changed {
         record_event(&mut *tx, id, "confirmed", now, json!({})).await?;
+        let email: String = sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        lift_suppression(&mut *tx, &email).await?;
     }
     tx.commit().await?;
     Ok(changed)
@@ -235,6 +258,16 @@ pub async fn erase(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> 
         .await?;
     sqlx::query("DELETE FROM subscribers WHERE id = $1")
         .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    // Work still queued for them (a confirmation mail) carries their address: drop it.
+    sqlx::query("DELETE FROM jobs WHERE status IN ('queued', 'dead') AND payload->>'subscriber_id' = $1::text")
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    // Import reports name rows by their address.
+    sqlx::query("DELETE FROM import_report WHERE lower(value) = lower($1)")
+        .bind(&email)
         .execute(&mut *tx)
         .await?;
     sqlx::query("INSERT INTO suppressions (email_hash, reason, created_at) VALUES ($1, 'erased', $2) ON CONFLICT (email_hash) DO NOTHING")

@@ -8,7 +8,13 @@ use sqlx::{PgConnection, PgPool};
 pub fn clean_names<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for n in names {
-        let n: String = n.as_ref().trim().chars().take(100).collect();
+        let n: String = n
+            .as_ref()
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
         if !n.is_empty() && !out.iter().any(|o| o.to_lowercase() == n.to_lowercase()) {
             out.push(n);
         }

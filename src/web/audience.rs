@@ -151,6 +151,7 @@ pub async fn list(
                 ("status", &q.status),
                 ("tag", &q.tag),
                 ("stage", &q.stage),
+                ("segment", &q.segment),
                 ("after", &last.id.to_string()),
             ])
             .unwrap_or_default()

@@ -72,10 +72,11 @@ pub async fn upload(
         {
             upload.write(&chunk).await?;
         }
-        let (id, size) = upload.finish().await?;
-        if size == 0 {
+        if upload.size() == 0 {
+            // Dropping the upload rolls its transaction back: nothing is left behind.
             return Err(AppError::Unprocessable("the file is empty".into()));
         }
+        let (id, _) = upload.finish().await?;
         imports::inspect(&state.pool, id).await?;
         return Ok(Redirect::to(&format!("/audience/imports/{id}")));
     }
@@ -225,7 +226,7 @@ pub async fn report_csv(State(state): State<AppState>, Path(id): Path<i64>) -> A
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(["line", "value", "reason"]);
     for l in lines {
-        let _ = w.write_record([l.line.to_string(), l.value, l.reason]);
+        let _ = w.write_record([l.line.to_string(), export::csv_safe(l.value), l.reason]);
     }
     let body = w
         .into_inner()

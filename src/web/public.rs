@@ -261,7 +261,18 @@ pub async fn confirm_submit(
     let p = public_strings();
     match confirm_target(&state, &token).await? {
         Ok(sub) => {
-            subscribers::confirm(&state.pool, sub.id, state.clock.now(), &ip.0).await?;
+            let issued = links::confirm_token_expiry(&token).unwrap_or_default()
+                - chrono::Duration::days(signup::CONFIRM_VALID_DAYS);
+            if !subscribers::confirm(&state.pool, sub.id, state.clock.now(), &ip.0, issued).await?
+                && sub.status != Status::Active
+            {
+                // They left after this link was sent: the old link does not bring them back.
+                return Ok((
+                    StatusCode::GONE,
+                    render(MessagePage::plain(p.confirm_title, p.confirm_expired))?,
+                )
+                    .into_response());
+            }
             Ok(render(MessagePage::plain(p.confirm_title, p.confirm_done))?.into_response())
         }
         Err(msg) => Ok((

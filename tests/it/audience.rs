@@ -177,8 +177,24 @@ async fn double_opt_in_signup_queues_a_confirmation_and_the_link_activates() {
     );
 
     // A tampered token is refused; an expired one says so.
-    let tampered = path.replace(&format!("/confirm/{id}."), &format!("/confirm/{}.", id + 1));
+    // Another real subscriber's id with this signature: refused.
+    visitor
+        .post_form("/f/news", &[("email", "other@example.kr")])
+        .await;
+    let other = subscriber(&app, "other@example.kr").await.unwrap().0;
+    let tampered = path.replace(&format!("/confirm/{id}."), &format!("/confirm/{other}."));
     assert_eq!(visitor.page(&tampered).await.status, StatusCode::NOT_FOUND);
+    let res = visitor
+        .http
+        .post(visitor.url(&tampered))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        subscriber(&app, "other@example.kr").await.unwrap().1,
+        "unconfirmed"
+    );
     app.advance(chrono::Duration::days(8));
     let page = visitor.page(&path).await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
@@ -852,4 +868,116 @@ async fn bulk_actions_run_as_jobs_on_a_selection_or_a_segment() {
         .await
         .unwrap();
     assert_eq!(left, 2499);
+}
+
+#[tokio::test]
+async fn an_old_confirmation_link_cannot_bring_back_someone_who_left_and_erasure_leaves_no_trace() {
+    let app = TestApp::spawn().await;
+    form(&app, "news", true, "").await;
+    let c = app.client();
+    c.post_form(
+        "/f/news",
+        &[("email", "leaver@example.com"), ("name", "떠난 사람")],
+    )
+    .await;
+    let id = subscriber(&app, "leaver@example.com").await.unwrap().0;
+    let confirm = path_of(
+        confirmation_jobs(&app).await[0]["confirm_url"]
+            .as_str()
+            .unwrap(),
+    );
+    c.http.post(c.url(&confirm)).send().await.unwrap();
+    assert_eq!(
+        subscriber(&app, "leaver@example.com").await.unwrap().1,
+        "active"
+    );
+    app.advance(chrono::Duration::hours(1));
+    loopline::audience::subscribers::unsubscribe(&app.pool, id, app.clock.now(), "link")
+        .await
+        .unwrap();
+    app.advance(chrono::Duration::hours(1));
+    let res = c.http.post(c.url(&confirm)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::GONE);
+    assert_eq!(
+        subscriber(&app, "leaver@example.com").await.unwrap().1,
+        "unsubscribed"
+    );
+
+    // Signing up again asks for a fresh confirmation; erasure then removes the queued
+    // mail too, and a stranger's signup does not lift the suppression.
+    c.post_form("/f/news", &[("email", "leaver@example.com")])
+        .await;
+    assert_eq!(confirmation_jobs(&app).await.len(), 2);
+    let token = links::subscriber_token(&app.state.keys, id);
+    c.http
+        .post(c.url(&format!("/p/{token}/erase")))
+        .send()
+        .await
+        .unwrap();
+    let mentions: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE payload::text LIKE '%leaver@example.com%' AND status <> 'done'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(mentions, 0, "no queued work still carries the address");
+    c.post_form("/f/news", &[("email", "leaver@example.com")])
+        .await;
+    let suppressed: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(suppressed, 1, "only the owner's confirmation lifts it");
+    let new_confirm = path_of(
+        confirmation_jobs(&app).await.last().unwrap()["confirm_url"]
+            .as_str()
+            .unwrap(),
+    );
+    c.http.post(c.url(&new_confirm)).send().await.unwrap();
+    let suppressed: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(suppressed, 0);
+}
+
+#[tokio::test]
+async fn viewers_do_not_see_subscriber_links_and_segment_filters_survive_paging() {
+    let app = TestApp::spawn().await;
+    let now = app.clock.now();
+    sqlx::query("INSERT INTO subscribers (email, name, status, created_at) SELECT 'v' || i || '@example.com', '', CASE WHEN i % 2 = 0 THEN 'active' ELSE 'unsubscribed' END::subscriber_status, $1 FROM generate_series(1, 130) i")
+        .bind(now)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let seg = loopline::audience::segments::save(
+        &app.pool,
+        "active ones",
+        &loopline::audience::segments::Condition::Status {
+            is: loopline::audience::subscribers::Status::Active,
+        },
+    )
+    .await
+    .unwrap();
+    let (viewer, _) = app.signed_in(Role::Viewer).await;
+    let page = viewer.page(&format!("/audience?segment={seg}")).await;
+    assert_eq!(page.select("#subscribers-table tbody tr").len(), 50);
+    let next = page.attr("#next-page", "href").unwrap();
+    let page2 = viewer.page(&next).await;
+    assert!(
+        page2
+            .select("#subscribers-table td.status")
+            .iter()
+            .all(|s| s == "active"),
+        "page 2 keeps the segment"
+    );
+    assert_eq!(page2.select("#subscribers-table tbody tr").len(), 15);
+    let id: i64 = sqlx::query_scalar("SELECT min(id) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let profile = viewer.page(&format!("/audience/subscribers/{id}")).await;
+    assert!(!profile.exists("#preferences-url") && !profile.exists("#unsubscribe-url"));
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    assert!(
+        editor
+            .page(&format!("/audience/subscribers/{id}"))
+            .await
+            .exists("#preferences-url")
+    );
 }

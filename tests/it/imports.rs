@@ -272,12 +272,25 @@ async fn bad_files_get_clear_errors_and_erased_people_stay_out() {
     assert_eq!(jobs, 0);
 
     // An address erased at the person's request is not added back by an import.
-    sqlx::query("INSERT INTO suppressions (email_hash, reason) VALUES (sha256(convert_to('gone@example.com', 'UTF8')), 'erased')").execute(&app.pool).await.unwrap();
+    // (Erased through the real path, with a non-ASCII address.)
+    sqlx::query("INSERT INTO subscribers (email, created_at) VALUES ('Émile@Example.com', now()), ('gone@example.com', now())").execute(&app.pool).await.unwrap();
+    for e in ["Émile@Example.com", "gone@example.com"] {
+        let sid: i64 = sqlx::query_scalar("SELECT id FROM subscribers WHERE email = $1")
+            .bind(e)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        loopline::audience::subscribers::erase(&app.pool, sid, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
     let (id, page) = import(
         &app,
         &editor,
         "list.csv",
-        b"email\nGone@Example.com\nstay@example.com\n".to_vec(),
+        "email\nGone@Example.com\nstay@example.com\némile@example.com\n"
+            .as_bytes()
+            .to_vec(),
         "add_update",
         "",
     )
