@@ -504,17 +504,9 @@ pub async fn toggle_topic(
 }
 
 /// Bulk actions from the list: on the ticked subscribers, or on a whole segment.
-pub async fn bulk(State(state): State<AppState>, body: axum::body::Bytes) -> AppResult<Redirect> {
+pub async fn bulk(State(state): State<AppState>, form: super::FormPairs) -> AppResult<Redirect> {
     use crate::audience::bulk::{self, Action, Bulk, Scope};
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let get = |k: &str| form.get(k);
     let action = Action::parse(&get("action"))
         .ok_or_else(|| AppError::Unprocessable("choose what to do".into()))?;
     let scope = match get("scope").as_str() {
@@ -523,13 +515,7 @@ pub async fn bulk(State(state): State<AppState>, body: axum::body::Bytes) -> App
                 .parse()
                 .map_err(|_| AppError::Unprocessable("choose a segment".into()))?,
         ),
-        _ => Scope::Ids(
-            pairs
-                .iter()
-                .filter(|(k, _)| k == "id")
-                .filter_map(|(_, v)| v.parse().ok())
-                .collect(),
-        ),
+        _ => Scope::Ids(form.all("id").filter_map(|v| v.parse().ok()).collect()),
     };
     let tag = Some(get("tag")).filter(|t| !t.is_empty());
     bulk::queue(&state.pool, &Bulk { action, tag, scope }, state.clock.now()).await?;

@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::{
     Extension,
-    body::{Body, Bytes},
+    body::Body,
     extract::{Multipart, Path, Query, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
@@ -166,16 +166,9 @@ pub async fn start(
     State(state): State<AppState>,
     Extension(s): Extension<Session>,
     Path(id): Path<i64>,
-    body: Bytes,
+    form: super::FormPairs,
 ) -> AppResult<Response> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| Some(form.get(k)).filter(|v| !v.is_empty());
     let import = imports::get(&state.pool, id)
         .await?
         .ok_or(AppError::NotFound)?;

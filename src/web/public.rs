@@ -375,19 +375,10 @@ pub async fn preferences_page(
 pub async fn preferences_submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    body: axum::body::Bytes,
+    form: super::FormPairs,
 ) -> AppResult<Response> {
     let sub = subscriber_from_link(&state, &token).await?;
-    // Repeated `topic` fields: parse the pairs directly.
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let get = |k: &str| form.get(k);
     let name = get("name");
     let language = get("language");
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
@@ -408,11 +399,7 @@ pub async fn preferences_submit(
         .find(|(code, _)| *code == language)
         .map(|(c, _)| *c)
         .ok_or_else(|| AppError::Unprocessable("choose a language from the list".into()))?;
-    let chosen: Vec<i64> = pairs
-        .iter()
-        .filter(|(k, _)| k == "topic")
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect();
+    let chosen: Vec<i64> = form.all("topic").filter_map(|v| v.parse().ok()).collect();
     let now = state.clock.now();
     let mut tx = state.pool.begin().await?;
     sqlx::query("UPDATE subscribers SET name = $2, language = NULLIF($3, '') WHERE id = $1")

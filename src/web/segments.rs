@@ -4,14 +4,13 @@
 use askama::Template;
 use axum::{
     Extension,
-    body::Bytes,
     extract::State,
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
 };
 
 use super::{
-    AppState,
+    AppState, FormPairs,
     pages::{Chrome, render},
 };
 use crate::{
@@ -88,15 +87,8 @@ struct Input {
     advanced: String,
 }
 
-fn parse_input(body: &[u8]) -> Input {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+fn parse_input(form: &FormPairs) -> Input {
+    let get = |k: &str| form.get(k);
     let rows = (0..ROWS)
         .map(|i| RowInput {
             kind: get(&format!("c{i}_kind")),
@@ -243,9 +235,9 @@ pub async fn index(
 pub async fn preview(
     State(state): State<AppState>,
     Extension(s): Extension<Session>,
-    body: Bytes,
+    form: FormPairs,
 ) -> AppResult<Response> {
-    let input = parse_input(&body);
+    let input = parse_input(&form);
     match to_condition(&input) {
         Ok(cond) => match segments::count(&state.pool, &cond, state.clock.now()).await {
             Ok(n) => Ok(page(&state, &s, input, Some(n), vec![])
@@ -269,9 +261,9 @@ pub async fn preview(
 pub async fn create(
     State(state): State<AppState>,
     Extension(s): Extension<Session>,
-    body: Bytes,
+    form: FormPairs,
 ) -> AppResult<Response> {
-    let input = parse_input(&body);
+    let input = parse_input(&form);
     let result = match to_condition(&input) {
         Ok(cond) => segments::save(&state.pool, &input.name, &cond).await,
         Err(e) => Err(AppError::Unprocessable(e)),
