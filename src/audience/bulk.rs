@@ -162,7 +162,7 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
         match bulk.action {
             Action::Tag => {
                 let tag_ids = tags::ensure(&mut tx, &tag_names).await?;
-                sqlx::query("INSERT INTO subscriber_tags (subscriber_id, tag_id) SELECT s, t FROM unnest($1::bigint[]) s, unnest($2::bigint[]) t ON CONFLICT DO NOTHING")
+                sqlx::query("UPDATE subscribers SET tag_ids = tag_ids_add(tag_ids, $2) WHERE id = ANY($1) AND NOT tag_ids @> $2")
                     .bind(&ids)
                     .bind(&tag_ids)
                     .execute(&mut *tx)
@@ -177,7 +177,7 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
                 .await?;
             }
             Action::Untag => {
-                sqlx::query("DELETE FROM subscriber_tags st USING tags t WHERE st.tag_id = t.id AND lower(t.name) = lower($2) AND st.subscriber_id = ANY($1)")
+                sqlx::query("UPDATE subscribers SET tag_ids = array_remove(tag_ids, t.id) FROM tags t WHERE lower(t.name) = lower($2) AND id = ANY($1) AND tag_ids @> ARRAY[t.id]")
                     .bind(&ids)
                     .bind(&tag_names[0])
                     .execute(&mut *tx)

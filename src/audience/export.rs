@@ -65,7 +65,7 @@ pub async fn stream(
         loop {
             let mut qb = segments::query_frame(
                 "s.id, s.email, s.name, s.status::text AS status, s.created_at, s.fields,
-                 (SELECT string_agg(t.name, ', ' ORDER BY lower(t.name)) FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id WHERE st.subscriber_id = s.id) AS tags",
+                 (SELECT string_agg(t.name, ', ' ORDER BY lower(t.name)) FROM tags t WHERE t.id = ANY(s.tag_ids)) AS tags",
                 now,
             );
             match &cond {

@@ -244,18 +244,20 @@ fn copy_escape(out: &mut String, s: &str) {
     }
 }
 
-fn array_literal(items: &[String]) -> String {
-    let mut s = String::from("{");
-    for (i, t) in items.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push('"');
-        s.push_str(&t.replace('\\', "\\\\").replace('"', "\\\""));
-        s.push('"');
+/// The ids of every tag a batch names (the rows' own and the import's), created when
+/// missing, keyed by spelling.
+async fn batch_tag_ids(
+    conn: &mut PgConnection,
+    rows: &[StagedRow],
+    import_tags: &[String],
+) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+    let distinct: std::collections::HashSet<&String> =
+        import_tags.iter().chain(rows.iter().flat_map(|r| &r.tags)).collect();
+    let names: Vec<String> = distinct.into_iter().cloned().collect();
+    if names.is_empty() {
+        return Ok(Default::default());
     }
-    s.push('}');
-    s
+    super::tags::ensure_named(conn, &names).await
 }
 
 /// Applies one batch in the caller's transaction: stage with COPY, set aside suppressed
@@ -295,13 +297,17 @@ pub async fn apply_batch(
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS import_stage (
              line bigint, email text, email_hash bytea, name text, status subscriber_status, subscribed_at timestamptz,
-             tags text[], fields jsonb, subscriber_id bigint, is_new boolean NOT NULL DEFAULT false
+             tag_ids bigint[], fields jsonb, subscriber_id bigint, is_new boolean NOT NULL DEFAULT false
          ) ON COMMIT DELETE ROWS",
     )
     .execute(&mut *conn)
     .await?;
 
+    // Tags first, so each staged row carries its tag ids and the insert writes them with
+    // the row (one write per subscriber, no membership rows).
+    let tag_ids = batch_tag_ids(conn, rows, import_tags).await?;
     let mut data = String::with_capacity(rows.len() * 96);
+    let mut ids: Vec<i64> = Vec::new();
     for r in rows {
         data.push_str(&r.line.to_string());
         data.push('\t');
@@ -320,8 +326,23 @@ pub async fn apply_batch(
             None => data.push_str("\\N"),
         }
         data.push('\t');
-        copy_escape(&mut data, &array_literal(&r.tags));
-        data.push('\t');
+        ids.clear();
+        ids.extend(
+            r.tags
+                .iter()
+                .chain(import_tags)
+                .filter_map(|t| tag_ids.get(t)),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        data.push('{');
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(&id.to_string());
+        }
+        data.push_str("}\t");
         copy_escape(
             &mut data,
             &serde_json::Value::Object(r.fields.clone()).to_string(),
@@ -330,7 +351,7 @@ pub async fn apply_batch(
     }
     let mut copy = conn
         .copy_in_raw(
-            "COPY import_stage (line, email, email_hash, name, status, subscribed_at, tags, fields) FROM STDIN",
+            "COPY import_stage (line, email, email_hash, name, status, subscribed_at, tag_ids, fields) FROM STDIN",
         )
         .await?;
     copy.send(data.into_bytes()).await?;
@@ -380,8 +401,8 @@ pub async fn apply_batch(
     let source = format!("import:{import_id}");
     let added = sqlx::query(
         "WITH ins AS (
-             INSERT INTO subscribers (email, name, status, fields, source, consent_at, consent_method, confirmed_at, unsubscribed_at, created_at)
-             SELECT st.email, st.name, st.status, st.fields, $1, coalesce(st.subscribed_at, $2), 'import',
+             INSERT INTO subscribers (email, name, status, fields, tag_ids, source, consent_at, consent_method, confirmed_at, unsubscribed_at, created_at)
+             SELECT st.email, st.name, st.status, st.fields, st.tag_ids, $1, coalesce(st.subscribed_at, $2), 'import',
                     CASE WHEN st.status = 'active' THEN coalesce(st.subscribed_at, $2) END,
                     CASE WHEN st.status = 'unsubscribed' THEN $2 END,
                     coalesce(st.subscribed_at, $2)
@@ -411,6 +432,7 @@ pub async fn apply_batch(
         "UPDATE subscribers s SET
              name = CASE WHEN st.name <> '' THEN st.name ELSE s.name END,
              fields = s.fields || st.fields,
+             tag_ids = CASE WHEN st.tag_ids <@ s.tag_ids THEN s.tag_ids ELSE tag_ids_add(s.tag_ids, st.tag_ids) END,
              status = CASE WHEN st.status IN ('unsubscribed', 'bounced', 'complained') AND s.status IN ('active', 'unconfirmed') THEN st.status ELSE s.status END,
              unsubscribed_at = CASE WHEN st.status = 'unsubscribed' AND s.status IN ('active', 'unconfirmed') THEN $1 ELSE s.unsubscribed_at END
          FROM import_stage st WHERE st.subscriber_id = s.id AND NOT st.is_new",
@@ -420,29 +442,12 @@ pub async fn apply_batch(
     .await?
     .rows_affected() as i64;
 
-    sqlx::query(
-        "INSERT INTO tags (name)
-         SELECT DISTINCT ON (lower(t)) t FROM (SELECT unnest(tags) AS t FROM import_stage UNION ALL SELECT unnest($1::text[])) x
-         ON CONFLICT (lower(name)) DO NOTHING",
-    )
-    .bind(import_tags)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO subscriber_tags (subscriber_id, tag_id)
-         SELECT DISTINCT st.subscriber_id, tg.id
-         FROM import_stage st
-         CROSS JOIN LATERAL (SELECT unnest(st.tags || $1::text[]) AS name) n
-         JOIN tags tg ON lower(tg.name) = lower(n.name)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(import_tags)
-    .execute(&mut *conn)
-    .await?;
+    // New subscribers' "imported" timeline entry is derived from their `source`
+    // (`subscribers::timeline`); changes to existing ones are events.
     sqlx::query(
         "INSERT INTO events (subscriber_id, kind, at, data)
-         SELECT subscriber_id, CASE WHEN is_new THEN 'imported' ELSE 'import_updated' END, $1, jsonb_build_object('import', $2::bigint, 'line', line)
-         FROM import_stage",
+         SELECT subscriber_id, 'import_updated', $1, jsonb_build_object('import', $2::bigint, 'line', line)
+         FROM import_stage WHERE NOT is_new",
     )
     .bind(now)
     .bind(import_id)
@@ -526,14 +531,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_text_and_array_literals_escape_what_delimits() {
+    fn copy_text_escapes_what_delimits() {
         let mut s = String::new();
         copy_escape(&mut s, "a\tb\nc\\d");
         assert_eq!(s, "a\\tb\\nc\\\\d");
-        assert_eq!(
-            array_literal(&["x".into(), "say \"hi\"".into(), "back\\slash".into()]),
-            r#"{"x","say \"hi\"","back\\slash"}"#
-        );
     }
 }
 

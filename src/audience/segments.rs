@@ -247,12 +247,9 @@ pub fn push_condition(qb: &mut QueryBuilder<Postgres>, cond: &Condition, ctx: &C
             qb.push(ctx.lifecycle.sql_condition(*is, "p.now"));
         }
         Condition::Tag { tag_id, has } => {
-            qb.push(if *has { "EXISTS" } else { "NOT EXISTS" });
-            qb.push(
-                " (SELECT 1 FROM subscriber_tags st WHERE st.subscriber_id = s.id AND st.tag_id = ",
-            );
+            qb.push(if *has { "s.tag_ids @> ARRAY[" } else { "NOT s.tag_ids @> ARRAY[" });
             qb.push_bind(*tag_id);
-            qb.push(")");
+            qb.push("::bigint]");
         }
         Condition::Field { key, op, value } => push_field(qb, key, *op, value, ctx),
         Condition::Opened { days, negate } => push_recent(qb, "s.last_open_at", *days, *negate),

@@ -144,7 +144,15 @@ pub struct Event {
 }
 
 pub async fn timeline(pool: &PgPool, subscriber_id: i64, limit: i64) -> sqlx::Result<Vec<Event>> {
-    sqlx::query_as("SELECT kind, at, data FROM events WHERE subscriber_id = $1 ORDER BY at DESC, id DESC LIMIT $2")
+    // An import writes no event per new row; its entry comes from the row's `source`.
+    sqlx::query_as(
+        "SELECT kind, at, data FROM (
+             SELECT kind, at, data, id FROM events WHERE subscriber_id = $1
+             UNION ALL
+             SELECT 'imported', created_at, jsonb_build_object('import', substr(source, 8)::bigint), 0
+             FROM subscribers WHERE id = $1 AND source ~ '^import:[0-9]+$'
+         ) e ORDER BY at DESC, id DESC LIMIT $2",
+    )
         .bind(subscriber_id)
         .bind(limit)
         .fetch_all(pool)
@@ -223,7 +231,7 @@ pub async fn confirm(
 }
 
 pub async fn tag_names(pool: &PgPool, subscriber_id: i64) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT t.name FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id WHERE st.subscriber_id = $1 ORDER BY lower(t.name)")
+    sqlx::query_scalar("SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.id = $1 ORDER BY lower(t.name)")
         .bind(subscriber_id)
         .fetch_all(pool)
         .await

@@ -40,12 +40,35 @@ pub async fn ensure(conn: &mut PgConnection, names: &[String]) -> sqlx::Result<V
         .await
 }
 
+/// Like [`ensure`], keyed by each spelling asked for (for imports, whose rows may spell
+/// one tag differently). Case is folded by PostgreSQL, as the unique index does.
+pub async fn ensure_named(
+    conn: &mut PgConnection,
+    names: &[String],
+) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+    sqlx::query(
+        "INSERT INTO tags (name) SELECT DISTINCT ON (lower(n)) n FROM unnest($1::text[]) n
+         ON CONFLICT (lower(name)) DO NOTHING",
+    )
+    .bind(names)
+    .execute(&mut *conn)
+    .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT n, t.id FROM unnest($1::text[]) n JOIN tags t ON lower(t.name) = lower(n)",
+    )
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Adds tags to one subscriber; the number of rows changed (0 if they had them all).
 pub async fn apply(
     conn: &mut PgConnection,
     subscriber_id: i64,
     tag_ids: &[i64],
 ) -> sqlx::Result<u64> {
-    let r = sqlx::query("INSERT INTO subscriber_tags (subscriber_id, tag_id) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING")
+    let r = sqlx::query("UPDATE subscribers SET tag_ids = tag_ids_add(tag_ids, $2) WHERE id = $1 AND NOT tag_ids @> $2")
         .bind(subscriber_id)
         .bind(tag_ids)
         .execute(&mut *conn)
@@ -79,7 +102,7 @@ pub async fn names(pool: &PgPool) -> sqlx::Result<Vec<TagName>> {
 /// page, not for menus).
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TagRow>> {
     sqlx::query_as(
-        "SELECT t.id, t.name, t.is_topic, (SELECT count(*) FROM subscriber_tags st WHERE st.tag_id = t.id) AS subscribers
+        "SELECT t.id, t.name, t.is_topic, (SELECT count(*) FROM subscribers s WHERE s.tag_ids @> ARRAY[t.id]) AS subscribers
          FROM tags t ORDER BY lower(t.name)",
     )
     .fetch_all(pool)
@@ -92,7 +115,7 @@ pub async fn topics_for(
     subscriber_id: i64,
 ) -> sqlx::Result<Vec<(i64, String, bool)>> {
     sqlx::query_as(
-        "SELECT t.id, t.name, EXISTS (SELECT 1 FROM subscriber_tags st WHERE st.tag_id = t.id AND st.subscriber_id = $1)
+        "SELECT t.id, t.name, EXISTS (SELECT 1 FROM subscribers s WHERE s.id = $1 AND s.tag_ids @> ARRAY[t.id])
          FROM tags t WHERE t.is_topic ORDER BY lower(t.name)",
     )
     .bind(subscriber_id)

@@ -111,9 +111,9 @@ pub async fn list(
         qb.push_bind(status);
     }
     if let Ok(tag_id) = q.tag.parse::<i64>() {
-        qb.push(" AND EXISTS (SELECT 1 FROM subscriber_tags st WHERE st.subscriber_id = s.id AND st.tag_id = ");
+        qb.push(" AND s.tag_ids @> ARRAY[");
         qb.push_bind(tag_id);
-        qb.push(")");
+        qb.push("::bigint]");
     }
     if let Some(stage) = Stage::parse(&q.stage) {
         qb.push(" AND ");

@@ -409,16 +409,16 @@ pub async fn preferences_submit(
         .execute(&mut *tx)
         .await?;
     // Topics: only tags marked as topics can be changed from here.
-    sqlx::query("DELETE FROM subscriber_tags st USING tags t WHERE st.tag_id = t.id AND t.is_topic AND st.subscriber_id = $1 AND NOT (t.id = ANY($2))")
-        .bind(sub.id)
-        .bind(&chosen)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO subscriber_tags (subscriber_id, tag_id) SELECT $1, id FROM tags WHERE is_topic AND id = ANY($2) ON CONFLICT DO NOTHING")
-        .bind(sub.id)
-        .bind(&chosen)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE subscribers SET tag_ids = tag_ids_add(
+             ARRAY(SELECT t FROM unnest(tag_ids) t WHERE t NOT IN (SELECT id FROM tags WHERE is_topic)),
+             ARRAY(SELECT id FROM tags WHERE is_topic AND id = ANY($2)))
+         WHERE id = $1",
+    )
+    .bind(sub.id)
+    .bind(&chosen)
+    .execute(&mut *tx)
+    .await?;
     subscribers::record_event(
         &mut *tx,
         sub.id,

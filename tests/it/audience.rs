@@ -112,7 +112,7 @@ async fn double_opt_in_signup_queues_a_confirmation_and_the_link_activates() {
             Some("127.0.0.1")
         )
     );
-    let tags: Vec<String> = sqlx::query_scalar("SELECT t.name FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id WHERE st.subscriber_id = $1 ORDER BY t.name")
+    let tags: Vec<String> = sqlx::query_scalar("SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.id = $1 ORDER BY t.name")
         .bind(id)
         .fetch_all(&app.pool)
         .await
@@ -469,7 +469,7 @@ async fn preferences_export_and_erasure_are_self_service() {
         (name.as_str(), lang.as_deref()),
         ("박영희 수정", Some("ko"))
     );
-    let topics: Vec<String> = sqlx::query_scalar("SELECT t.name FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id WHERE st.subscriber_id = $1").bind(id).fetch_all(&app.pool).await.unwrap();
+    let topics: Vec<String> = sqlx::query_scalar("SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.id = $1").bind(id).fetch_all(&app.pool).await.unwrap();
     assert_eq!(topics, vec!["마케팅"]);
 
     let export: Value = c
@@ -785,7 +785,7 @@ async fn bulk_actions_run_as_jobs_on_a_selection_or_a_segment() {
             .await
             .unwrap();
     assert_eq!(err, None);
-    let tagged: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id WHERE t.name = 'VIP 고객'").fetch_one(&app.pool).await.unwrap();
+    let tagged: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE t.name = 'VIP 고객'").fetch_one(&app.pool).await.unwrap();
     assert_eq!(tagged, 2);
 
     // A whole segment (2,500 people, several pages), with progress recorded.

@@ -137,12 +137,23 @@ async fn a_mailerlite_export_with_korean_names_and_broken_rows_imports_the_good_
         "the invalid address and the in-file duplicate are reported"
     );
     let tags: Vec<String> = sqlx::query_scalar(
-        "SELECT t.name FROM subscriber_tags st JOIN tags t ON t.id = st.tag_id JOIN subscribers s ON s.id = st.subscriber_id WHERE s.email = 'user1@example.kr' ORDER BY t.name",
+        "SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.email = 'user1@example.kr' ORDER BY t.name",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(tags, vec!["VIP", "migrated", "마케팅"]);
+    // The profile's timeline shows the import (derived from the source, not an event row).
+    let u1_id: i64 =
+        sqlx::query_scalar("SELECT id FROM subscribers WHERE email = 'user1@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let profile = editor.page(&format!("/audience/subscribers/{u1_id}")).await;
+    assert_eq!(
+        profile.select("#timeline li[data-kind=imported] strong"),
+        vec!["imported"]
+    );
 
     // The report: one line per row not imported, with the row number and the reason.
     let csv = editor

@@ -39,7 +39,7 @@ async fn fixture(app: &TestApp) -> (i64, i64) {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    sqlx::query("INSERT INTO subscriber_tags (subscriber_id, tag_id) SELECT id, $1 FROM subscribers WHERE (regexp_replace(email, '^s([0-9]+)@.*$', '\\1'))::int % 2 = 0")
+    sqlx::query("UPDATE subscribers SET tag_ids = ARRAY[$1::bigint] WHERE (regexp_replace(email, '^s([0-9]+)@.*$', '\\1'))::int % 2 = 0")
         .bind(marketing)
         .execute(&app.pool)
         .await
@@ -54,7 +54,7 @@ async fn fixture(app: &TestApp) -> (i64, i64) {
     .execute(&app.pool)
     .await
     .unwrap();
-    let tagged: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriber_tags")
+    let tagged: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers WHERE tag_ids <> '{}'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
