@@ -245,14 +245,18 @@ fn copy_escape(out: &mut String, s: &str) {
 }
 
 /// The ids of every tag a batch names (the rows' own and the import's), created when
-/// missing, keyed by spelling.
-async fn batch_tag_ids(
+/// missing, keyed by spelling. Run before the batch's transaction, in its own, so two
+/// batches in flight never wait on each other's new tags; a rolled-back batch may leave
+/// a tag with no one in it, as deleting its last member would.
+pub async fn batch_tag_ids(
     conn: &mut PgConnection,
     rows: &[StagedRow],
     import_tags: &[String],
 ) -> sqlx::Result<std::collections::HashMap<String, i64>> {
-    let distinct: std::collections::HashSet<&String> =
-        import_tags.iter().chain(rows.iter().flat_map(|r| &r.tags)).collect();
+    let distinct: std::collections::HashSet<&String> = import_tags
+        .iter()
+        .chain(rows.iter().flat_map(|r| &r.tags))
+        .collect();
     let names: Vec<String> = distinct.into_iter().cloned().collect();
     if names.is_empty() {
         return Ok(Default::default());
@@ -268,6 +272,7 @@ pub async fn apply_batch(
     import_id: i64,
     mode: Mode,
     import_tags: &[String],
+    tag_ids: &std::collections::HashMap<String, i64>,
     rows: &[StagedRow],
     rejected: &[Rejected],
     now: DateTime<Utc>,
@@ -303,9 +308,6 @@ pub async fn apply_batch(
     .execute(&mut *conn)
     .await?;
 
-    // Tags first, so each staged row carries its tag ids and the insert writes them with
-    // the row (one write per subscriber, no membership rows).
-    let tag_ids = batch_tag_ids(conn, rows, import_tags).await?;
     let mut data = String::with_capacity(rows.len() * 96);
     let mut ids: Vec<i64> = Vec::new();
     for r in rows {
@@ -769,6 +771,116 @@ async fn drop_file(pool: &PgPool, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// What became of one batch.
+enum Applied {
+    Committed {
+        bytes: u64,
+    },
+    /// Cancelled, or a predecessor did not commit: rolled back, nothing applied.
+    Stopped,
+}
+
+/// One batch on its way into the database (owned, so it runs on its own task).
+struct BatchJob {
+    pool: PgPool,
+    id: i64,
+    mode: Mode,
+    tags: Arc<Vec<String>>,
+    rows: Vec<StagedRow>,
+    rejected: Vec<Rejected>,
+    /// The progress mark the previous batch leaves when it commits.
+    after: u64,
+    /// Resolves once the previous batch has committed (dropped if it did not).
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Tells the next batch this one committed.
+    committed: tokio::sync::oneshot::Sender<()>,
+    last_line: u64,
+    bytes: u64,
+    now: DateTime<Utc>,
+}
+
+impl BatchJob {
+    async fn apply(self) -> Result<Applied, JobError> {
+        let tag_ids = {
+            let mut conn = self.pool.acquire().await?;
+            batch_tag_ids(&mut conn, &self.rows, &self.tags).await?
+        };
+        let mut tx = self.pool.begin().await?;
+        let stats = apply_batch(
+            &mut tx,
+            self.id,
+            self.mode,
+            &self.tags,
+            &tag_ids,
+            &self.rows,
+            &self.rejected,
+            self.now,
+        )
+        .await?;
+        // Commit in file order: only after the previous batch has.
+        if let Some(previous) = self.previous
+            && previous.await.is_err()
+        {
+            tx.rollback().await?;
+            return Ok(Applied::Stopped);
+        }
+        // The progress mark commits with the batch, and only moves on from the mark the
+        // previous batch left (so a cancel, or anything unforeseen, stops here).
+        let advanced = sqlx::query(
+            "UPDATE imports SET lines_done = $2, bytes_done = greatest(bytes_done, $3), added = added + $4,
+                    updated = updated + $5, skipped = skipped + $6, failed = failed + $7
+             WHERE id = $1 AND status = 'running' AND lines_done = $8",
+        )
+        .bind(self.id)
+        .bind(self.last_line as i64)
+        .bind(self.bytes as i64)
+        .bind(stats.added)
+        .bind(stats.updated)
+        .bind(stats.skipped)
+        .bind(stats.failed)
+        .bind(self.after as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !advanced {
+            tx.rollback().await?;
+            tracing::info!(
+                import = self.id,
+                "import stopped before line {}",
+                self.last_line
+            );
+            return Ok(Applied::Stopped);
+        }
+        tx.commit().await?;
+        let _ = self.committed.send(());
+        Ok(Applied::Committed { bytes: self.bytes })
+    }
+}
+
+/// Waits, oldest first, until at most `keep` batches are in flight. `Some(())` when the
+/// import stopped (cancelled) and the job should end quietly.
+async fn settle(
+    ctx: &JobContext,
+    inflight: &mut std::collections::VecDeque<tokio::task::JoinHandle<Result<Applied, JobError>>>,
+    keep: usize,
+    size: i64,
+) -> Result<Option<()>, JobError> {
+    while inflight.len() > keep {
+        let Some(task) = inflight.pop_front() else {
+            break;
+        };
+        let applied = task
+            .await
+            .map_err(|e| JobError::Retry(anyhow::anyhow!("an import batch task failed: {e}")))??;
+        match applied {
+            Applied::Committed { bytes } => ctx.progress(bytes as i64, size).await?,
+            Applied::Stopped => return Ok(Some(())),
+        }
+    }
+    Ok(None)
+}
+
 /// The `audience.import` job: stream, parse on a blocking thread, apply in batches.
 /// Resumes after `lines_done` when run again after a crash.
 pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
@@ -902,54 +1014,82 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
         let _ = batch_tx.blocking_send(Parsed::End { io_error, bytes });
     });
 
+    // Two batches are applied at once (one per core), each in its own transaction, but
+    // they commit in file order: a batch's progress mark only moves from the mark its
+    // predecessor set, so if that one rolled back (error, crash, cancel) so does this
+    // one, and a restart resumes exactly after the last committed batch.
+    let tags = Arc::new(imp.tags.clone());
+    let mut inflight: std::collections::VecDeque<
+        tokio::task::JoinHandle<Result<Applied, JobError>>,
+    > = Default::default();
+    let mut mark = resume_after;
+    let mut previous: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let outcome = async {
         while let Some(msg) = batch_rx.recv().await {
             match msg {
                 Parsed::FileError(e) => {
+                    if let Some(stop) = settle(ctx, &mut inflight, 0, imp.size_bytes).await? {
+                        return Ok(stop);
+                    }
                     finish(&pool, id, "failed", Some(&e), ctx.clock.now()).await?;
                     return Ok(());
                 }
-                Parsed::Batch { rows, rejected, last_line, bytes } => {
-                    let now = ctx.clock.now();
-                    let mut tx = pool.begin().await?;
-                    let stats = apply_batch(&mut tx, id, mode, &imp.tags, &rows, &rejected, now).await?;
-                    // The progress mark commits with the batch; a cancelled import keeps
-                    // its status and this batch is rolled back whole.
-                    let still_running = sqlx::query(
-                        "UPDATE imports SET lines_done = $2, bytes_done = greatest(bytes_done, $3), added = added + $4,
-                                updated = updated + $5, skipped = skipped + $6, failed = failed + $7
-                         WHERE id = $1 AND status = 'running'",
-                    )
-                    .bind(id)
-                    .bind(last_line as i64)
-                    .bind(bytes as i64)
-                    .bind(stats.added)
-                    .bind(stats.updated)
-                    .bind(stats.skipped)
-                    .bind(stats.failed)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if !still_running {
-                        tx.rollback().await?;
-                        tracing::info!(import = id, "import cancelled; stopped before line {}", last_line);
-                        return Ok(());
+                Parsed::Batch {
+                    rows,
+                    rejected,
+                    last_line,
+                    bytes,
+                } => {
+                    let (committed, next) = tokio::sync::oneshot::channel();
+                    let batch = BatchJob {
+                        previous: previous.replace(next),
+                        committed,
+                        pool: pool.clone(),
+                        id,
+                        mode,
+                        tags: tags.clone(),
+                        rows,
+                        rejected,
+                        after: mark,
+                        last_line,
+                        bytes,
+                        now: ctx.clock.now(),
+                    };
+                    mark = last_line;
+                    inflight.push_back(tokio::spawn(batch.apply()));
+                    if let Some(stop) = settle(ctx, &mut inflight, 1, imp.size_bytes).await? {
+                        return Ok(stop);
                     }
-                    tx.commit().await?;
-                    ctx.progress(bytes as i64, imp.size_bytes).await?;
                 }
-                Parsed::End { io_error: Some(e), .. } => return Err(JobError::Retry(anyhow::anyhow!("reading the upload failed: {e}"))),
-                Parsed::End { io_error: None, bytes } => {
-                    sqlx::query("UPDATE imports SET bytes_done = $2 WHERE id = $1").bind(id).bind(bytes as i64).execute(&pool).await?;
+                Parsed::End { io_error, bytes } => {
+                    if let Some(stop) = settle(ctx, &mut inflight, 0, imp.size_bytes).await? {
+                        return Ok(stop);
+                    }
+                    if let Some(e) = io_error {
+                        return Err(JobError::Retry(anyhow::anyhow!(
+                            "reading the upload failed: {e}"
+                        )));
+                    }
+                    sqlx::query("UPDATE imports SET bytes_done = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(bytes as i64)
+                        .execute(&pool)
+                        .await?;
                     finish(&pool, id, "done", None, ctx.clock.now()).await?;
                     return Ok(());
                 }
             }
         }
-        Err(JobError::Retry(anyhow::anyhow!("the import parser stopped unexpectedly")))
+        Err(JobError::Retry(anyhow::anyhow!(
+            "the import parser stopped unexpectedly"
+        )))
     }
     .await;
+    // Whatever is still in flight after an error rolls back on its own (its mark no
+    // longer matches); wait so the job ends only once nothing is writing.
+    for task in inflight {
+        let _ = task.await;
+    }
     drop(batch_rx);
     let _ = parser.await;
     let _ = fetcher.await;

@@ -247,7 +247,11 @@ pub fn push_condition(qb: &mut QueryBuilder<Postgres>, cond: &Condition, ctx: &C
             qb.push(ctx.lifecycle.sql_condition(*is, "p.now"));
         }
         Condition::Tag { tag_id, has } => {
-            qb.push(if *has { "s.tag_ids @> ARRAY[" } else { "NOT s.tag_ids @> ARRAY[" });
+            qb.push(if *has {
+                "s.tag_ids @> ARRAY["
+            } else {
+                "NOT s.tag_ids @> ARRAY["
+            });
             qb.push_bind(*tag_id);
             qb.push("::bigint]");
         }

@@ -469,7 +469,13 @@ async fn preferences_export_and_erasure_are_self_service() {
         (name.as_str(), lang.as_deref()),
         ("박영희 수정", Some("ko"))
     );
-    let topics: Vec<String> = sqlx::query_scalar("SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.id = $1").bind(id).fetch_all(&app.pool).await.unwrap();
+    let topics: Vec<String> = sqlx::query_scalar(
+        "SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(topics, vec!["마케팅"]);
 
     let export: Value = c

@@ -374,6 +374,76 @@ async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes()
 }
 
 #[tokio::test]
+async fn batches_in_flight_together_commit_in_file_order_so_a_failure_loses_nothing() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.email = 'poison@example.com' THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON subscribers FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Three batches of 10,000 rows; the poisoned row is in the second, so the first
+    // commits and the third (applied alongside the second) must roll back with it.
+    let mut csv = String::from("email,name,tags\n");
+    for i in 1..=25_000 {
+        if i == 15_000 {
+            csv.push_str("poison@example.com,독,\n");
+        } else {
+            csv.push_str(&format!("b{i}@example.com,구독자 {i},배치\n"));
+        }
+    }
+    let (id, _) = import(
+        &app,
+        &editor,
+        "three-batches.csv",
+        csv.into_bytes(),
+        "add_update",
+        "",
+    )
+    .await;
+    let (done, added, status): (i64, i64, String) =
+        sqlx::query_as("SELECT lines_done, added, status::text FROM imports WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((done, added, status.as_str()), (10_001, 10_000, "running"));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 10_000, "only the first batch is applied");
+
+    sqlx::query("DROP TRIGGER refuse_poison ON subscribers")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.advance(chrono::Duration::minutes(1));
+    app.drain_jobs().await;
+    let (status, added): (String, i64) =
+        sqlx::query_as("SELECT status::text, added FROM imports WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), added), ("done", 25_000));
+    let (n, distinct, tagged): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT lower(email)), count(*) FILTER (WHERE cardinality(tag_ids) = 1) FROM subscribers",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (n, distinct, tagged),
+        (25_000, 25_000, 24_999),
+        "every row exactly once"
+    );
+}
+
+#[tokio::test]
 async fn an_import_resumes_after_the_last_applied_line() {
     let app = TestApp::spawn().await;
     let (editor, _) = app.signed_in(Role::Editor).await;
