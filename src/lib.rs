@@ -16,6 +16,7 @@ pub mod secrets;
 pub mod signing;
 pub mod startup;
 pub mod telemetry;
+pub mod tracking;
 pub mod web;
 
 pub use error::{AppError, AppResult};

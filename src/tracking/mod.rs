@@ -1,0 +1,3 @@
+//! Open and click tracking: what reaches the tracking endpoints and how it is judged.
+
+pub mod classify;
