@@ -52,6 +52,20 @@ pub struct Config {
     pub trust_proxy_headers: bool,
     pub job_concurrency: usize,
     pub shutdown_grace: Duration,
+    pub mail: MailConfig,
+}
+
+/// Sending: who mail is from, how fast it may go, how tracking stores IPs.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub from_email: String,
+    pub from_name: String,
+    /// Messages in flight at once per process (and SMTP connections).
+    pub concurrency: usize,
+    /// Shared by every process on the database; 0 = no limit.
+    pub per_second: i32,
+    pub per_hour: i32,
+    pub track_ip: crate::tracking::classify::IpPrivacy,
 }
 
 impl Config {
@@ -137,6 +151,27 @@ impl Config {
             return Err(err("JOB_CONCURRENCY", "must be at least 1"));
         }
         let grace: u64 = parse(&var, "SHUTDOWN_GRACE_SECS", "20", "a number of seconds")?;
+        let from_email = var("MAIL_FROM").unwrap_or_else(|| "loopline@localhost".into());
+        if crate::address::EmailAddress::parse(&from_email).is_err()
+            && from_email != "loopline@localhost"
+        {
+            return Err(err(
+                "MAIL_FROM",
+                "must be an email address like news@example.com",
+            ));
+        }
+        let concurrency: usize = parse(&var, "SEND_CONCURRENCY", "8", "a positive number")?;
+        if concurrency == 0 {
+            return Err(err("SEND_CONCURRENCY", "must be at least 1"));
+        }
+        let mail = MailConfig {
+            from_email,
+            from_name: var("MAIL_FROM_NAME").unwrap_or_else(|| "Loopline".into()),
+            concurrency,
+            per_second: parse(&var, "SEND_RATE_PER_SECOND", "0", "a number (0 = no limit)")?,
+            per_hour: parse(&var, "SEND_RATE_PER_HOUR", "0", "a number (0 = no limit)")?,
+            track_ip: parse(&var, "TRACK_IP", "truncated", "full, truncated or hashed")?,
+        };
 
         Ok(Self {
             listen_addr,
@@ -152,6 +187,7 @@ impl Config {
             trust_proxy_headers,
             job_concurrency,
             shutdown_grace: Duration::from_secs(grace),
+            mail,
         })
     }
 

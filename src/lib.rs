@@ -9,6 +9,7 @@ pub mod audience;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod error;
 pub mod jobs;
 pub mod ratelimit;

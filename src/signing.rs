@@ -53,6 +53,19 @@ impl SigningKey {
         B64.encode(self.mac(purpose, data).finalize().into_bytes())
     }
 
+    /// A 128-bit tag of `data` for `purpose`: for links where length matters (tracking).
+    pub fn short_tag(&self, purpose: &str, data: &[u8]) -> [u8; 16] {
+        let full = self.mac(purpose, data).finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// Constant-time check of a [`SigningKey::short_tag`].
+    pub fn verify_short_tag(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        tag.len() == 16 && self.mac(purpose, data).verify_truncated_left(tag).is_ok()
+    }
+
     /// Constant-time check of a signature made by [`SigningKey::sign`].
     pub fn verify(&self, purpose: &str, data: &[u8], signature: &str) -> bool {
         match B64.decode(signature.as_bytes()) {

@@ -14,6 +14,7 @@ use crate::{
     clock::{SharedClock, SystemClock},
     config::Config,
     db::Database,
+    delivery::sender::{SendSettings, Sender, Transport},
     jobs::{JobRegistry, JobRunner},
     signing::SigningKey,
     web::{self, AppState},
@@ -24,6 +25,7 @@ pub struct App {
     pub state: AppState,
     pub router: Router,
     pub jobs: JobRunner,
+    pub sender: Sender,
 }
 
 /// Job kinds Loopline knows. Each capability registers its handlers here.
@@ -50,12 +52,32 @@ pub async fn build(
         registry,
         config.job_concurrency,
     );
+    let transport = match &config.smtp {
+        Some(smtp) => Transport::from_url(smtp.url.expose(), config.mail.concurrency as u32)?,
+        None => Transport::Capture,
+    };
+    let sender = Sender::new(
+        pool.clone(),
+        clock.clone(),
+        keys.clone(),
+        transport,
+        SendSettings {
+            concurrency: config.mail.concurrency,
+            per_second: config.mail.per_second,
+            per_hour: config.mail.per_hour,
+            lease: chrono::Duration::minutes(2),
+            from_email: config.mail.from_email.clone(),
+            from_name: config.mail.from_name.clone(),
+            public_url: config.public_url.clone(),
+        },
+    );
     let state = AppState::new(pool, config, clock, keys);
     let router = web::router(state.clone());
     Ok(App {
         state,
         router,
         jobs,
+        sender,
     })
 }
 
@@ -101,12 +123,16 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
 
     tokio::spawn(watch_signals(shutdown.clone()));
     let worker = tokio::spawn(app.jobs.clone().run(shutdown.clone(), grace));
+    let sender = tokio::spawn(app.sender.clone().run(shutdown.clone()));
     let served = serve(listener, app.router, shutdown.clone(), grace).await;
     shutdown.cancel();
     match worker.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "job worker failed"),
         Err(e) => tracing::error!(error = %e, "job worker panicked"),
+    }
+    if let Err(e) = sender.await {
+        tracing::error!(error = %e, "sender panicked");
     }
     tracing::info!("stopped serving");
     served

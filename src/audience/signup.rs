@@ -15,12 +15,13 @@ use super::{
 use crate::{
     AppResult,
     address::EmailAddress,
-    jobs::{self, NewJob},
+    delivery::{
+        outbox::{self, NewMessage},
+        system,
+    },
     signing::SigningKey,
 };
 
-/// The job kind delivery handles to send a double opt-in confirmation.
-pub const CONFIRMATION_JOB: &str = "delivery.confirmation";
 /// How long a confirmation link works.
 pub const CONFIRM_VALID_DAYS: i64 = 7;
 
@@ -178,20 +179,19 @@ pub async fn signup(
             now + Duration::days(CONFIRM_VALID_DAYS),
         );
         let confirm_url = format!("{}/confirm/{token}", ctx.public_url);
+        let body_id = system::confirmation_body(&mut tx, s.language.as_deref()).await?;
         // One confirmation per address per hour, whatever the number of submits.
-        let key = format!("confirm:{id}:{}", now.format("%Y-%m-%dT%H"));
-        let job = NewJob::new(
-            CONFIRMATION_JOB,
-            json!({
-                "subscriber_id": id,
-                "to": s.email.as_str(),
-                "name": s.name,
-                "form": form.slug,
-                "confirm_url": confirm_url,
-            }),
-        )
-        .unique(key);
-        match jobs::enqueue(&mut *tx, now, job).await? {
+        let message = NewMessage {
+            idempotency_key: format!("confirm:{id}:{}", now.format("%Y-%m-%dT%H")),
+            marketing: false,
+            body_id,
+            subscriber_id: Some(id),
+            to_email: s.email.as_str().to_string(),
+            to_name: s.name.clone(),
+            data: json!({ "confirm_url": confirm_url, "form": form.name }),
+            run_at: now,
+        };
+        match outbox::enqueue(&mut tx, &message, now).await? {
             Some(_) => Outcome::ConfirmationQueued,
             None => Outcome::ConfirmationRecentlySent,
         }

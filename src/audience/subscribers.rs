@@ -185,6 +185,31 @@ pub async fn unsubscribe(
     Ok(changed)
 }
 
+/// A hard bounce or a complaint: the address gets no more mail (dated like an
+/// unsubscribe, so an older confirmation link cannot bring it back).
+pub async fn mark_left(
+    conn: &mut sqlx::PgConnection,
+    id: i64,
+    status: Status,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE subscribers SET status = $2, unsubscribed_at = coalesce(unsubscribed_at, $3)
+         WHERE id = $1 AND status <> $2 AND status <> 'complained'",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        record_event(&mut *conn, id, status.as_str(), now, json!({})).await?;
+    }
+    Ok(changed)
+}
+
 /// New consent from the address's owner lifts an erasure suppression.
 pub async fn lift_suppression<'e>(db: impl PgExecutor<'e>, email: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM suppressions WHERE email_hash = $1")
@@ -268,9 +293,17 @@ pub async fn erase(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> 
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    // Work still queued for them (a confirmation mail) carries their address: drop it.
-    sqlx::query("DELETE FROM jobs WHERE status IN ('queued', 'dead') AND payload->>'subscriber_id' = $1::text")
-        .bind(id.to_string())
+    // Mail to them: what is queued is cancelled, and no copy keeps their address.
+    sqlx::query(
+        "UPDATE messages SET status = CASE WHEN status IN ('queued', 'sending') THEN 'cancelled' ELSE status END,
+                to_email = '(erased)', to_name = '', data = '{}', claimed_by = NULL
+         WHERE subscriber_id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM captured_mail c USING messages m WHERE c.message_id = m.id AND m.subscriber_id = $1")
+        .bind(id)
         .execute(&mut *tx)
         .await?;
     // Import reports name rows by their address.

@@ -389,7 +389,12 @@ impl JobRunner {
     /// jobs `grace` to finish, then aborts the rest and hands their claims back.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()> {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
+        let listener = tokio::spawn(listen(
+            self.pool.clone(),
+            NOTIFY_CHANNEL,
+            wake.clone(),
+            shutdown.clone(),
+        ));
         let mut running: JoinSet<()> = JoinSet::new();
         tracing::info!(worker = %self.worker_id, concurrency = self.concurrency, "job worker started");
 
@@ -501,8 +506,14 @@ pub fn backoff(attempts: i32) -> chrono::Duration {
     chrono::Duration::seconds(secs)
 }
 
-/// Forwards `NOTIFY loopline_jobs` to the worker loop; reconnects if the connection drops.
-async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+/// Forwards notifications on `channel` to a worker loop; reconnects if the connection
+/// drops (and wakes the loop then, in case it missed one).
+pub async fn listen(
+    pool: PgPool,
+    channel: &'static str,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -512,7 +523,7 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+        if let Err(e) = listener.listen(channel).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

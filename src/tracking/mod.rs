@@ -1,3 +1,6 @@
-//! Open and click tracking: what reaches the tracking endpoints and how it is judged.
+//! Open and click tracking: signed tokens, the events they record, and how each is
+//! judged human or machine.
 
 pub mod classify;
+pub mod events;
+pub mod tokens;

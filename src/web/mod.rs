@@ -11,9 +11,11 @@ mod auth;
 pub mod errors;
 mod i18n;
 mod imports;
+mod outbox;
 mod pages;
 mod public;
 mod segments;
+mod tracking;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -64,6 +66,8 @@ pub struct StateInner {
     pub clock: SharedClock,
     pub keys: SigningKey,
     pub throttle: LoginThrottle,
+    /// How opens and clicks store IPs.
+    pub privacy: crate::tracking::events::Privacy,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,8 +81,12 @@ impl AppState {
     pub fn new(pool: PgPool, config: Config, clock: SharedClock, keys: SigningKey) -> Self {
         Self(Arc::new(StateInner {
             pool,
-            config,
             clock,
+            privacy: crate::tracking::events::Privacy {
+                mode: config.mail.track_ip,
+                key: keys.short_tag("tracking/ip-storage", b""),
+            },
+            config,
             keys,
             throttle: LoginThrottle::default(),
         }))
@@ -149,6 +157,8 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/api/v1/forms/{slug}/subscribe", Public, post(public::signup_json)),
         entry(g.clone(), "/confirm/{token}", Public, get(public::confirm_page)),
         entry(p.clone(), "/confirm/{token}", Public, post(public::confirm_submit)),
+        entry(g.clone(), "/o/{token}", Public, get(tracking::open)),
+        entry(g.clone(), "/c/{token}", Public, get(tracking::click)),
         entry(g.clone(), "/u/{token}", Public, get(public::unsubscribe_page)),
         entry(p.clone(), "/u/{token}", Public, post(public::unsubscribe_submit)),
         entry(g.clone(), "/p/{token}", Public, get(public::preferences_page)),
@@ -188,6 +198,10 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/campaigns", Signed(Viewer), get(pages::campaigns)),
         entry(g.clone(), "/automations", Signed(Viewer), get(pages::automations)),
         entry(g.clone(), "/insights", Signed(Viewer), get(pages::insights)),
+        entry(g.clone(), "/outbox", Signed(Viewer), get(outbox::index)),
+        entry(p.clone(), "/outbox/test", Signed(Editor), post(outbox::submit)),
+        entry(g.clone(), "/outbox/{id}", Signed(Viewer), get(outbox::show)),
+        entry(g.clone(), "/outbox/{id}/raw", Signed(Viewer), get(outbox::raw)),
         entry(g.clone(), "/settings", Signed(Viewer), get(pages::settings)),
         entry(g.clone(), "/settings/account", Signed(Viewer), get(pages::account)),
         entry(p.clone(), "/settings/account/password", Signed(Viewer), post(pages::change_password)),

@@ -61,7 +61,7 @@ impl Chrome {
     }
 
     /// Navigation entries: (key, href, label, built yet).
-    pub fn nav(&self) -> [(&'static str, &'static str, &'static str, bool); 7] {
+    pub fn nav(&self) -> [(&'static str, &'static str, &'static str, bool); 8] {
         let t = self.t;
         [
             ("dashboard", "/", t.nav_dashboard, true),
@@ -70,6 +70,7 @@ impl Chrome {
             ("campaigns", "/campaigns", t.nav_campaigns, false),
             ("automations", "/automations", t.nav_automations, false),
             ("insights", "/insights", t.nav_insights, false),
+            ("outbox", "/outbox", t.nav_outbox, true),
             ("settings", "/settings", t.nav_settings, true),
         ]
     }
@@ -78,6 +79,12 @@ impl Chrome {
 #[derive(Deserialize, Default)]
 pub struct NoticeQuery {
     notice: Option<String>,
+}
+
+impl NoticeQuery {
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
 }
 
 #[derive(Template)]

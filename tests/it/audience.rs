@@ -5,7 +5,7 @@ use loopline::{
     accounts::Role,
     audience::{
         forms::{self, NewForm},
-        links, signup,
+        links,
     },
     clock::Clock,
 };
@@ -49,12 +49,15 @@ async fn subscriber(
         .unwrap()
 }
 
+/// Confirmation mails in the outbox: recipient, name and merge data.
 async fn confirmation_jobs(app: &TestApp) -> Vec<Value> {
-    sqlx::query_scalar("SELECT payload FROM jobs WHERE kind = $1 ORDER BY id")
-        .bind(signup::CONFIRMATION_JOB)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object('to', m.to_email, 'name', m.to_name, 'status', m.status) || m.data
+         FROM messages m JOIN message_bodies b ON b.id = m.body_id WHERE b.purpose = 'confirmation' ORDER BY m.id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
 }
 
 fn path_of(url: &str) -> String {

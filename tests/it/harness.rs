@@ -159,6 +159,7 @@ pub struct TestApp {
     pub db_name: String,
     pub clock: ManualClock,
     pub jobs: JobRunner,
+    pub sender: loopline::delivery::sender::Sender,
     pub state: AppState,
     pub shutdown: CancellationToken,
 }
@@ -194,6 +195,7 @@ impl TestApp {
             db_name,
             clock,
             jobs: app.jobs,
+            sender: app.sender,
             state: app.state,
             shutdown,
         }
@@ -214,6 +216,11 @@ impl TestApp {
     /// Runs every due job to completion.
     pub async fn drain_jobs(&self) -> usize {
         self.jobs.run_until_idle().await.unwrap()
+    }
+
+    /// Sends every due message (to the capture store, or the SMTP server configured).
+    pub async fn send_mail(&self) -> loopline::delivery::sender::Round {
+        self.sender.run_until_idle().await.unwrap()
     }
 
     pub fn advance(&self, by: chrono::Duration) {

@@ -1,0 +1,8 @@
+//! Delivery: the one place mail leaves Loopline. Rendering (sandboxed merge fields,
+//! responsive layout, text part), the outbox written in the deciding transaction, and
+//! the senders that claim, send and record.
+
+pub mod outbox;
+pub mod render;
+pub mod sender;
+pub mod system;

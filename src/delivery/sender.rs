@@ -1,0 +1,784 @@
+//! Sender workers: claim due outbox rows (SKIP LOCKED, within the shared rate limits),
+//! render and send them, and record each outcome with its SMTP reply.
+//!
+//! Nothing is lost: a claim is a lease, so mail held by a process that died goes out
+//! after the lease expires (the only case where a recipient can get a message twice:
+//! it was handed to the SMTP server and the process died before recording that). SMTP
+//! 4xx replies retry with backoff; 5xx replies mark the message bounced, and a hard
+//! bounce suppresses the address. When the server cannot be reached at all, messages go
+//! back to the queue without spending an attempt and the sender pauses.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, stream};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
+    message::{Mailbox, Message, MultiPart, header::HeaderName, header::HeaderValue},
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    outbox::parse_format,
+    render::{self, Draft, Link},
+};
+use crate::{
+    audience::{links, subscribers},
+    clock::SharedClock,
+    signing::SigningKey,
+    tracking::tokens,
+};
+
+/// Where mail goes.
+#[derive(Clone)]
+pub enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// No SMTP configured: keep the exact bytes in `captured_mail` (the Outbox preview).
+    Capture,
+}
+
+impl Transport {
+    /// From an `SMTP_URL`: `smtps://` is implicit TLS; `smtp://` requires STARTTLS unless
+    /// the host is on this machine or the URL says `?tls=…` itself.
+    pub fn from_url(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        let mut url = url.to_string();
+        let host = url
+            .split_once("://")
+            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+            .unwrap_or("");
+        let local = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .any(|h| host.starts_with(h));
+        if url.starts_with("smtp://") && !url.contains("tls=") && !local {
+            url.push_str(if url.contains('?') {
+                "&tls=required"
+            } else {
+                "?tls=required"
+            });
+        }
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+            .map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?
+            .timeout(Some(Duration::from_secs(30)))
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(pool_size))
+            .build();
+        Ok(Self::Smtp(transport))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SendSettings {
+    /// Messages in flight at once per process (also the SMTP connection pool size).
+    pub concurrency: usize,
+    /// Shared across every process; 0 means no limit.
+    pub per_second: i32,
+    pub per_hour: i32,
+    /// How long a claim holds before another sender may take the message.
+    pub lease: chrono::Duration,
+    pub from_email: String,
+    pub from_name: String,
+    pub public_url: String,
+}
+
+/// Counts of one round, for tests and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub sent: usize,
+    pub deferred: usize,
+    pub bounced: usize,
+    pub failed: usize,
+    pub suppressed: usize,
+    /// Handed back without an attempt because the server could not be reached.
+    pub unreachable: usize,
+}
+
+impl Round {
+    pub fn total(&self) -> usize {
+        self.sent + self.deferred + self.bounced + self.failed + self.suppressed + self.unreachable
+    }
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    pool: PgPool,
+    clock: SharedClock,
+    keys: SigningKey,
+    transport: Transport,
+    settings: Arc<SendSettings>,
+    worker: Uuid,
+}
+
+/// A claimed message with everything needed to send it.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: i64,
+    attempts: i32,
+    max_attempts: i32,
+    marketing: bool,
+    body_id: i64,
+    subscriber_id: Option<i64>,
+    to_email: String,
+    to_name: String,
+    data: sqlx::types::Json<Value>,
+    sub_status: Option<String>,
+    sub_name: Option<String>,
+    sub_language: Option<String>,
+    sub_fields: Option<sqlx::types::Json<Value>>,
+    purpose: String,
+    subject: String,
+    preheader: String,
+    body: String,
+    format: String,
+    from_name: String,
+}
+
+/// What the local capture store keeps of a message.
+struct Captured {
+    raw: Vec<u8>,
+    html: String,
+    text: String,
+}
+
+/// A built message and what recording it needs.
+struct Built {
+    message: Message,
+    message_id: String,
+    links: usize,
+    html: String,
+    text: String,
+}
+
+enum Outcome {
+    Sent {
+        reply: String,
+        message_id: String,
+        links: usize,
+        captured: Option<Captured>,
+    },
+    Deferred {
+        reply: String,
+    },
+    Bounced {
+        reply: String,
+        hard: bool,
+    },
+    Failed {
+        reason: String,
+    },
+    Suppressed {
+        reason: &'static str,
+    },
+    Unreachable {
+        reason: String,
+    },
+}
+
+impl Sender {
+    pub fn new(
+        pool: PgPool,
+        clock: SharedClock,
+        keys: SigningKey,
+        transport: Transport,
+        settings: SendSettings,
+    ) -> Self {
+        Self {
+            pool,
+            clock,
+            keys,
+            transport,
+            settings: Arc::new(settings),
+            worker: Uuid::new_v4(),
+        }
+    }
+
+    /// Sends everything due now; returns the totals. For tests and the CLI: no sleeps.
+    pub async fn run_until_idle(&self) -> anyhow::Result<Round> {
+        let mut total = Round::default();
+        loop {
+            self.reclaim_expired().await?;
+            let round = self.round().await?;
+            if round.total() == 0 {
+                return Ok(total);
+            }
+            total.sent += round.sent;
+            total.deferred += round.deferred;
+            total.bounced += round.bounced;
+            total.failed += round.failed;
+            total.suppressed += round.suppressed;
+            total.unreachable += round.unreachable;
+            if round.unreachable > 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The background loop: send while there is mail, sleep until the next is due or a
+    /// notification arrives, pause when the SMTP server is unreachable.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(crate::jobs::listen(
+            self.pool.clone(),
+            "loopline_outbox",
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(worker = %self.worker, "sender started");
+        let mut last_reclaim = std::time::Instant::now() - Duration::from_secs(3600);
+        while !shutdown.is_cancelled() {
+            if last_reclaim.elapsed() >= Duration::from_secs(15) {
+                match self.reclaim_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(messages = n, "took back mail whose sender died"),
+                    Err(e) => tracing::warn!(error = %e, "checking for expired mail claims failed"),
+                }
+                last_reclaim = std::time::Instant::now();
+            }
+            let pause = match self.round().await {
+                Ok(r) if r.unreachable > 0 => Duration::from_secs(5),
+                Ok(r) if r.total() > 0 => continue,
+                Ok(_) => self.time_until_due().await,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "sending round failed; retrying shortly");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        listener.abort();
+        // Anything still claimed goes back at once rather than after the lease.
+        let _ = sqlx::query(
+            "UPDATE messages SET status = 'queued', attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
+             WHERE status = 'sending' AND claimed_by = $1",
+        )
+        .bind(self.worker)
+        .execute(&self.pool)
+        .await;
+        tracing::info!("sender stopped");
+    }
+
+    async fn time_until_due(&self) -> Duration {
+        let next: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT min(run_at) FROM messages WHERE status = 'queued'")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(None);
+        let idle = Duration::from_secs(30);
+        match next {
+            None => idle,
+            Some(t) => (t - self.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(20), idle),
+        }
+    }
+
+    /// Claims whose sender died: back to the queue (the attempt stays counted).
+    pub async fn reclaim_expired(&self) -> sqlx::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE messages SET status = 'queued', claimed_by = NULL, lease_until = NULL
+             WHERE status = 'sending' AND lease_until < $1",
+        )
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// How many messages the shared rate limits allow now, taken from the windows in
+    /// the claim's transaction (so every process on the database shares them).
+    async fn allowance(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        want: i64,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<i64> {
+        let mut allowed = want;
+        for (scope, limit) in [
+            ("second", self.settings.per_second),
+            ("hour", self.settings.per_hour),
+        ] {
+            if limit <= 0 {
+                continue;
+            }
+            let used: i32 = sqlx::query_scalar(
+                "INSERT INTO send_windows (scope, start, used) VALUES ($1, date_trunc($1, $2), 0)
+                 ON CONFLICT (scope, start) DO UPDATE SET used = send_windows.used RETURNING used",
+            )
+            .bind(scope)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            allowed = allowed.min((limit - used).max(0) as i64);
+        }
+        Ok(allowed)
+    }
+
+    async fn take_allowance(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        n: i64,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for (scope, limit) in [
+            ("second", self.settings.per_second),
+            ("hour", self.settings.per_hour),
+        ] {
+            if limit > 0 {
+                sqlx::query("UPDATE send_windows SET used = used + $3 WHERE scope = $1 AND start = date_trunc($1, $2)")
+                    .bind(scope)
+                    .bind(now)
+                    .bind(n as i32)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        // Old windows are no longer needed.
+        sqlx::query("DELETE FROM send_windows WHERE start < $1 - interval '2 hours'")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
+        let now = self.clock.now();
+        let want = (self.settings.concurrency * 4).max(1) as i64;
+        let mut tx = self.pool.begin().await?;
+        let n = self.allowance(&mut tx, want, now).await?;
+        if n == 0 {
+            tx.commit().await?;
+            return Ok(vec![]);
+        }
+        let claimed: Vec<Claimed> = sqlx::query_as(
+            "WITH c AS (
+                 SELECT id FROM messages WHERE status = 'queued' AND run_at <= $1
+                 ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+             ), m AS (
+                 UPDATE messages m SET status = 'sending', attempts = m.attempts + 1, claimed_by = $3, lease_until = $4
+                 FROM c WHERE m.id = c.id
+                 RETURNING m.*
+             )
+             SELECT m.id, m.attempts, m.max_attempts, m.marketing, m.body_id, m.subscriber_id, m.to_email, m.to_name, m.data,
+                    s.status::text AS sub_status, s.name AS sub_name, s.language AS sub_language, s.fields AS sub_fields,
+                    b.purpose, b.subject, b.preheader, b.body, b.format, b.from_name
+             FROM m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN subscribers s ON s.id = m.subscriber_id
+             ORDER BY m.id",
+        )
+        .bind(now)
+        .bind(n)
+        .bind(self.worker)
+        .bind(now + self.settings.lease)
+        .fetch_all(&mut *tx)
+        .await?;
+        self.take_allowance(&mut tx, claimed.len() as i64, now)
+            .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// One claim, sent concurrently, outcomes recorded in one transaction.
+    async fn round(&self) -> anyhow::Result<Round> {
+        let claimed = self.claim().await?;
+        if claimed.is_empty() {
+            return Ok(Round::default());
+        }
+        let concurrency = self.settings.concurrency.max(1);
+        let outcomes: Vec<(Claimed, Outcome)> = stream::iter(claimed)
+            .map(|m| async move {
+                let outcome = self.deliver(&m).await;
+                (m, outcome)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        self.record(outcomes).await
+    }
+
+    async fn deliver(&self, m: &Claimed) -> Outcome {
+        if let Some(reason) = suppressed(m) {
+            return Outcome::Suppressed { reason };
+        }
+        let built = {
+            let me = self.clone();
+            let input = Prepared::from(m);
+            match tokio::task::spawn_blocking(move || me.build(&input)).await {
+                Ok(b) => b,
+                Err(e) => Err(format!("rendering stopped: {e}")),
+            }
+        };
+        let b = match built {
+            Ok(b) => b,
+            Err(reason) => return Outcome::Failed { reason },
+        };
+        match &self.transport {
+            Transport::Capture => Outcome::Sent {
+                reply: "250 captured locally (no SMTP_URL set)".into(),
+                message_id: b.message_id,
+                links: b.links,
+                captured: Some(Captured {
+                    raw: b.message.formatted(),
+                    html: b.html,
+                    text: b.text,
+                }),
+            },
+            Transport::Smtp(smtp) => match smtp.send(b.message).await {
+                Ok(r) => Outcome::Sent {
+                    reply: format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
+                    message_id: b.message_id,
+                    links: b.links,
+                    captured: None,
+                },
+                Err(e) => classify_error(&e),
+            },
+        }
+    }
+
+    /// Renders and assembles the MIME message (blocking: templates, layout, CSS).
+    fn build(&self, m: &Prepared) -> Result<Built, String> {
+        let s = &self.settings;
+        let base = s.public_url.trim_end_matches('/');
+        let mut data = json!({
+            "subscriber": {
+                "email": m.to_email,
+                "name": m.name,
+                "first_name": m.name.split_whitespace().next().unwrap_or(""),
+                "language": m.language,
+                "fields": m.fields,
+            },
+        });
+        let sub_token = m
+            .subscriber_id
+            .map(|id| links::subscriber_token(&self.keys, id));
+        if let Some(t) = &sub_token {
+            data["unsubscribe_url"] = json!(format!("{base}/u/{t}"));
+            data["preferences_url"] = json!(format!("{base}/p/{t}"));
+        }
+        if let (Value::Object(extra), Value::Object(d)) = (&m.data, &mut data) {
+            for (k, v) in extra {
+                d.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let draft = Draft {
+            subject: m.subject.clone(),
+            preheader: m.preheader.clone(),
+            body: m.body.clone(),
+            format: parse_format(&m.format),
+        };
+        let tracked = m.purpose != "confirmation";
+        let keys = &self.keys;
+        let mut track = |l: &Link| -> Option<String> {
+            tracked.then(|| {
+                let token = tokens::click_token(
+                    keys,
+                    &tokens::Click {
+                        message_id: m.id,
+                        subscriber_id: m.subscriber_id,
+                        position: l.position.min(u16::MAX as u32) as u16,
+                        label: l.label.clone(),
+                        url: l.url.clone(),
+                    },
+                );
+                format!("{base}/c/{token}")
+            })
+        };
+        let rendered = render::render(&draft, &data, &mut track).map_err(|e| e.to_string())?;
+        let mut html = rendered.html;
+        if tracked {
+            let pixel = format!(
+                "<img src=\"{base}/o/{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0;width:1px;height:1px\">",
+                tokens::open_token(keys, m.id, m.subscriber_id)
+            );
+            match html.rfind("</body>") {
+                Some(at) => html.insert_str(at, &pixel),
+                None => html.push_str(&pixel),
+            }
+        }
+
+        let from_name = if m.from_name.is_empty() {
+            &s.from_name
+        } else {
+            &m.from_name
+        };
+        let from: Mailbox = Mailbox::new(
+            (!from_name.is_empty()).then(|| from_name.clone()),
+            s.from_email
+                .parse()
+                .map_err(|e| format!("the sender address: {e}"))?,
+        );
+        let to = Mailbox::new(
+            (!m.to_name.is_empty()).then(|| m.to_name.clone()),
+            m.to_email
+                .parse()
+                .map_err(|e| format!("the recipient address: {e}"))?,
+        );
+        let domain = s
+            .from_email
+            .rsplit_once('@')
+            .map_or("localhost", |(_, d)| d);
+        let message_id = format!(
+            "<{}.{}@{domain}>",
+            m.id,
+            crate::signing::random_token::<9>()
+        );
+        let mut builder = Message::builder()
+            .from(from)
+            .to(to)
+            .subject(rendered.subject)
+            .message_id(Some(message_id.clone()))
+            .raw_header(header(
+                "Feedback-ID",
+                format!("{}:{}:loopline", m.body_id, m.purpose),
+            ));
+        if let Some(t) = &sub_token {
+            builder = builder
+                .raw_header(header(
+                    "List-Unsubscribe",
+                    format!(
+                        "<{base}/u/{t}>, <mailto:{}?subject=unsubscribe%20{t}>",
+                        s.from_email
+                    ),
+                ))
+                .raw_header(header(
+                    "List-Unsubscribe-Post",
+                    "List-Unsubscribe=One-Click".into(),
+                ));
+        }
+        let links = rendered.links.len();
+        let text = rendered.text;
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(
+                text.clone(),
+                html.clone(),
+            ))
+            .map_err(|e| format!("assembling the message: {e}"))?;
+        Ok(Built {
+            message,
+            message_id,
+            links,
+            html,
+            text,
+        })
+    }
+
+    async fn record(&self, outcomes: Vec<(Claimed, Outcome)>) -> anyhow::Result<Round> {
+        let now = self.clock.now();
+        let mut round = Round::default();
+        let mut tx = self.pool.begin().await?;
+        for (m, outcome) in outcomes {
+            // Only if the claim is still ours (a lease that expired may have been retaken).
+            let mine = "id = $1 AND status = 'sending' AND claimed_by = $2";
+            let (status, event, reply): (&str, Option<(&str, Value)>, String) = match &outcome {
+                Outcome::Sent { reply, .. } => (
+                    "sent",
+                    Some(("sent", json!({ "purpose": m.purpose }))),
+                    reply.clone(),
+                ),
+                Outcome::Deferred { reply } if m.attempts < m.max_attempts => (
+                    "queued",
+                    Some(("deferred", json!({ "reply": reply, "attempt": m.attempts }))),
+                    reply.clone(),
+                ),
+                Outcome::Deferred { reply } => (
+                    "failed",
+                    Some(("failed", json!({ "reply": reply }))),
+                    reply.clone(),
+                ),
+                Outcome::Bounced { reply, hard } => (
+                    "bounced",
+                    Some((
+                        "bounced",
+                        json!({ "reply": reply, "hard": hard, "source": "smtp" }),
+                    )),
+                    reply.clone(),
+                ),
+                Outcome::Failed { reason } => (
+                    "failed",
+                    Some(("failed", json!({ "reason": reason }))),
+                    reason.clone(),
+                ),
+                Outcome::Suppressed { reason } => ("suppressed", None, (*reason).to_string()),
+                Outcome::Unreachable { reason } => ("queued", None, reason.clone()),
+            };
+            let links = match &outcome {
+                Outcome::Sent { links, .. } => *links as i64,
+                _ => 0,
+            };
+            let (sent_at, message_id, run_at, attempts_back) = match &outcome {
+                Outcome::Sent { message_id, .. } => (Some(now), Some(message_id.clone()), now, 0),
+                Outcome::Deferred { .. } => (
+                    None,
+                    None,
+                    now + crate::jobs::backoff(m.attempts).max(chrono::Duration::seconds(30)),
+                    0,
+                ),
+                Outcome::Unreachable { .. } => (None, None, now + chrono::Duration::seconds(30), 1),
+                _ => (None, None, now, 0),
+            };
+            let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE messages SET status = $3::message_status, smtp_reply = $4, sent_at = $5, message_id = coalesce($6, message_id),
+                        run_at = $7, attempts = attempts - $8, claimed_by = NULL, lease_until = NULL,
+                        data = CASE WHEN $9 > 0 THEN data || jsonb_build_object('links', $9) ELSE data END
+                 WHERE {mine}"
+            )))
+            .bind(m.id)
+            .bind(self.worker)
+            .bind(status)
+            .bind(reply.chars().take(1000).collect::<String>())
+            .bind(sent_at)
+            .bind(message_id)
+            .bind(run_at)
+            .bind(attempts_back)
+            .bind(links)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                continue;
+            }
+            match &outcome {
+                Outcome::Sent { captured, .. } => {
+                    round.sent += 1;
+                    if let Some(c) = captured {
+                        sqlx::query(
+                            "INSERT INTO captured_mail (message_id, raw, html, text, captured_at) VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (message_id) DO UPDATE SET raw = excluded.raw, html = excluded.html, text = excluded.text",
+                        )
+                            .bind(m.id)
+                            .bind(&c.raw)
+                            .bind(&c.html)
+                            .bind(&c.text)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if m.marketing
+                        && let Some(sid) = m.subscriber_id
+                    {
+                        // "N unopened in a row" counts from here; a human open resets it.
+                        sqlx::query("UPDATE subscribers SET last_sent_at = $2, consecutive_unopened = consecutive_unopened + 1 WHERE id = $1")
+                            .bind(sid)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                Outcome::Deferred { .. } if status == "queued" => round.deferred += 1,
+                Outcome::Deferred { .. } | Outcome::Failed { .. } => round.failed += 1,
+                Outcome::Bounced { hard, .. } => {
+                    round.bounced += 1;
+                    if *hard && let Some(sid) = m.subscriber_id {
+                        subscribers::mark_left(&mut tx, sid, subscribers::Status::Bounced, now)
+                            .await?;
+                    }
+                }
+                Outcome::Suppressed { .. } => round.suppressed += 1,
+                Outcome::Unreachable { reason } => {
+                    round.unreachable += 1;
+                    tracing::warn!(message = m.id, %reason, "SMTP server unreachable; mail waits");
+                }
+            }
+            if let (Some((kind, data)), Some(sid)) = (event, m.subscriber_id.or(Some(0))) {
+                sqlx::query("INSERT INTO events (subscriber_id, message_id, kind, at, data) VALUES (NULLIF($1, 0), $2, $3, $4, $5)")
+                    .bind(sid)
+                    .bind(m.id)
+                    .bind(kind)
+                    .bind(now)
+                    .bind(data)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(round)
+    }
+}
+
+/// The owned inputs of rendering, for the blocking thread.
+struct Prepared {
+    id: i64,
+    body_id: i64,
+    subscriber_id: Option<i64>,
+    to_email: String,
+    to_name: String,
+    name: String,
+    language: Option<String>,
+    fields: Value,
+    data: Value,
+    purpose: String,
+    subject: String,
+    preheader: String,
+    body: String,
+    format: String,
+    from_name: String,
+}
+
+impl From<&Claimed> for Prepared {
+    fn from(m: &Claimed) -> Self {
+        Self {
+            id: m.id,
+            body_id: m.body_id,
+            subscriber_id: m.subscriber_id,
+            to_email: m.to_email.clone(),
+            to_name: m.to_name.clone(),
+            name: m.sub_name.clone().unwrap_or_else(|| m.to_name.clone()),
+            language: m.sub_language.clone(),
+            fields: m
+                .sub_fields
+                .as_ref()
+                .map(|f| f.0.clone())
+                .unwrap_or_else(|| json!({})),
+            data: m.data.0.clone(),
+            purpose: m.purpose.clone(),
+            subject: m.subject.clone(),
+            preheader: m.preheader.clone(),
+            body: m.body.clone(),
+            format: m.format.clone(),
+            from_name: m.from_name.clone(),
+        }
+    }
+}
+
+/// Checked at send time, not only when queued: whoever left since gets nothing.
+fn suppressed(m: &Claimed) -> Option<&'static str> {
+    match (m.subscriber_id, m.sub_status.as_deref()) {
+        // A test message, to any address.
+        (None, _) if m.purpose == "test" => None,
+        (None, _) | (Some(_), None) => Some("not sent: the subscriber no longer exists"),
+        (Some(_), Some("active")) => None,
+        (Some(_), Some(_)) if m.marketing => Some("not sent: the subscriber is not active"),
+        (Some(_), Some("bounced")) => Some("not sent: the address bounced"),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+/// SMTP replies: 5xx is permanent (a bounce; hard when it is about the address), 4xx
+/// and timeouts retry; no reply at all means the server is unreachable.
+fn classify_error(e: &lettre::transport::smtp::Error) -> Outcome {
+    let reply = e.to_string();
+    match e.status() {
+        Some(code) if e.is_permanent() => {
+            let code = code.to_string();
+            // 550/551/553: mailbox unavailable, not local, name not allowed.
+            let hard =
+                code.starts_with("550") || code.starts_with("551") || code.starts_with("553");
+            Outcome::Bounced { reply, hard }
+        }
+        Some(_) => Outcome::Deferred { reply },
+        None if e.is_timeout() => Outcome::Deferred { reply },
+        None => Outcome::Unreachable { reason: reply },
+    }
+}
+
+fn header(name: &'static str, value: String) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
