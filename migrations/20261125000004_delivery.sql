@@ -63,6 +63,7 @@ CREATE TABLE captured_mail (
     message_id  bigint PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
     raw         bytea NOT NULL,
     -- The rendered parts, for showing without a MIME parser.
+    subject     text NOT NULL,
     html        text NOT NULL,
     text        text NOT NULL,
     captured_at timestamptz NOT NULL

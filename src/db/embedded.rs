@@ -653,6 +653,46 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Memory settings sized to the machine: PostgreSQL's defaults (128 MB of shared
+/// buffers) make a million-subscriber segment count read the table from the kernel's
+/// cache on every run. An eighth of memory for buffers (between 128 MB and 4 GB) leaves
+/// the rest to Loopline and the OS; PostgreSQL touches buffer pages only as it uses them.
+struct MemorySettings {
+    shared_buffers: String,
+    effective_cache_size: String,
+    maintenance_work_mem: String,
+}
+
+impl MemorySettings {
+    fn for_total(total: Option<u64>) -> Self {
+        const MB: u64 = 1024 * 1024;
+        let total_mb = total.map(|t| t / MB).unwrap_or(1024);
+        let shared = (total_mb / 8).clamp(128, 4096);
+        Self {
+            shared_buffers: format!("{shared}MB"),
+            effective_cache_size: format!("{}MB", (total_mb / 2).max(shared)),
+            maintenance_work_mem: format!("{}MB", (total_mb / 32).clamp(64, 1024)),
+        }
+    }
+}
+
+/// Total memory from /proc/meminfo, or the cgroup limit when that is lower.
+fn total_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    Some(limit.map_or(kb * 1024, |l| l.min(kb * 1024)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -702,44 +742,4 @@ mod tests {
             .to_string();
         assert!(err.contains("PG_BINDIR=/nowhere/bin"), "{err}");
     }
-}
-
-/// Memory settings sized to the machine: PostgreSQL's defaults (128 MB of shared
-/// buffers) make a million-subscriber segment count read the table from the kernel's
-/// cache on every run. An eighth of memory for buffers (between 128 MB and 4 GB) leaves
-/// the rest to Loopline and the OS; PostgreSQL touches buffer pages only as it uses them.
-struct MemorySettings {
-    shared_buffers: String,
-    effective_cache_size: String,
-    maintenance_work_mem: String,
-}
-
-impl MemorySettings {
-    fn for_total(total: Option<u64>) -> Self {
-        const MB: u64 = 1024 * 1024;
-        let total_mb = total.map(|t| t / MB).unwrap_or(1024);
-        let shared = (total_mb / 8).clamp(128, 4096);
-        Self {
-            shared_buffers: format!("{shared}MB"),
-            effective_cache_size: format!("{}MB", (total_mb / 2).max(shared)),
-            maintenance_work_mem: format!("{}MB", (total_mb / 32).clamp(64, 1024)),
-        }
-    }
-}
-
-/// Total memory from /proc/meminfo, or the cgroup limit when that is lower.
-fn total_memory_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    Some(limit.map_or(kb * 1024, |l| l.min(kb * 1024)))
 }

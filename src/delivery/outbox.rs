@@ -105,8 +105,10 @@ pub struct MessageRow {
     pub captured: bool,
 }
 
-const ROW: &str = "m.id, b.purpose, b.subject, m.to_email, m.to_name, m.status::text AS status, m.attempts, m.smtp_reply,
-     m.created_at, m.sent_at, EXISTS (SELECT 1 FROM captured_mail c WHERE c.message_id = m.id) AS captured";
+/// The subject as sent when the message was captured, the template otherwise.
+const ROW: &str = "m.id, b.purpose, coalesce(c.subject, b.subject) AS subject, m.to_email, m.to_name, m.status::text AS status,
+     m.attempts, m.smtp_reply, m.created_at, m.sent_at, c.message_id IS NOT NULL AS captured";
+const FROM: &str = "messages m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN captured_mail c ON c.message_id = m.id";
 
 /// The newest messages, before `before` (keyset paging).
 pub async fn recent(
@@ -115,8 +117,7 @@ pub async fn recent(
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW} FROM messages m JOIN message_bodies b ON b.id = m.body_id
-         WHERE ($1::bigint IS NULL OR m.id < $1) ORDER BY m.id DESC LIMIT $2"
+        "SELECT {ROW} FROM {FROM} WHERE ($1::bigint IS NULL OR m.id < $1) ORDER BY m.id DESC LIMIT $2"
     )))
     .bind(before)
     .bind(limit)
@@ -126,7 +127,7 @@ pub async fn recent(
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<MessageRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW} FROM messages m JOIN message_bodies b ON b.id = m.body_id WHERE m.id = $1"
+        "SELECT {ROW} FROM {FROM} WHERE m.id = $1"
     )))
     .bind(id)
     .fetch_optional(pool)

@@ -138,6 +138,7 @@ struct Claimed {
 /// What the local capture store keeps of a message.
 struct Captured {
     raw: Vec<u8>,
+    subject: String,
     html: String,
     text: String,
 }
@@ -147,6 +148,7 @@ struct Built {
     message: Message,
     message_id: String,
     links: usize,
+    subject: String,
     html: String,
     text: String,
 }
@@ -427,6 +429,7 @@ impl Sender {
                 links: b.links,
                 captured: Some(Captured {
                     raw: b.message.formatted(),
+                    subject: b.subject,
                     html: b.html,
                     text: b.text,
                 }),
@@ -463,9 +466,15 @@ impl Sender {
             data["unsubscribe_url"] = json!(format!("{base}/u/{t}"));
             data["preferences_url"] = json!(format!("{base}/p/{t}"));
         }
+        // The message's own data adds to the subscriber's; with no subscriber (a test
+        // send) its sample subscriber stands in.
         if let (Value::Object(extra), Value::Object(d)) = (&m.data, &mut data) {
             for (k, v) in extra {
-                d.entry(k.clone()).or_insert_with(|| v.clone());
+                if m.subscriber_id.is_none() {
+                    d.insert(k.clone(), v.clone());
+                } else {
+                    d.entry(k.clone()).or_insert_with(|| v.clone());
+                }
             }
         }
         let draft = Draft {
@@ -533,7 +542,7 @@ impl Sender {
         let mut builder = Message::builder()
             .from(from)
             .to(to)
-            .subject(rendered.subject)
+            .subject(rendered.subject.clone())
             .message_id(Some(message_id.clone()))
             .raw_header(header(
                 "Feedback-ID",
@@ -565,6 +574,7 @@ impl Sender {
             message,
             message_id,
             links,
+            subject: rendered.subject,
             html,
             text,
         })
@@ -650,11 +660,12 @@ impl Sender {
                     round.sent += 1;
                     if let Some(c) = captured {
                         sqlx::query(
-                            "INSERT INTO captured_mail (message_id, raw, html, text, captured_at) VALUES ($1, $2, $3, $4, $5)
-                             ON CONFLICT (message_id) DO UPDATE SET raw = excluded.raw, html = excluded.html, text = excluded.text",
+                            "INSERT INTO captured_mail (message_id, raw, subject, html, text, captured_at) VALUES ($1, $2, $3, $4, $5, $6)
+                             ON CONFLICT (message_id) DO UPDATE SET raw = excluded.raw, subject = excluded.subject, html = excluded.html, text = excluded.text",
                         )
                             .bind(m.id)
                             .bind(&c.raw)
+                            .bind(&c.subject)
                             .bind(&c.html)
                             .bind(&c.text)
                             .bind(now)

@@ -50,7 +50,8 @@ async fn sent(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<(Sent, i64)>> {
-    let row: Option<(Option<i64>, Option<DateTime<Utc>>, i64, i64)> = sqlx::query_as(
+    type Row = (Option<i64>, Option<DateTime<Utc>>, i64, i64);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT m.subscriber_id, m.sent_at,
                 coalesce((m.data->>'links')::bigint, 0),
                 (SELECT count(DISTINCT e.data->>'position') FROM events e

@@ -278,6 +278,14 @@ pub struct Page {
 }
 
 impl Page {
+    pub async fn from_response(res: reqwest::Response) -> Self {
+        let status = res.status();
+        Page {
+            status,
+            html: Html::parse_document(&res.text().await.unwrap()),
+        }
+    }
+
     pub fn select(&self, css: &str) -> Vec<String> {
         let sel = Selector::parse(css).unwrap();
         self.html
@@ -383,6 +391,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// aiosmtpd's Mailbox handler, answering like a real provider for some recipients:
+/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451.
+const SMTP_HANDLER: &str = r#"
+from aiosmtpd.handlers import Mailbox
+
+class Handler(Mailbox):
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith('bounce'):
+            return '550 5.1.1 No such user here'
+        if address.startswith('later'):
+            return '451 4.3.0 Mailbox busy, try again later'
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
+"#;
+
 /// A real SMTP server (aiosmtpd) that stores each received message in a Maildir.
 pub struct SmtpServer {
     child: Child,
@@ -433,11 +456,15 @@ fn aiosmtpd_pythonpath() -> Option<PathBuf> {
 
 impl SmtpServer {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (to bring a stopped server back where Loopline expects it).
+    pub fn start_on(port: u16) -> Self {
         let maildir = tmp_root()
             .join("maildirs")
             .join(uuid::Uuid::new_v4().simple().to_string());
         fs::create_dir_all(maildir.parent().unwrap()).unwrap();
-        let port = free_port();
         let mut cmd = Command::new("python3");
         cmd.args([
             "-m",
@@ -446,12 +473,20 @@ impl SmtpServer {
             "-l",
             &format!("127.0.0.1:{port}"),
             "-c",
-            "aiosmtpd.handlers.Mailbox",
+            "loopline_test_smtp.Handler",
         ])
         .arg(&maildir);
-        if let Some(p) = aiosmtpd_pythonpath() {
-            cmd.env("PYTHONPATH", p);
+        let handler_dir = tmp_root().join("smtp-handler");
+        fs::create_dir_all(&handler_dir).unwrap();
+        let handler = handler_dir.join("loopline_test_smtp.py");
+        if fs::read_to_string(&handler).ok().as_deref() != Some(SMTP_HANDLER) {
+            let tmp = handler_dir.join(format!("h-{}.py", uuid::Uuid::new_v4().simple()));
+            fs::write(&tmp, SMTP_HANDLER).unwrap();
+            fs::rename(&tmp, &handler).unwrap();
         }
+        let mut path = vec![handler_dir];
+        path.extend(aiosmtpd_pythonpath());
+        cmd.env("PYTHONPATH", std::env::join_paths(path).unwrap());
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("starting aiosmtpd");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -472,6 +507,11 @@ impl SmtpServer {
             port,
             maildir,
         }
+    }
+
+    /// The `SMTP_URL` that reaches this server.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
     }
 
     /// Every message received so far, raw, in arrival order.

@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod audience;
 mod browser;
+mod delivery;
 mod errors;
 mod imports;
 mod jobs;

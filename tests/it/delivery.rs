@@ -1,0 +1,520 @@
+//! Delivery and tracking end to end: the outbox, a real SMTP server (aiosmtpd) and the
+//! MIME that arrives, the local capture store and Outbox page, tracked links and the
+//! open pixel with their verdicts, one-click unsubscribe from the header, bounces,
+//! deferrals and an unreachable server.
+
+use loopline::{
+    accounts::Role,
+    clock::Clock,
+    config::SmtpConfig,
+    delivery::{
+        outbox::{self, NewBody, NewMessage},
+        render::{BodyFormat, Draft},
+    },
+    secrets::Secret,
+    startup,
+};
+use mailparse::{MailHeaderMap, ParsedMail};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{SmtpServer, TestApp};
+
+async fn app_with_smtp(smtp: &SmtpServer) -> TestApp {
+    let url = smtp.url();
+    TestApp::spawn_with(
+        move |c| {
+            c.smtp = Some(SmtpConfig {
+                url: Secret::new(url),
+            });
+            c.mail.from_email = "news@example.kr".into();
+            c.mail.from_name = "루프라인 뉴스".into();
+        },
+        startup::job_registry(),
+    )
+    .await
+}
+
+async fn subscriber(app: &TestApp, email: &str, name: &str, status: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO subscribers (email, name, status, created_at) VALUES ($1, $2, $3::subscriber_status, now()) RETURNING id",
+    )
+    .bind(email)
+    .bind(name)
+    .bind(status)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Queues one marketing message to a subscriber, as a campaign would.
+async fn queue_marketing(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
+    let now = app.clock.now();
+    let mut tx = app.pool.begin().await.unwrap();
+    let body_id = outbox::insert_body(
+        &mut tx,
+        &NewBody {
+            purpose: "campaign".into(),
+            draft: Draft {
+                subject: "{{ subscriber.name }}님, 이번 주 마케팅 사례".into(),
+                preheader: "세 가지 사례".into(),
+                body: "안녕하세요 {{ subscriber.name or \"구독자\" }}님,\n\n\
+                       [사례 읽기](https://blog.example.kr/case?id=1 \"topic:marketing\")\n\n\
+                       [구매하기](https://shop.example.kr/buy \"purchase\")\n"
+                    .into(),
+                format: BodyFormat::Markdown,
+            },
+            from_name: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let email: String = sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
+        .bind(subscriber_id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let id = outbox::enqueue(
+        &mut tx,
+        &NewMessage {
+            idempotency_key: key.into(),
+            marketing: true,
+            body_id,
+            subscriber_id: Some(subscriber_id),
+            to_email: email,
+            to_name: String::new(),
+            data: json!({}),
+            run_at: now,
+        },
+        now,
+    )
+    .await
+    .unwrap()
+    .expect("a new message");
+    tx.commit().await.unwrap();
+    id
+}
+
+fn part<'a>(mail: &'a ParsedMail<'a>, mime: &str) -> Option<&'a ParsedMail<'a>> {
+    if mail.ctype.mimetype == mime {
+        return Some(mail);
+    }
+    mail.subparts.iter().find_map(|p| part(p, mime))
+}
+
+fn hrefs(html: &str) -> Vec<String> {
+    let doc = scraper::Html::parse_document(html);
+    let sel = scraper::Selector::parse("a[href]").unwrap();
+    doc.select(&sel)
+        .filter_map(|a| a.value().attr("href").map(str::to_string))
+        .collect()
+}
+
+fn path_of(url: &str) -> String {
+    let after = url.split_once("://").unwrap().1;
+    format!("/{}", after.split_once('/').unwrap().1)
+}
+
+async fn events(app: &TestApp, kind: &str) -> Vec<(Option<i64>, Option<i64>, Value)> {
+    sqlx::query_as("SELECT subscriber_id, message_id, data FROM events WHERE kind = $1 ORDER BY id")
+        .bind(kind)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_signup_confirmation_arrives_over_smtp_in_the_subscribers_language_and_confirms() {
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    sqlx::query("INSERT INTO forms (slug, name) VALUES ('news', '주간 뉴스')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let visitor = app.client();
+    let res = visitor
+        .post_form(
+            "/f/news",
+            &[
+                ("email", "user@example.kr"),
+                ("name", "홍길동"),
+                ("language", "ko"),
+                ("website", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.send_mail().await.sent, 1);
+    assert_eq!(app.send_mail().await.sent, 0, "sent once");
+
+    let received = smtp.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    let mail = mailparse::parse_mail(&received[0]).unwrap();
+    let h = &mail.headers;
+    assert_eq!(
+        h.get_first_value("Subject").as_deref(),
+        Some("구독을 확인해 주세요")
+    );
+    assert!(h.get_first_value("From").unwrap().contains("루프라인 뉴스"));
+    assert!(h.get_first_value("To").unwrap().contains("홍길동"));
+    assert_eq!(
+        h.get_first_value("X-RcptTo").as_deref(),
+        Some("user@example.kr")
+    );
+    assert!(
+        h.get_first_value("Message-ID")
+            .unwrap()
+            .ends_with("@example.kr>")
+    );
+    let text = part(&mail, "text/plain").unwrap().get_body().unwrap();
+    assert!(text.contains("주간 뉴스"), "{text}");
+    let html = part(&mail, "text/html").unwrap().get_body().unwrap();
+    // The confirmation link is not tracked: it points straight at /confirm.
+    let confirm = hrefs(&html)
+        .into_iter()
+        .find(|h| h.contains("/confirm/"))
+        .expect("a confirm link");
+    assert!(text.contains(&confirm));
+    let page = visitor.page(&path_of(&confirm)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let res = visitor.post_form(&path_of(&confirm), &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let status: String =
+        sqlx::query_scalar("SELECT status::text FROM subscribers WHERE email = 'user@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "active");
+    let (reply, sent): (Option<String>, String) =
+        sqlx::query_as("SELECT smtp_reply, status::text FROM messages")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(sent, "sent");
+    assert!(reply.unwrap().starts_with("250"));
+}
+
+#[tokio::test]
+async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscribe_header() {
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    let sid = subscriber(&app, "reader@example.kr", "김철수", "active").await;
+    let mid = queue_marketing(&app, sid, "campaign:1:reader").await;
+    assert_eq!(app.send_mail().await.sent, 1);
+    let mail_bytes = smtp.wait_for(1).await.remove(0);
+    let mail = mailparse::parse_mail(&mail_bytes).unwrap();
+    assert_eq!(
+        mail.headers.get_first_value("Subject").as_deref(),
+        Some("김철수님, 이번 주 마케팅 사례")
+    );
+    assert_eq!(
+        mail.headers
+            .get_first_value("List-Unsubscribe-Post")
+            .as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let list_unsub = mail.headers.get_first_value("List-Unsubscribe").unwrap();
+    assert!(
+        list_unsub.contains("mailto:news@example.kr"),
+        "{list_unsub}"
+    );
+    let https = list_unsub
+        .split(',')
+        .map(|s| s.trim().trim_start_matches('<').trim_end_matches('>'))
+        .find(|s| s.starts_with("http"))
+        .unwrap()
+        .to_string();
+    assert!(mail.headers.get_first_value("Feedback-ID").is_some());
+    let html = part(&mail, "text/html").unwrap().get_body().unwrap();
+    assert!(html.contains("김철수"));
+    let links: Vec<String> = hrefs(&html)
+        .into_iter()
+        .filter(|h| h.contains("/c/"))
+        .collect();
+    assert_eq!(links.len(), 2, "both body links are tracked: {html}");
+    assert!(
+        !html.contains("https://shop.example.kr/buy\""),
+        "no raw destination left"
+    );
+
+    // The subscriber counters: one more unopened mail.
+    let (unopened, last_sent): (i32, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT consecutive_unopened, last_sent_at FROM subscribers WHERE id = $1")
+            .bind(sid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((unopened, last_sent.is_some()), (1, true));
+
+    // A person clicks a minute later: redirected to the destination, the click stored
+    // with its label and verdict, counters updated.
+    app.advance(chrono::Duration::minutes(1));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15")
+        .build()
+        .unwrap();
+    let buy = links[1].clone();
+    let res = browser.get(&buy).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(res.headers()["location"], "https://shop.example.kr/buy");
+    let clicks = events(&app, "clicked").await;
+    assert_eq!(clicks.len(), 1);
+    assert_eq!((clicks[0].0, clicks[0].1), (Some(sid), Some(mid)));
+    assert_eq!(clicks[0].2["label"], "purchase");
+    assert_eq!(clicks[0].2["position"], 2);
+    assert_eq!(clicks[0].2["human"], true);
+    assert_eq!(clicks[0].2["reason"], "human");
+    let (unopened, clicked): (i32, bool) = sqlx::query_as(
+        "SELECT consecutive_unopened, last_click_at IS NOT NULL FROM subscribers WHERE id = $1",
+    )
+    .bind(sid)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((unopened, clicked), (0, true));
+
+    // A link checker's HEAD is recorded as a machine; a tampered token goes nowhere.
+    let res = browser.head(&links[0]).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let clicks = events(&app, "clicked").await;
+    assert_eq!(clicks[1].2["human"], false);
+    assert_eq!(clicks[1].2["reason"], "head_request");
+    let mut forged = buy.clone();
+    let at = forged.len() - 12;
+    forged.replace_range(
+        at..at + 1,
+        if &forged[at..at + 1] == "A" { "B" } else { "A" },
+    );
+    let res = browser.get(&forged).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(res.headers().get("location").is_none());
+    assert_eq!(
+        events(&app, "clicked").await.len(),
+        2,
+        "nothing recorded for a forged link"
+    );
+
+    // The open pixel.
+    let doc = scraper::Html::parse_document(&html);
+    let pixel = doc
+        .select(&scraper::Selector::parse("img[src*='/o/']").unwrap())
+        .next()
+        .and_then(|i| i.value().attr("src"))
+        .unwrap()
+        .to_string();
+    let res = browser.get(&pixel).send().await.unwrap();
+    assert_eq!(res.headers()["content-type"], "image/gif");
+    let opens = events(&app, "opened").await;
+    assert_eq!(opens.len(), 1);
+    assert_eq!(
+        (opens[0].2["human"].clone(), opens[0].1),
+        (json!(true), Some(mid))
+    );
+    // Stored per the privacy setting (truncated by default).
+    assert_eq!(opens[0].2["ip"], "127.0.0.0");
+
+    // One-click unsubscribe from the header: no session, no CSRF.
+    let res = reqwest::Client::new()
+        .post(&https)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let status: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
+        .bind(sid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "unsubscribed");
+
+    // Marketing queued before they left is stopped at send time.
+    let next = queue_marketing(&app, sid, "campaign:2:reader").await;
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.suppressed), (0, 1));
+    let st: String = sqlx::query_scalar("SELECT status::text FROM messages WHERE id = $1")
+        .bind(next)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(st, "suppressed");
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn hard_bounces_suppress_temporary_failures_retry_and_an_unreachable_server_spends_no_attempt()
+ {
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    let bouncer = subscriber(&app, "bounce@example.kr", "", "active").await;
+    let busy = subscriber(&app, "later@example.kr", "", "active").await;
+    let fine = subscriber(&app, "fine@example.kr", "", "active").await;
+    let b = queue_marketing(&app, bouncer, "c:b").await;
+    let l = queue_marketing(&app, busy, "c:l").await;
+    queue_marketing(&app, fine, "c:f").await;
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.bounced, round.deferred), (1, 1, 1));
+    let row = |id: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, Option<String>)>(
+                "SELECT status::text, attempts, smtp_reply FROM messages WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (st, _, reply) = row(b).await;
+    assert_eq!(st, "bounced");
+    assert!(reply.unwrap().contains("550"));
+    let status: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
+        .bind(bouncer)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "bounced", "a hard bounce suppresses the address");
+    assert_eq!(
+        events(&app, "bounced").await.len(),
+        2,
+        "the bounce and the status change"
+    );
+    let (st, attempts, reply) = row(l).await;
+    assert_eq!((st.as_str(), attempts), ("queued", 1));
+    assert!(reply.unwrap().contains("451"));
+    // Not due yet: nothing happens until the backoff has passed.
+    assert_eq!(app.send_mail().await.total(), 0);
+    app.advance(chrono::Duration::minutes(5));
+    assert_eq!(app.send_mail().await.deferred, 1);
+    assert_eq!(row(l).await.1, 2);
+
+    // The server goes away: mail waits without spending attempts, then goes out.
+    let port = smtp.port;
+    drop(smtp);
+    let down = subscriber(&app, "down@example.kr", "", "active").await;
+    let d = queue_marketing(&app, down, "c:d").await;
+    let round = app.send_mail().await;
+    assert_eq!(round.sent, 0);
+    assert!(round.unreachable >= 1, "{round:?}");
+    let (st, attempts, _) = row(d).await;
+    assert_eq!((st.as_str(), attempts), ("queued", 0));
+    let back = SmtpServer::start_on(port);
+    app.advance(chrono::Duration::minutes(1));
+    let round = app.send_mail().await;
+    assert_eq!(round.sent, 1, "{round:?}");
+    assert_eq!(row(d).await.0, "sent");
+    let got = back.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+}
+
+#[tokio::test]
+async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let page = editor.page("/outbox").await;
+    assert_eq!(
+        page.attr("#outbox-mode", "data-capture").as_deref(),
+        Some("true")
+    );
+
+    // Preview first: rendered at both widths with sample data, nothing queued.
+    let res = editor
+        .post_form(
+            "/outbox/test",
+            &[
+                ("action", "preview"),
+                ("to", "me@example.kr"),
+                ("subject", "{{ subscriber.name }}님께 드리는 소식"),
+                ("preheader", "미리보기"),
+                ("format", "markdown"),
+                (
+                    "body",
+                    "# 안녕하세요\n\n[블로그](https://blog.example.kr \"topic:marketing\")",
+                ),
+            ],
+        )
+        .await;
+    let preview = crate::harness::Page::from_response(res).await;
+    assert_eq!(
+        preview.select("#preview-subject"),
+        vec!["홍길동님께 드리는 소식"]
+    );
+    assert!(
+        preview
+            .attr("#preview-mobile", "srcdoc")
+            .unwrap()
+            .contains("안녕하세요")
+    );
+    assert!(preview.select("#preview-text")[0].contains("https://blog.example.kr"));
+
+    // A template error is shown, not queued.
+    let res = editor
+        .post_form(
+            "/outbox/test",
+            &[
+                ("action", "send"),
+                ("to", "me@example.kr"),
+                ("subject", "x"),
+                ("body", "{% for %}"),
+            ],
+        )
+        .await;
+    let page = crate::harness::Page::from_response(res).await;
+    assert!(
+        page.select(".flash-error")[0].contains("body"),
+        "{:?}",
+        page.select(".flash-error")
+    );
+
+    let res = editor
+        .post_form(
+            "/outbox/test",
+            &[
+                ("action", "send"),
+                ("to", "me@example.kr"),
+                ("subject", "{{ subscriber.name }}님께 드리는 소식"),
+                ("format", "markdown"),
+                ("body", "# 안녕하세요\n\n[블로그](https://blog.example.kr)"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.send_mail().await.sent, 1);
+
+    let page = editor.page("/outbox").await;
+    assert_eq!(page.select("#outbox-table tbody tr .status"), vec!["sent"]);
+    let id = page
+        .attr("#outbox-table tbody tr", "data-message-id")
+        .unwrap();
+    let msg = editor.page(&format!("/outbox/{id}")).await;
+    assert_eq!(
+        msg.select("#message-subject"),
+        vec!["홍길동님께 드리는 소식"]
+    );
+    assert!(
+        msg.attr("#message-desktop", "srcdoc")
+            .unwrap()
+            .contains("안녕하세요")
+    );
+    let raw = editor
+        .get(&format!("/outbox/{id}/raw"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    assert_eq!(
+        mail.headers.get_first_value("Subject").as_deref(),
+        Some("홍길동님께 드리는 소식")
+    );
+    assert_eq!(
+        mail.headers.get_first_value("To").as_deref(),
+        Some("me@example.kr")
+    );
+    // Test sends track links too, so the tracked path can be tried end to end.
+    let html = part(&mail, "text/html").unwrap().get_body().unwrap();
+    assert!(hrefs(&html).iter().any(|h| h.contains("/c/")));
+}
