@@ -112,7 +112,7 @@ pub struct Sender {
 }
 
 /// A claimed message with everything needed to send it.
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 struct Claimed {
     id: i64,
     attempts: i32,
@@ -412,7 +412,7 @@ impl Sender {
         }
         let built = {
             let me = self.clone();
-            let input = Prepared::from(m);
+            let input = m.clone();
             match tokio::task::spawn_blocking(move || me.build(&input)).await {
                 Ok(b) => b,
                 Err(e) => Err(format!("rendering stopped: {e}")),
@@ -447,16 +447,17 @@ impl Sender {
     }
 
     /// Renders and assembles the MIME message (blocking: templates, layout, CSS).
-    fn build(&self, m: &Prepared) -> Result<Built, String> {
+    fn build(&self, m: &Claimed) -> Result<Built, String> {
         let s = &self.settings;
         let base = s.public_url.trim_end_matches('/');
+        let name = m.sub_name.as_deref().unwrap_or(&m.to_name);
         let mut data = json!({
             "subscriber": {
                 "email": m.to_email,
-                "name": m.name,
-                "first_name": m.name.split_whitespace().next().unwrap_or(""),
-                "language": m.language,
-                "fields": m.fields,
+                "name": name,
+                "first_name": name.split_whitespace().next().unwrap_or(""),
+                "language": m.sub_language,
+                "fields": m.sub_fields.as_ref().map_or_else(|| json!({}), |f| f.0.clone()),
             },
         });
         let sub_token = m
@@ -468,7 +469,7 @@ impl Sender {
         }
         // The message's own data adds to the subscriber's; with no subscriber (a test
         // send) its sample subscriber stands in.
-        if let (Value::Object(extra), Value::Object(d)) = (&m.data, &mut data) {
+        if let (Value::Object(extra), Value::Object(d)) = (&m.data.0, &mut data) {
             for (k, v) in extra {
                 if m.subscriber_id.is_none() {
                     d.insert(k.clone(), v.clone());
@@ -711,51 +712,6 @@ impl Sender {
         }
         tx.commit().await?;
         Ok(round)
-    }
-}
-
-/// The owned inputs of rendering, for the blocking thread.
-struct Prepared {
-    id: i64,
-    body_id: i64,
-    subscriber_id: Option<i64>,
-    to_email: String,
-    to_name: String,
-    name: String,
-    language: Option<String>,
-    fields: Value,
-    data: Value,
-    purpose: String,
-    subject: String,
-    preheader: String,
-    body: String,
-    format: String,
-    from_name: String,
-}
-
-impl From<&Claimed> for Prepared {
-    fn from(m: &Claimed) -> Self {
-        Self {
-            id: m.id,
-            body_id: m.body_id,
-            subscriber_id: m.subscriber_id,
-            to_email: m.to_email.clone(),
-            to_name: m.to_name.clone(),
-            name: m.sub_name.clone().unwrap_or_else(|| m.to_name.clone()),
-            language: m.sub_language.clone(),
-            fields: m
-                .sub_fields
-                .as_ref()
-                .map(|f| f.0.clone())
-                .unwrap_or_else(|| json!({})),
-            data: m.data.0.clone(),
-            purpose: m.purpose.clone(),
-            subject: m.subject.clone(),
-            preheader: m.preheader.clone(),
-            body: m.body.clone(),
-            format: m.format.clone(),
-            from_name: m.from_name.clone(),
-        }
     }
 }
 

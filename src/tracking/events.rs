@@ -111,17 +111,28 @@ pub async fn record_open(
         .execute(&mut *tx)
         .await?;
     if human && let Some(sid) = m.subscriber_id {
-        sqlx::query(
-            "UPDATE subscribers SET last_open_at = greatest(last_open_at, $2), last_engaged_at = greatest(last_engaged_at, $2),
-                    consecutive_unopened = 0 WHERE id = $1",
-        )
-        .bind(sid)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        engage(&mut tx, sid, "last_open_at", now).await?;
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// A human open or click: the engagement counters segments and rules read.
+async fn engage(
+    conn: &mut sqlx::PgConnection,
+    subscriber_id: i64,
+    column: &'static str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE subscribers SET {column} = greatest({column}, $2), last_engaged_at = greatest(last_engaged_at, $2),
+                consecutive_unopened = 0 WHERE id = $1"
+    )))
+    .bind(subscriber_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Records a click on a verified link. `false` when the message is unknown.
@@ -171,14 +182,7 @@ pub async fn record_click(
         .await?;
     }
     if human && let Some(sid) = m.subscriber_id {
-        sqlx::query(
-            "UPDATE subscribers SET last_click_at = greatest(last_click_at, $2), last_engaged_at = greatest(last_engaged_at, $2),
-                    consecutive_unopened = 0 WHERE id = $1",
-        )
-        .bind(sid)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        engage(&mut tx, sid, "last_click_at", now).await?;
     }
     tx.commit().await?;
     Ok(true)

@@ -316,11 +316,8 @@ async fn bad_files_get_clear_errors_and_erased_people_stay_out() {
     assert!(reason.contains("erased"));
 }
 
-#[tokio::test]
-async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes() {
-    let app = TestApp::spawn().await;
-    let (editor, _) = app.signed_in(Role::Editor).await;
-    // Make the database refuse one row, as a crash mid-batch would.
+/// Makes the database refuse one row (`poison@example.com`), as a crash mid-batch would.
+async fn refuse_poison(app: &TestApp) {
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
             IF NEW.email = 'poison@example.com' THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END $$;
@@ -329,6 +326,20 @@ async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes()
     .execute(&app.pool)
     .await
     .unwrap();
+}
+
+async fn allow_poison(app: &TestApp) {
+    sqlx::query("DROP TRIGGER refuse_poison ON subscribers")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes() {
+    let app = TestApp::spawn().await;
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    refuse_poison(&app).await;
     let mut csv = String::from("email,name\n");
     for i in 0..30 {
         csv.push_str(&format!("p{i}@example.com,구독자 {i}\n"));
@@ -353,10 +364,7 @@ async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes()
             .unwrap();
     assert_eq!((done, added), (0, 0));
 
-    sqlx::query("DROP TRIGGER refuse_poison ON subscribers")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    allow_poison(&app).await;
     app.advance(chrono::Duration::minutes(1));
     app.drain_jobs().await;
     let (status, added): (String, i64) =
@@ -377,14 +385,7 @@ async fn a_batch_that_fails_leaves_nothing_half_applied_and_the_import_resumes()
 async fn batches_in_flight_together_commit_in_file_order_so_a_failure_loses_nothing() {
     let app = TestApp::spawn().await;
     let (editor, _) = app.signed_in(Role::Editor).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-            IF NEW.email = 'poison@example.com' THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END $$;
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON subscribers FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    refuse_poison(&app).await;
     // Three batches of 10,000 rows; the poisoned row is in the second, so the first
     // commits and the third (applied alongside the second) must roll back with it.
     let mut csv = String::from("email,name,tags\n");
@@ -417,10 +418,7 @@ async fn batches_in_flight_together_commit_in_file_order_so_a_failure_loses_noth
         .unwrap();
     assert_eq!(n, 10_000, "only the first batch is applied");
 
-    sqlx::query("DROP TRIGGER refuse_poison ON subscribers")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    allow_poison(&app).await;
     app.advance(chrono::Duration::minutes(1));
     app.drain_jobs().await;
     let (status, added): (String, i64) =
