@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Loopline end-to-end browser journey: first-run setup -> dashboard -> logout
-// -> failed login -> login -> reload.
+// -> failed login -> login -> reload -> outbox preview -> test send -> captured mail.
 //
 // Drives the system (Debian) Chromium headless through playwright-core.
 // Exit codes: 0 = all steps passed, 1 = a step failed, 2 = bad configuration
@@ -300,6 +300,64 @@ async function main() {
       if (currentPath() !== before) fail(`reload moved from ${before} to ${currentPath()}`);
       await expectVisible('[data-page="dashboard"]', "dashboard");
       await expectCurrentUser();
+    });
+
+    // h. The Outbox says mail is captured locally (no SMTP configured).
+    await step("outbox shows local capture mode", async () => {
+      const res = await page.goto(BASE_URL + "/outbox", { waitUntil: "load", timeout: left() });
+      if (!res || res.status() >= 400) fail(`GET /outbox ended with HTTP ${res && res.status()}`);
+      await expectVisible('[data-page="outbox"]', "outbox page");
+      const capture = await page.locator("#outbox-mode").getAttribute("data-capture");
+      if (capture !== "true") fail(`#outbox-mode data-capture should be "true", got ${JSON.stringify(capture)}`);
+    });
+
+    // i. Preview a Korean test mail at desktop and mobile widths.
+    await step("test mail previewed at desktop and mobile widths", async () => {
+      await fillField("#test-form input[name=to]", OWNER_EMAIL);
+      await fillField("#test-form input[name=subject]", "{{ subscriber.name }}님께 드리는 소식");
+      await page.locator("#test-form select[name=format]").selectOption("markdown");
+      await fillField("#test-form textarea[name=body]", "# 안녕하세요\n\n[블로그](https://blog.example.kr)");
+      await submitAndWait('#test-form button[value="preview"]');
+      await expectVisible("#preview-subject", "preview subject");
+      const subject = ((await page.locator("#preview-subject").textContent()) || "").trim();
+      if (subject !== "홍길동님께 드리는 소식") fail(`preview subject is ${JSON.stringify(subject)}`);
+      for (const [id, min, max] of [["#preview-desktop", 500, 2000], ["#preview-mobile", 250, 450]]) {
+        const box = await page.locator(id).boundingBox();
+        if (!box) fail(`${id} has no layout box`);
+        if (box.width < min || box.width > max) fail(`${id} is ${box.width}px wide, expected ${min}-${max}`);
+        const heading = page.frameLocator(id).locator("h1");
+        const text = ((await heading.first().textContent({ timeout: left() })) || "").trim();
+        if (text !== "안녕하세요") fail(`${id} shows heading ${JSON.stringify(text)}`);
+      }
+    });
+
+    // j. Send it; the sender delivers to the capture store and the row turns "sent".
+    await step("test mail sent and captured", async () => {
+      await submitAndWait('#test-form button[value="send"]');
+      await expectPath("/outbox");
+      const row = page.locator("#outbox-table tbody tr").first();
+      for (;;) {
+        const status = await row.getAttribute("data-status", { timeout: left() }).catch(() => null);
+        if (status === "sent") break;
+        if (left() < 1000) fail(`the test mail's row is ${JSON.stringify(status)}, never "sent"`);
+        await page.waitForTimeout(250);
+        await page.reload({ waitUntil: "load", timeout: left() });
+      }
+    });
+
+    // k. Open the captured message: subject, rendered body, raw .eml link.
+    await step("captured message readable in the outbox", async () => {
+      await page.locator("#outbox-table tbody tr a").first().click({ timeout: left() });
+      await expectVisible("#message-subject", "message subject");
+      const subject = ((await page.locator("#message-subject").textContent()) || "").trim();
+      if (subject !== "홍길동님께 드리는 소식") fail(`captured subject is ${JSON.stringify(subject)}`);
+      const text = ((await page.frameLocator("#message-desktop").locator("body").textContent({ timeout: left() })) || "");
+      if (!text.includes("안녕하세요")) fail("the captured HTML does not contain the body");
+      const raw = await page.locator("#message-raw").getAttribute("href");
+      if (!raw || !raw.endsWith("/raw")) fail(`raw link is ${JSON.stringify(raw)}`);
+      const res = await page.request.get(new URL(raw, page.url()).toString());
+      const eml = await res.text();
+      if (res.status() !== 200 || !eml.includes("Subject: =?utf-8?")) fail(`raw message not served as encoded MIME (HTTP ${res.status()})`);
     });
 
     console.log(`# all ${stepNo} steps passed`);

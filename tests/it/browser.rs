@@ -1,6 +1,9 @@
 //! The browser journey in headless Chromium (Debian's `chromium`, driven by
 //! playwright-core): a fresh app → setup page → owner created → sign out → wrong
-//! password refused → sign in → dashboard → reload keeps the session.
+//! password refused → sign in → dashboard → reload keeps the session → Outbox in
+//! capture mode → a Korean test mail previewed at desktop and mobile widths → sent by
+//! the real sender (running in the background, as in production) → read back in the
+//! Outbox.
 
 use std::{path::Path, process::Command};
 
@@ -53,6 +56,8 @@ async fn owner_sets_up_signs_out_and_back_in_in_a_real_browser() {
     }
 
     let app = TestApp::spawn().await;
+    // The sender runs as it does in production: woken by the outbox's NOTIFY.
+    tokio::spawn(app.sender.clone().run(app.shutdown.child_token()));
     let shots = tmp_root().join("screenshots");
     let out = tokio::process::Command::new("node")
         .arg(dir.join("journey.mjs"))
@@ -70,7 +75,7 @@ async fn owner_sets_up_signs_out_and_back_in_in_a_real_browser() {
         out.status.success(),
         "the browser journey failed:\n{stdout}"
     );
-    assert!(stdout.contains("all 7 steps passed"));
+    assert!(stdout.contains("all 11 steps passed"));
 
     let (email, role): (String, String) = sqlx::query_as("SELECT email, role::text FROM users")
         .fetch_one(&app.pool)
@@ -88,4 +93,15 @@ async fn owner_sets_up_signs_out_and_back_in_in_a_real_browser() {
         failures, 0,
         "the wrong-password attempt was recorded, then cleared by the good sign-in"
     );
+
+    // The mail the journey read in the Outbox really went through the capture store.
+    let (captured, subject): (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), max(c.subject) FROM captured_mail c JOIN messages m ON m.id = c.message_id WHERE m.to_email = $1",
+    )
+    .bind("대표@example.kr")
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(captured, 1);
+    assert_eq!(subject.as_deref(), Some("홍길동님께 드리는 소식"));
 }
