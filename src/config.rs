@@ -66,6 +66,8 @@ pub struct MailConfig {
     pub per_second: i32,
     pub per_hour: i32,
     pub track_ip: crate::tracking::classify::IpPrivacy,
+    /// DKIM signing identity, when DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE are set.
+    pub dkim: Option<std::sync::Arc<crate::delivery::dkim::DkimSigner>>,
 }
 
 impl Config {
@@ -164,7 +166,37 @@ impl Config {
         if concurrency == 0 {
             return Err(err("SEND_CONCURRENCY", "must be at least 1"));
         }
+        let dkim = match (var("DKIM_SELECTOR"), var("DKIM_PRIVATE_KEY_FILE")) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    "DKIM_PRIVATE_KEY_FILE",
+                    "must name the PEM private key file when DKIM_SELECTOR is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "DKIM_SELECTOR",
+                    "must be set (the DNS selector, e.g. `loopline`) when DKIM_PRIVATE_KEY_FILE is set",
+                ));
+            }
+            (Some(selector), Some(file)) => {
+                let domain = var("DKIM_DOMAIN").unwrap_or_else(|| {
+                    from_email
+                        .rsplit_once('@')
+                        .map_or("localhost", |(_, d)| d)
+                        .to_string()
+                });
+                let pem = std::fs::read_to_string(&file).map_err(|e| {
+                    err("DKIM_PRIVATE_KEY_FILE", format!("cannot read {file}: {e}"))
+                })?;
+                let signer = crate::delivery::dkim::DkimSigner::from_pem(&domain, &selector, &pem)
+                    .map_err(|e| err("DKIM_PRIVATE_KEY_FILE", e))?;
+                Some(std::sync::Arc::new(signer))
+            }
+        };
         let mail = MailConfig {
+            dkim,
             from_email,
             from_name: var("MAIL_FROM_NAME").unwrap_or_else(|| "Loopline".into()),
             concurrency,
@@ -266,6 +298,32 @@ mod tests {
             assert_eq!(e.var, k);
             assert!(e.to_string().contains(k));
         }
+    }
+
+    #[test]
+    fn dkim_settings_are_all_or_nothing_and_the_key_must_load() {
+        let e = cfg(&[("DKIM_SELECTOR", "s1")]).unwrap_err();
+        assert_eq!(e.var, "DKIM_PRIVATE_KEY_FILE");
+        let e = cfg(&[("DKIM_PRIVATE_KEY_FILE", "/x.pem")]).unwrap_err();
+        assert_eq!(e.var, "DKIM_SELECTOR");
+        let e = cfg(&[
+            ("DKIM_SELECTOR", "s1"),
+            ("DKIM_PRIVATE_KEY_FILE", "/nonexistent/dkim.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "DKIM_PRIVATE_KEY_FILE");
+        assert!(e.reason.contains("cannot read"), "{}", e.reason);
+        let not_a_key = std::env::temp_dir().join(format!("not-a-key-{}.pem", std::process::id()));
+        std::fs::write(&not_a_key, "hello").unwrap();
+        let e = cfg(&[
+            ("DKIM_SELECTOR", "s1"),
+            ("DKIM_PRIVATE_KEY_FILE", not_a_key.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        std::fs::remove_file(&not_a_key).unwrap();
+        assert_eq!(e.var, "DKIM_PRIVATE_KEY_FILE");
+        assert!(e.reason.contains("PEM"), "{}", e.reason);
+        assert!(cfg(&[]).unwrap().mail.dkim.is_none());
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub async fn build(
             from_email: config.mail.from_email.clone(),
             from_name: config.mail.from_name.clone(),
             public_url: config.public_url.clone(),
+            dkim: config.mail.dkim.clone(),
         },
     );
     let state = AppState::new(pool, config, clock, keys);
@@ -115,6 +116,14 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
     let grace = config.shutdown_grace;
     let addr = config.listen_addr;
     let public = config.public_url.clone();
+    if let Some(dkim) = &config.mail.dkim {
+        tracing::info!(
+            algorithm = dkim.algorithm(),
+            dns_name = %dkim.dns_name(),
+            txt_record = %dkim.dns_record(),
+            "DKIM signing is on; publish this TXT record"
+        );
+    }
     let app = build(db.pool.clone(), config, clock, job_registry()).await?;
     let listener = TcpListener::bind(addr)
         .await

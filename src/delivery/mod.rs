@@ -2,6 +2,7 @@
 //! responsive layout, text part), the outbox written in the deciding transaction, and
 //! the senders that claim, send and record.
 
+pub mod dkim;
 pub mod outbox;
 pub mod render;
 pub mod sender;

@@ -81,6 +81,8 @@ pub struct SendSettings {
     pub from_email: String,
     pub from_name: String,
     pub public_url: String,
+    /// Signs every message when configured.
+    pub dkim: Option<Arc<super::dkim::DkimSigner>>,
 }
 
 /// Counts of one round, for tests and logs.
@@ -145,7 +147,9 @@ struct Captured {
 
 /// A built message and what recording it needs.
 struct Built {
-    message: Message,
+    /// The bytes that go on the wire (DKIM-signed when configured).
+    raw: Vec<u8>,
+    envelope: lettre::address::Envelope,
     message_id: String,
     links: usize,
     subject: String,
@@ -428,13 +432,13 @@ impl Sender {
                 message_id: b.message_id,
                 links: b.links,
                 captured: Some(Captured {
-                    raw: b.message.formatted(),
+                    raw: b.raw,
                     subject: b.subject,
                     html: b.html,
                     text: b.text,
                 }),
             },
-            Transport::Smtp(smtp) => match smtp.send(b.message).await {
+            Transport::Smtp(smtp) => match smtp.send_raw(&b.envelope, &b.raw).await {
                 Ok(r) => Outcome::Sent {
                     reply: format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
                     message_id: b.message_id,
@@ -571,8 +575,14 @@ impl Sender {
                 html.clone(),
             ))
             .map_err(|e| format!("assembling the message: {e}"))?;
+        let envelope = message.envelope().clone();
+        let mut raw = message.formatted();
+        if let Some(dkim) = &s.dkim {
+            raw = dkim.sign(&raw, self.clock.now().timestamp())?;
+        }
         Ok(Built {
-            message,
+            raw,
+            envelope,
             message_id,
             links,
             subject: rendered.subject,

@@ -518,3 +518,96 @@ async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
     let html = part(&mail, "text/html").unwrap().get_body().unwrap();
     assert!(hrefs(&html).iter().any(|h| h.contains("/c/")));
 }
+
+/// DKIM: a message signed with an RSA key (made by `openssl genrsa`, as the README
+/// tells users) passes dkimpy's verification — the maintained receiver-side
+/// implementation — with the TXT record Loopline says to publish, and the one-click
+/// unsubscribe headers are covered. A changed subject fails verification.
+#[tokio::test]
+async fn dkim_signed_mail_verifies_at_the_receiver_with_the_published_record() {
+    let dir = crate::harness::tmp_root().join(format!("dkim-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("dkim.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl genrsa failed");
+    let config = loopline::config::Config::from_lookup(|k| match k {
+        "MAIL_FROM" => Some("news@example.kr".into()),
+        "DKIM_SELECTOR" => Some("loop2026".into()),
+        "DKIM_PRIVATE_KEY_FILE" => Some(key.to_string_lossy().into()),
+        _ => None,
+    })
+    .unwrap();
+    let signer = config.mail.dkim.clone().expect("DKIM configured");
+    assert_eq!(signer.dns_name(), "loop2026._domainkey.example.kr");
+    let record = signer.dns_record();
+
+    let smtp = SmtpServer::start();
+    let url = smtp.url();
+    let app = TestApp::spawn_with(
+        move |c| {
+            c.smtp = Some(SmtpConfig {
+                url: Secret::new(url),
+            });
+            c.mail.from_email = "news@example.kr".into();
+            c.mail.from_name = "루프라인 뉴스".into();
+            c.mail.dkim = Some(signer);
+        },
+        startup::job_registry(),
+    )
+    .await;
+    let id = subscriber(&app, "reader@example.com", "홍길동", "active").await;
+    queue_marketing(&app, id, "dkim-1").await;
+    assert_eq!(app.send_mail().await.sent, 1);
+    let raw = smtp.wait_for(1).await.remove(0);
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    let sig = mail.headers.get_first_value("DKIM-Signature").unwrap();
+    assert!(
+        sig.contains("a=rsa-sha256") && sig.contains("d=example.kr"),
+        "{sig}"
+    );
+    assert!(
+        sig.contains("list-unsubscribe:list-unsubscribe-post"),
+        "{sig}"
+    );
+
+    // aiosmtpd adds its own headers on top; verification must not care.
+    let mail_file = dir.join("mail.eml");
+    std::fs::write(&mail_file, &raw).unwrap();
+    let mut tampered = raw.clone();
+    let at = raw.windows(9).position(|w| w == b"Subject: ").unwrap() + 9;
+    tampered.splice(at..at, b"X".iter().copied());
+    let tampered_file = dir.join("tampered.eml");
+    std::fs::write(&tampered_file, &tampered).unwrap();
+    let script = r#"
+import sys, dkim
+record = sys.argv[1].encode()
+def dns(name, timeout=5):
+    assert name == b"loop2026._domainkey.example.kr.", name
+    return record
+for path in sys.argv[2:]:
+    print(path.rsplit("/", 1)[-1], dkim.verify(open(path, "rb").read(), dnsfunc=dns))
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    if let Some(p) = crate::harness::python_package("dkim", "dkimpy") {
+        cmd.env("PYTHONPATH", p);
+    }
+    let out = cmd
+        .args(["-c", script, &record])
+        .arg(&mail_file)
+        .arg(&tampered_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "mail.eml True\ntampered.eml False");
+}

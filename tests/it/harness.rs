@@ -557,3 +557,40 @@ impl Drop for SmtpServer {
         let _ = fs::remove_dir_all(&self.maildir);
     }
 }
+
+/// Makes a maintained Python package importable for a test (e.g. `dkimpy` to verify
+/// signatures as a receiver would): the system's, or one pip-installed under the test
+/// root. Returns the directory to put on PYTHONPATH, if any.
+pub fn python_package(module: &str, package: &str) -> Option<PathBuf> {
+    let have = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        return None;
+    }
+    let target = tmp_root().join(format!("pylib-{package}"));
+    let lock_file = fs::File::create(tmp_root().join(format!("pylib-{package}.lock"))).unwrap();
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
+    if !target.join(module).is_dir() {
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&target)
+            .arg(package)
+            .status()
+            .expect("running pip");
+        assert!(
+            status.success(),
+            "pip install {package} failed; install it with `pip install {package}`"
+        );
+    }
+    Some(target)
+}
