@@ -1,5 +1,6 @@
 //! Signed public links for subscribers: unsubscribe and preferences (never expire) and
-//! double opt-in confirmation (expires, bound to the address it was sent to). A forged or
+//! double opt-in confirmation and self-service data requests (expire, bound to the
+//! address they were sent to). A forged or
 //! altered token is simply invalid; nothing from the request is ever echoed as a URL.
 
 use chrono::{DateTime, Utc};
@@ -8,6 +9,22 @@ use crate::signing::SigningKey;
 
 const SUBSCRIBER: &str = "link/subscriber";
 const CONFIRM: &str = "link/confirm";
+
+/// What a short-lived data-request link lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataAction {
+    Export,
+    Erase,
+}
+
+impl DataAction {
+    fn scope(self) -> &'static str {
+        match self {
+            Self::Export => "link/data-export",
+            Self::Erase => "link/data-erase",
+        }
+    }
+}
 
 /// `<id>.<signature>`: identifies a subscriber for unsubscribe and preferences.
 pub fn subscriber_token(keys: &SigningKey, id: i64) -> String {
@@ -25,13 +42,45 @@ fn confirm_message(id: i64, expires: i64, email: &str) -> String {
     format!("{id}|{expires}|{}", email.to_lowercase())
 }
 
-/// `<id>.<expiry>.<signature>` over the id, the expiry and the address.
-pub fn confirm_token(keys: &SigningKey, id: i64, email: &str, expires: DateTime<Utc>) -> String {
+fn expiring_token(
+    keys: &SigningKey,
+    scope: &str,
+    id: i64,
+    email: &str,
+    expires: DateTime<Utc>,
+) -> String {
     let exp = expires.timestamp();
     format!(
         "{id}.{exp}.{}",
-        keys.sign(CONFIRM, confirm_message(id, exp, email).as_bytes())
+        keys.sign(scope, confirm_message(id, exp, email).as_bytes())
     )
+}
+
+/// `<id>.<expiry>.<signature>` over the id, the expiry and the address.
+pub fn confirm_token(keys: &SigningKey, id: i64, email: &str, expires: DateTime<Utc>) -> String {
+    expiring_token(keys, CONFIRM, id, email, expires)
+}
+
+/// A short-lived link (sent to the subscriber's own address) for export or erasure, so
+/// that holding a forwarded newsletter's preferences link is not enough.
+pub fn data_token(
+    keys: &SigningKey,
+    action: DataAction,
+    id: i64,
+    email: &str,
+    expires: DateTime<Utc>,
+) -> String {
+    expiring_token(keys, action.scope(), id, email, expires)
+}
+
+pub fn check_data_token(
+    keys: &SigningKey,
+    action: DataAction,
+    token: &str,
+    email: &str,
+    now: DateTime<Utc>,
+) -> ConfirmCheck {
+    check_expiring(keys, action.scope(), token, email, now)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +107,16 @@ pub fn check_confirm_token(
     email: &str,
     now: DateTime<Utc>,
 ) -> ConfirmCheck {
+    check_expiring(keys, CONFIRM, token, email, now)
+}
+
+fn check_expiring(
+    keys: &SigningKey,
+    scope: &str,
+    token: &str,
+    email: &str,
+    now: DateTime<Utc>,
+) -> ConfirmCheck {
     let mut parts = token.splitn(3, '.');
     let (Some(id), Some(exp), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
         return ConfirmCheck::Invalid;
@@ -65,7 +124,7 @@ pub fn check_confirm_token(
     let (Ok(id), Ok(exp)) = (id.parse::<i64>(), exp.parse::<i64>()) else {
         return ConfirmCheck::Invalid;
     };
-    if !keys.verify(CONFIRM, confirm_message(id, exp, email).as_bytes(), sig) {
+    if !keys.verify(scope, confirm_message(id, exp, email).as_bytes(), sig) {
         return ConfirmCheck::Invalid;
     }
     if now.timestamp() > exp {
@@ -112,6 +171,18 @@ mod tests {
             check_confirm_token(&k, &t, "hong@example.kr", now + chrono::Duration::days(8)),
             ConfirmCheck::Expired
         );
+        let export = data_token(&k, DataAction::Export, 7, "hong@example.kr", now);
+        assert_eq!(
+            check_data_token(&k, DataAction::Export, &export, "hong@example.kr", now),
+            ConfirmCheck::Valid
+        );
+        for (action, token) in [(DataAction::Erase, &export), (DataAction::Export, &t)] {
+            assert_eq!(
+                check_data_token(&k, action, token, "hong@example.kr", now),
+                ConfirmCheck::Invalid,
+                "a link for one purpose never works for another"
+            );
+        }
         let tampered = t.replacen(".", ".9", 1);
         assert_eq!(
             check_confirm_token(&k, &tampered, "hong@example.kr", now),

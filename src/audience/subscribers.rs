@@ -82,6 +82,25 @@ pub const COLUMNS: &str = "id, email, name, status, fields, source, timezone, la
      consent_form_id, consent_ip, confirmed_at, unsubscribed_at, created_at, last_open_at, last_click_at, \
      last_engaged_at, consecutive_unopened";
 
+/// The time zone names subscribers may choose: PostgreSQL's own list (so whatever is
+/// stored works in `AT TIME ZONE`), without the legacy aliases. Read once per process.
+pub async fn timezones(pool: &PgPool) -> sqlx::Result<&'static [String]> {
+    static ZONES: tokio::sync::OnceCell<Vec<String>> = tokio::sync::OnceCell::const_new();
+    ZONES
+        .get_or_try_init(|| async {
+            sqlx::query_scalar(
+                "SELECT name FROM pg_timezone_names
+                 WHERE (name ~ '^(Africa|America|Antarctica|Asia|Atlantic|Australia|Europe|Indian|Pacific)/'
+                        OR name = 'UTC')
+                 ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await
+        })
+        .await
+        .map(Vec::as_slice)
+}
+
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Subscriber>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM subscribers WHERE id = $1"

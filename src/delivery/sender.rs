@@ -488,7 +488,7 @@ impl Sender {
             body: m.body.clone(),
             format: parse_format(&m.format),
         };
-        let tracked = m.purpose != "confirmation";
+        let tracked = !super::system::UNTRACKED_PURPOSES.contains(&m.purpose.as_str());
         let keys = &self.keys;
         let mut track = |l: &Link| -> Option<String> {
             tracked.then(|| {

@@ -103,6 +103,7 @@ pub struct Strings {
     pub aud_consent_ip: &'static str,
     pub aud_source: &'static str,
     pub aud_language: &'static str,
+    pub aud_timezone: &'static str,
     pub aud_timeline: &'static str,
     pub aud_no_events: &'static str,
     pub aud_links: &'static str,
@@ -326,6 +327,7 @@ pub static EN: Strings = Strings {
     aud_consent_ip: "From address",
     aud_source: "Source",
     aud_language: "Language",
+    aud_timezone: "Time zone",
     aud_timeline: "Timeline",
     aud_no_events: "Nothing has happened yet.",
     aud_links: "Links for this subscriber",
@@ -506,6 +508,12 @@ pub struct PublicStrings {
     pub prefs_erase_intro: &'static str,
     pub prefs_erase_button: &'static str,
     pub erased_done: &'static str,
+    pub prefs_timezone: &'static str,
+    pub prefs_timezone_hint: &'static str,
+    pub prefs_timezone_invalid: &'static str,
+    pub data_link_sent: &'static str,
+    pub data_link_expired: &'static str,
+    pub erase_question: &'static str,
 }
 
 pub static PUBLIC_EN: PublicStrings = PublicStrings {
@@ -534,11 +542,17 @@ pub static PUBLIC_EN: PublicStrings = PublicStrings {
     prefs_save: "Save preferences",
     prefs_saved: "Your preferences are saved.",
     prefs_export: "Download my data",
-    prefs_export_intro: "Everything we hold about you, as a JSON file.",
+    prefs_export_intro: "Everything we hold about you, as a JSON file. We mail you the download link.",
     prefs_erase_title: "Delete my data",
-    prefs_erase_intro: "Removes your address, name and details for good. You will not receive any more mail.",
+    prefs_erase_intro: "Removes your address, name and details for good. You will not receive any more mail. We mail you a link to confirm.",
     prefs_erase_button: "Delete everything about me",
     erased_done: "Your data has been deleted.",
+    prefs_timezone: "Time zone",
+    prefs_timezone_hint: "For mail timed to your day, e.g. Asia/Seoul. Leave empty to let us guess.",
+    prefs_timezone_invalid: "Choose a time zone from the list, like Asia/Seoul or Europe/Berlin.",
+    data_link_sent: "We sent a link to your address. It works for one hour; if you did not ask, nothing happens.",
+    data_link_expired: "This link has expired. Ask for a new one on your preferences page.",
+    erase_question: "Delete everything held about",
 };
 
 pub fn public_strings() -> &'static PublicStrings {

@@ -19,8 +19,9 @@ use super::{
 use crate::{
     AppError, AppResult,
     audience::{
+        data_requests,
         forms::{self, Form as SignupForm},
-        links::{self, ConfirmCheck},
+        links::{self, ConfirmCheck, DataAction},
         signup::{self, Signup, SignupContext},
         subscribers::{self, Status},
         tags,
@@ -337,6 +338,8 @@ struct PreferencesPage {
     name: String,
     language: String,
     languages: [(&'static str, &'static str); 3],
+    timezone: String,
+    timezones: &'static [String],
     topics: Vec<(i64, String, bool)>,
     saved: bool,
     error: Option<String>,
@@ -359,6 +362,8 @@ async fn preferences(
         name: sub.name,
         language: sub.language.unwrap_or_default(),
         languages: LANGUAGES,
+        timezone: sub.timezone.unwrap_or_default(),
+        timezones: subscribers::timezones(&state.pool).await?,
         topics,
         saved,
         error,
@@ -399,15 +404,33 @@ pub async fn preferences_submit(
         .find(|(code, _)| *code == language)
         .map(|(c, _)| *c)
         .ok_or_else(|| AppError::Unprocessable("choose a language from the list".into()))?;
+    let timezone = get("timezone");
+    let timezone = timezone.trim();
+    if !timezone.is_empty()
+        && !subscribers::timezones(&state.pool)
+            .await?
+            .iter()
+            .any(|z| z == timezone)
+    {
+        let msg = public_strings().prefs_timezone_invalid.to_string();
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            preferences(&state, token, false, Some(msg)).await?,
+        )
+            .into_response());
+    }
     let chosen: Vec<i64> = form.all("topic").filter_map(|v| v.parse().ok()).collect();
     let now = state.clock.now();
     let mut tx = state.pool.begin().await?;
-    sqlx::query("UPDATE subscribers SET name = $2, language = NULLIF($3, '') WHERE id = $1")
-        .bind(sub.id)
-        .bind(&name)
-        .bind(language)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE subscribers SET name = $2, language = NULLIF($3, ''), timezone = NULLIF($4, '') WHERE id = $1",
+    )
+    .bind(sub.id)
+    .bind(&name)
+    .bind(language)
+    .bind(timezone)
+    .execute(&mut *tx)
+    .await?;
     // Topics: only tags marked as topics can be changed from here.
     sqlx::query(
         "UPDATE subscribers SET tag_ids = tag_ids_add(
@@ -424,7 +447,7 @@ pub async fn preferences_submit(
         sub.id,
         "preferences_changed",
         now,
-        serde_json::json!({ "topics": chosen, "language": language }),
+        serde_json::json!({ "topics": chosen, "language": language, "timezone": timezone }),
     )
     .await?;
     tx.commit().await?;
@@ -433,12 +456,80 @@ pub async fn preferences_submit(
         .into_response())
 }
 
-pub async fn export(
+/// POST from the preferences page: mails a one-hour export link to the address.
+pub async fn export_request(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> AppResult<Response> {
-    let sub = subscriber_from_link(&state, &token).await?;
-    let data = subscribers::export(&state.pool, sub.id).await?;
+    data_request(&state, &token, DataAction::Export).await
+}
+
+/// POST from the preferences page: mails a one-hour erasure link to the address.
+pub async fn erase_request(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> AppResult<Response> {
+    data_request(&state, &token, DataAction::Erase).await
+}
+
+async fn data_request(state: &AppState, token: &str, action: DataAction) -> AppResult<Response> {
+    let p = public_strings();
+    let sub = subscriber_from_link(state, token).await?;
+    data_requests::request(
+        &state.pool,
+        &state.keys,
+        &state.config.public_url,
+        sub.id,
+        action,
+        state.clock.now(),
+    )
+    .await?;
+    let title = match action {
+        DataAction::Export => p.prefs_export,
+        DataAction::Erase => p.prefs_erase_title,
+    };
+    Ok(render(MessagePage::plain(title, p.data_link_sent))?.into_response())
+}
+
+/// The subscriber behind a mailed data link, or the page to show instead.
+async fn data_target(
+    state: &AppState,
+    token: &str,
+    action: DataAction,
+) -> AppResult<Result<i64, Response>> {
+    let p = public_strings();
+    let title = match action {
+        DataAction::Export => p.prefs_export,
+        DataAction::Erase => p.prefs_erase_title,
+    };
+    match data_requests::verify(&state.pool, &state.keys, token, action, state.clock.now()).await? {
+        Ok(id) => Ok(Ok(id)),
+        Err(check) => {
+            let msg = if check == ConfirmCheck::Expired {
+                p.data_link_expired
+            } else {
+                p.link_invalid
+            };
+            Ok(Err((
+                StatusCode::NOT_FOUND,
+                render(MessagePage::plain(title, msg))?,
+            )
+                .into_response()))
+        }
+    }
+}
+
+/// GET of the mailed export link: the JSON download (reading only, so a link scanner
+/// fetching it changes nothing).
+pub async fn export_download(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> AppResult<Response> {
+    let id = match data_target(&state, &token, DataAction::Export).await? {
+        Ok(id) => id,
+        Err(page) => return Ok(page),
+    };
+    let data = subscribers::export(&state.pool, id).await?;
     Ok((
         [(
             header::CONTENT_DISPOSITION,
@@ -449,12 +540,38 @@ pub async fn export(
         .into_response())
 }
 
-pub async fn erase(
+/// GET of the mailed erasure link: a confirm button (scanners never erase on GET).
+pub async fn erase_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> AppResult<Response> {
     let p = public_strings();
-    let sub = subscriber_from_link(&state, &token).await?;
-    subscribers::erase(&state.pool, sub.id, state.clock.now()).await?;
+    let id = match data_target(&state, &token, DataAction::Erase).await? {
+        Ok(id) => id,
+        Err(page) => return Ok(page),
+    };
+    let sub = subscribers::get(&state.pool, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let page = MessagePage {
+        action: Some(format!("/d/erase/{token}")),
+        question: Some(p.erase_question),
+        email: sub.email,
+        button: p.prefs_erase_button,
+        ..MessagePage::plain(p.prefs_erase_title, p.prefs_erase_intro)
+    };
+    Ok(render(page)?.into_response())
+}
+
+pub async fn erase_submit(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> AppResult<Response> {
+    let p = public_strings();
+    let id = match data_target(&state, &token, DataAction::Erase).await? {
+        Ok(id) => id,
+        Err(page) => return Ok(page),
+    };
+    subscribers::erase(&state.pool, id, state.clock.now()).await?;
     Ok(render(MessagePage::plain(p.prefs_erase_title, p.erased_done))?.into_response())
 }

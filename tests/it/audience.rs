@@ -429,6 +429,27 @@ async fn unsubscribe_needs_a_post_and_honours_one_click() {
     assert_eq!(subscriber(&app, "c@example.com").await.unwrap().1, "active");
 }
 
+/// Sends the queued mail (to the capture store) and returns the path of the link with
+/// `prefix` in the text part of the newest message to `to`.
+async fn mailed_link(app: &TestApp, to: &str, prefix: &str) -> String {
+    app.send_mail().await;
+    let text: String = sqlx::query_scalar(
+        "SELECT c.text FROM captured_mail c JOIN messages m ON m.id = c.message_id
+         WHERE m.to_email = $1 ORDER BY m.id DESC LIMIT 1",
+    )
+    .bind(to)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"));
+    let end = text[at..]
+        .find(|c: char| c.is_whitespace() || c == ')' || c == '>')
+        .map_or(text.len(), |e| at + e);
+    text[at..end].to_string()
+}
+
 #[tokio::test]
 async fn preferences_export_and_erasure_are_self_service() {
     let app = TestApp::spawn().await;
@@ -451,8 +472,27 @@ async fn preferences_export_and_erasure_are_self_service() {
         .await
         .unwrap();
     let body = format!(
-        "name=%EB%B0%95%EC%98%81%ED%9D%AC%20%EC%88%98%EC%A0%95&language=ko&topic={marketing}"
+        "name=%EB%B0%95%EC%98%81%ED%9D%AC%20%EC%88%98%EC%A0%95&language=ko&timezone=Asia%2FSeoul&topic={marketing}"
     );
+    assert!(
+        page.html
+            .select(
+                &scraper::Selector::parse("datalist#timezones option[value='Asia/Seoul']").unwrap()
+            )
+            .next()
+            .is_some(),
+        "time zones are offered from PostgreSQL's list"
+    );
+    let res = c
+        .http
+        .post(c.url(&format!("/p/{token}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=x&language=ko&timezone=Mars%2FOlympus")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(Page::from_response(res).await.select(".flash-error")[0].contains("Asia/Seoul"));
     let res = c
         .http
         .post(c.url(&format!("/p/{token}")))
@@ -472,6 +512,12 @@ async fn preferences_export_and_erasure_are_self_service() {
         (name.as_str(), lang.as_deref()),
         ("박영희 수정", Some("ko"))
     );
+    let tz: Option<String> = sqlx::query_scalar("SELECT timezone FROM subscribers WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tz.as_deref(), Some("Asia/Seoul"));
     let topics: Vec<String> = sqlx::query_scalar(
         "SELECT t.name FROM subscribers s JOIN tags t ON t.id = ANY(s.tag_ids) WHERE s.id = $1",
     )
@@ -481,12 +527,29 @@ async fn preferences_export_and_erasure_are_self_service() {
     .unwrap();
     assert_eq!(topics, vec!["마케팅"]);
 
-    let export: Value = c
-        .get(&format!("/p/{token}/export"))
-        .await
-        .json()
+    // Export: the preferences link only asks; the download link goes to the address
+    // itself and works for an hour.
+    let res = c
+        .http
+        .post(c.url(&format!("/p/{token}/export")))
+        .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(Page::from_response(res).await.select("#public-message")[0].contains("one hour"));
+    let export_link = mailed_link(&app, "pref@example.com", "/d/export/").await;
+    assert_eq!(
+        c.get(&format!("/d/export/{token}")).await.status(),
+        StatusCode::NOT_FOUND,
+        "the long-lived preferences token is not an export link"
+    );
+    let erase_token = export_link.rsplit_once('/').unwrap().1;
+    assert_eq!(
+        c.get(&format!("/d/erase/{erase_token}")).await.status(),
+        StatusCode::NOT_FOUND,
+        "an export link does not erase"
+    );
+    let export: Value = c.get(&export_link).await.json().await.unwrap();
     assert_eq!(export["subscriber"]["email"], "pref@example.com");
     assert!(
         export["events"]
@@ -495,17 +558,37 @@ async fn preferences_export_and_erasure_are_self_service() {
             .iter()
             .any(|e| e["kind"] == "preferences_changed")
     );
+    app.advance(chrono::Duration::minutes(61));
+    let res = c.get(&export_link).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(Page::from_response(res).await.select("#public-message")[0].contains("expired"));
 
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    // Erasure: asking does nothing by itself; the mailed link shows a button; only the
+    // POST erases.
     let res = c
         .http
         .post(c.url(&format!("/p/{token}/erase")))
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(subscriber(&app, "pref@example.com").await.is_some());
+    let erase_link = mailed_link(&app, "pref@example.com", "/d/erase/").await;
+    let confirm = c.page(&erase_link).await;
+    assert_eq!(
+        confirm.attr("#public-action", "action").as_deref(),
+        Some(erase_link.as_str())
+    );
+    assert!(
+        subscriber(&app, "pref@example.com").await.is_some(),
+        "GET never erases"
+    );
+
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let res = c.http.post(c.url(&erase_link)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(subscriber(&app, "pref@example.com").await.is_none());
     let (events_after, attached): (i64, i64) =
@@ -920,6 +1003,18 @@ async fn an_old_confirmation_link_cannot_bring_back_someone_who_left_and_erasure
     let token = links::subscriber_token(&app.state.keys, id);
     c.http
         .post(c.url(&format!("/p/{token}/erase")))
+        .send()
+        .await
+        .unwrap();
+    let erase_link: String = sqlx::query_scalar(
+        "SELECT data->>'link' FROM messages WHERE idempotency_key LIKE 'data-erase:%' AND subscriber_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    c.http
+        .post(c.url(&path_of(&erase_link)))
         .send()
         .await
         .unwrap();
