@@ -53,6 +53,8 @@ pub struct Config {
     pub job_concurrency: usize,
     pub shutdown_grace: Duration,
     pub mail: MailConfig,
+    /// Bounce and complaint webhooks; a provider without credentials is disabled.
+    pub webhooks: crate::delivery::feedback::WebhookKeys,
 }
 
 /// Sending: who mail is from, how fast it may go, how tracking stores IPs.
@@ -205,6 +207,8 @@ impl Config {
             track_ip: parse(&var, "TRACK_IP", "truncated", "full, truncated or hashed")?,
         };
 
+        let webhooks = webhook_keys(&var)?;
+
         Ok(Self {
             listen_addr,
             public_url,
@@ -220,6 +224,7 @@ impl Config {
             job_concurrency,
             shutdown_grace: Duration::from_secs(grace),
             mail,
+            webhooks,
         })
     }
 
@@ -227,6 +232,63 @@ impl Config {
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
     }
+}
+
+fn webhook_keys(
+    var: &impl Fn(&'static str) -> Option<String>,
+) -> Result<crate::delivery::feedback::WebhookKeys, ConfigError> {
+    use crate::delivery::feedback::{BasicAuth, SendGridKey, WebhookKeys};
+    let sendgrid = match var("SENDGRID_WEBHOOK_PUBLIC_KEY") {
+        Some(k) => Some(
+            SendGridKey::parse(&k).map_err(|reason| err("SENDGRID_WEBHOOK_PUBLIC_KEY", reason))?,
+        ),
+        None => None,
+    };
+    let postmark = match (
+        var("POSTMARK_WEBHOOK_USER"),
+        var("POSTMARK_WEBHOOK_PASSWORD"),
+    ) {
+        (None, None) => None,
+        (Some(user), Some(password)) => {
+            if user.contains(':') {
+                return Err(err("POSTMARK_WEBHOOK_USER", "must not contain `:`"));
+            }
+            if password.len() < 12 {
+                return Err(err(
+                    "POSTMARK_WEBHOOK_PASSWORD",
+                    "must be at least 12 characters",
+                ));
+            }
+            Some(BasicAuth {
+                user,
+                password: Secret::new(password),
+            })
+        }
+        (Some(_), None) => {
+            return Err(err(
+                "POSTMARK_WEBHOOK_USER",
+                "is set but POSTMARK_WEBHOOK_PASSWORD is not; set both",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "POSTMARK_WEBHOOK_PASSWORD",
+                "is set but POSTMARK_WEBHOOK_USER is not; set both",
+            ));
+        }
+    };
+    let generic = match var("WEBHOOK_SECRET") {
+        Some(s) if s.len() < 16 => {
+            return Err(err("WEBHOOK_SECRET", "must be at least 16 characters"));
+        }
+        other => other.map(Secret::new),
+    };
+    Ok(WebhookKeys {
+        mailgun: var("MAILGUN_WEBHOOK_KEY").map(Secret::new),
+        sendgrid,
+        postmark,
+        generic,
+    })
 }
 
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -293,6 +355,10 @@ mod tests {
             ("TRUST_PROXY_HEADERS", "maybe"),
             ("PUBLIC_URL", "example.com"),
             ("SMTP_URL", "http://x"),
+            ("SENDGRID_WEBHOOK_PUBLIC_KEY", "not-a-key"),
+            ("POSTMARK_WEBHOOK_USER", "user-without-password"),
+            ("POSTMARK_WEBHOOK_PASSWORD", "password-without-user"),
+            ("WEBHOOK_SECRET", "short"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k);
@@ -332,8 +398,14 @@ mod tests {
             ("DATABASE_URL", "postgres://u:pw-very-secret@db/x"),
             ("SECRET_KEY", "k-very-secret-0123456789abcdefghijklmnop"),
             ("SMTP_URL", "smtp://u:smtp-very-secret@mail:587"),
+            ("MAILGUN_WEBHOOK_KEY", "mg-very-secret"),
+            ("POSTMARK_WEBHOOK_USER", "postmark"),
+            ("POSTMARK_WEBHOOK_PASSWORD", "pm-very-secret-password"),
+            ("WEBHOOK_SECRET", "generic-very-secret-0123"),
         ])
         .unwrap();
+        assert!(c.webhooks.mailgun.is_some() && c.webhooks.postmark.is_some());
+        assert!(c.webhooks.generic.is_some() && c.webhooks.sendgrid.is_none());
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         assert!(c.secure_cookies() == false);

@@ -212,7 +212,22 @@ pub async fn mark_left(
     status: Status,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let changed = sqlx::query(
+    let changed = leave(&mut *conn, id, status, now).await?;
+    if changed {
+        record_event(&mut *conn, id, status.as_str(), now, json!({})).await?;
+    }
+    Ok(changed)
+}
+
+/// [`mark_left`] without its event, for callers that record a richer one themselves
+/// (a provider's bounce or complaint report).
+pub async fn leave(
+    conn: &mut sqlx::PgConnection,
+    id: i64,
+    status: Status,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query(
         "UPDATE subscribers SET status = $2, unsubscribed_at = coalesce(unsubscribed_at, $3)
          WHERE id = $1 AND status <> $2 AND status <> 'complained'",
     )
@@ -222,11 +237,7 @@ pub async fn mark_left(
     .execute(&mut *conn)
     .await?
     .rows_affected()
-        == 1;
-    if changed {
-        record_event(&mut *conn, id, status.as_str(), now, json!({})).await?;
-    }
-    Ok(changed)
+        == 1)
 }
 
 /// New consent from the address's owner lifts an erasure suppression.

@@ -16,6 +16,7 @@ mod pages;
 mod public;
 mod segments;
 mod tracking;
+mod webhooks;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -159,6 +160,7 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/confirm/{token}", Public, post(public::confirm_submit)),
         entry(g.clone(), "/o/{token}", Public, get(tracking::open)),
         entry(g.clone(), "/c/{token}", Public, get(tracking::click)),
+        entry(p.clone(), "/webhooks/{provider}", Public, post(webhooks::receive).layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))),
         entry(g.clone(), "/u/{token}", Public, get(public::unsubscribe_page)),
         entry(p.clone(), "/u/{token}", Public, post(public::unsubscribe_submit)),
         entry(g.clone(), "/p/{token}", Public, get(public::preferences_page)),

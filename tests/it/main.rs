@@ -14,3 +14,4 @@ mod process;
 mod routes;
 mod segments;
 mod smtp;
+mod webhooks;

@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use crate::harness::{TestApp, location};
 
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "1").replace("{*path}", "app.css")
+    path.replace("{id}", "1")
+        .replace("{*path}", "app.css")
+        .replace("{provider}", "generic")
 }
 
 #[tokio::test]
@@ -173,6 +175,30 @@ async fn state_changing_forms_need_the_csrf_token() {
             "cookie present: {with_cookie}"
         );
     }
+}
+
+/// Provider webhooks are public (the provider's signature is the authority, not a
+/// session or CSRF token), and an unconfigured provider is no endpoint at all.
+#[tokio::test]
+async fn webhooks_are_public_posts_that_need_no_session_or_csrf() {
+    let app = TestApp::spawn().await;
+    let webhooks: Vec<_> = web::routes()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/webhooks/"))
+        .collect();
+    assert_eq!(webhooks.len(), 1);
+    assert_eq!(webhooks[0].method, Method::POST);
+    assert_eq!(webhooks[0].access, Access::Public);
+    // Without configuration: 404, not a redirect to sign in and not a CSRF refusal.
+    let res = app
+        .client()
+        .http
+        .post(app.client().url(&concrete(webhooks[0].path)))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

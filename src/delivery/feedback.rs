@@ -1,0 +1,1298 @@
+//! Feedback from mail providers: bounces, complaints, deliveries and unsubscribes
+//! reported by webhook, after the mail left through the provider's SMTP relay.
+//!
+//! Three steps, each its own function so the first two are pure and tested without a
+//! database: [`verify`] (the provider's signature or credentials), [`parse`] (its event
+//! format, mapped to [`Kind`]) and [`apply`] (one transaction per request: receipts for
+//! idempotency, subscriber status, events on the timeline linked to our outbox message).
+//!
+//! | provider | authenticity | replay |
+//! | --- | --- | --- |
+//! | Mailgun | HMAC-SHA256(signing key, timestamp + token) in the body | timestamp within 5 min; each token once |
+//! | SendGrid | ECDSA P-256 over timestamp + raw body (`X-Twilio-Email-Event-Webhook-*`) | timestamp within 5 min |
+//! | Postmark | HTTP basic auth (Postmark signs nothing) | event ids |
+//! | generic | `Loopline-Signature: t=…,v1=hex(HMAC-SHA256(secret, "t.body"))` | timestamp within 5 min |
+//!
+//! Every provider event is applied at most once: its id (or, where a provider has none,
+//! a hash of the event) is a row in `feedback_receipts`, written in the same
+//! transaction as its effects, so a provider's retry changes nothing.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{audience::subscribers, secrets::Secret};
+
+/// How far a signed timestamp may be from our clock.
+pub const MAX_SKEW_SECS: i64 = 300;
+/// Receipts are kept this long: longer than any provider retries.
+const RECEIPT_DAYS: i64 = 30;
+/// How long after a send a recipient-matched report is still attributed to it.
+const MATCH_DAYS: i64 = 30;
+const MAX_REASON_CHARS: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Mailgun,
+    SendGrid,
+    Postmark,
+    Generic,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 4] = [
+        Provider::Mailgun,
+        Provider::SendGrid,
+        Provider::Postmark,
+        Provider::Generic,
+    ];
+
+    /// The path segment in `/webhooks/{provider}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Mailgun => "mailgun",
+            Provider::SendGrid => "sendgrid",
+            Provider::Postmark => "postmark",
+            Provider::Generic => "generic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The credentials for each provider's webhook; a provider without them is disabled.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookKeys {
+    /// Mailgun's "HTTP webhook signing key".
+    pub mailgun: Option<Secret<String>>,
+    /// SendGrid's signed Event Webhook verification key.
+    pub sendgrid: Option<SendGridKey>,
+    pub postmark: Option<BasicAuth>,
+    /// The shared secret of the generic signed JSON webhook.
+    pub generic: Option<Secret<String>>,
+}
+
+impl WebhookKeys {
+    pub fn enabled(&self, provider: Provider) -> bool {
+        match provider {
+            Provider::Mailgun => self.mailgun.is_some(),
+            Provider::SendGrid => self.sendgrid.is_some(),
+            Provider::Postmark => self.postmark.is_some(),
+            Provider::Generic => self.generic.is_some(),
+        }
+    }
+}
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, bit string).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// SendGrid's verification key: the public point of a P-256 key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendGridKey(Vec<u8>);
+
+impl SendGridKey {
+    /// The key as SendGrid shows it: base64 of a DER SubjectPublicKeyInfo (PEM armour
+    /// and line breaks are tolerated).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let b64: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("-----"))
+            .flat_map(|l| l.chars())
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let der = B64.decode(b64.as_bytes()).map_err(|_| {
+            "is not base64 (copy the verification key from SendGrid's Mail Settings)".to_string()
+        })?;
+        match der.strip_prefix(&P256_SPKI_PREFIX[..]) {
+            Some(point) if point.len() == 65 && point[0] == 0x04 => Ok(Self(point.to_vec())),
+            _ => Err("is not a P-256 (prime256v1) public key in DER form".into()),
+        }
+    }
+
+    /// From an uncompressed point (tests build keys this way).
+    pub fn from_point(point: &[u8]) -> Self {
+        Self(point.to_vec())
+    }
+
+    /// The DER SubjectPublicKeyInfo, base64, as SendGrid shows it.
+    pub fn to_base64(&self) -> String {
+        let mut der = P256_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&self.0);
+        B64.encode(der)
+    }
+}
+
+impl fmt::Debug for SendGridKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendGridKey(..)")
+    }
+}
+
+/// HTTP basic-auth credentials the provider sends (Postmark: set in the webhook URL).
+#[derive(Debug, Clone)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: Secret<String>,
+}
+
+/// Why a request was turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The provider is not configured: the endpoint does not exist.
+    Disabled,
+    /// A missing, wrong or stale signature or credential (401).
+    Unauthorized(&'static str),
+    /// The body cannot be read as that provider's format (400).
+    Malformed(String),
+}
+
+/// What verification learnt that applying needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// A one-time token to refuse a second time (Mailgun).
+    pub replay_token: Option<String>,
+}
+
+/// Checks that a request comes from the provider. Headers are looked up by lower-case
+/// name.
+pub fn verify(
+    provider: Provider,
+    keys: &WebhookKeys,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Verified, Rejection> {
+    match provider {
+        Provider::Mailgun => {
+            let key = keys.mailgun.as_ref().ok_or(Rejection::Disabled)?;
+            verify_mailgun(key.expose().as_bytes(), body, now)
+        }
+        Provider::SendGrid => {
+            let key = keys.sendgrid.as_ref().ok_or(Rejection::Disabled)?;
+            verify_sendgrid(key, header, body, now)
+        }
+        Provider::Postmark => {
+            let auth = keys.postmark.as_ref().ok_or(Rejection::Disabled)?;
+            verify_basic(auth, header("authorization").as_deref())
+        }
+        Provider::Generic => {
+            let secret = keys.generic.as_ref().ok_or(Rejection::Disabled)?;
+            verify_generic(
+                secret.expose().as_bytes(),
+                header("loopline-signature").as_deref(),
+                body,
+                now,
+            )
+        }
+    }
+}
+
+fn fresh(timestamp: &str, now: DateTime<Utc>) -> Result<(), Rejection> {
+    let t: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Rejection::Unauthorized("the signature timestamp is not a number"))?;
+    if (now.timestamp() - t).abs() > MAX_SKEW_SECS {
+        return Err(Rejection::Unauthorized(
+            "the signature timestamp is more than 5 minutes away from our clock",
+        ));
+    }
+    Ok(())
+}
+
+fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+fn verify_mailgun(key: &[u8], body: &[u8], now: DateTime<Utc>) -> Result<Verified, Rejection> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| malformed_json(&e))?;
+    let sig = doc
+        .get("signature")
+        .and_then(Value::as_object)
+        .ok_or(Rejection::Unauthorized("the body has no signature object"))?;
+    let field = |k: &str| match sig.get(k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let (Some(timestamp), Some(token), Some(signature)) =
+        (field("timestamp"), field("token"), field("signature"))
+    else {
+        return Err(Rejection::Unauthorized(
+            "the signature needs timestamp, token and signature",
+        ));
+    };
+    let given =
+        hex_decode(&signature).ok_or(Rejection::Unauthorized("the signature is not hex"))?;
+    let mut mac = hmac_sha256(key);
+    mac.update(timestamp.as_bytes());
+    mac.update(token.as_bytes());
+    mac.verify_slice(&given)
+        .map_err(|_| Rejection::Unauthorized("the signature does not match"))?;
+    fresh(&timestamp, now)?;
+    if token.is_empty() || token.len() > 200 {
+        return Err(Rejection::Unauthorized("the signature token is not valid"));
+    }
+    Ok(Verified {
+        replay_token: Some(token),
+    })
+}
+
+fn verify_sendgrid(
+    key: &SendGridKey,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Verified, Rejection> {
+    let (Some(signature), Some(timestamp)) = (
+        header("x-twilio-email-event-webhook-signature"),
+        header("x-twilio-email-event-webhook-timestamp"),
+    ) else {
+        return Err(Rejection::Unauthorized(
+            "the X-Twilio-Email-Event-Webhook-Signature and -Timestamp headers are required",
+        ));
+    };
+    let sig = B64
+        .decode(signature.trim().as_bytes())
+        .map_err(|_| Rejection::Unauthorized("the signature is not base64"))?;
+    let mut signed = Vec::with_capacity(timestamp.len() + body.len());
+    signed.extend_from_slice(timestamp.as_bytes());
+    signed.extend_from_slice(body);
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key.0)
+        .verify(&signed, &sig)
+        .map_err(|_| Rejection::Unauthorized("the signature does not match"))?;
+    fresh(&timestamp, now)?;
+    Ok(Verified::default())
+}
+
+fn verify_basic(auth: &BasicAuth, given: Option<&str>) -> Result<Verified, Rejection> {
+    let missing = Rejection::Unauthorized("HTTP basic authentication is required");
+    let given = given.ok_or(missing.clone())?;
+    let (scheme, encoded) = given.trim().split_once(' ').ok_or(missing.clone())?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(missing);
+    }
+    let decoded = B64.decode(encoded.trim().as_bytes()).unwrap_or_default();
+    let expected = format!("{}:{}", auth.user, auth.password.expose());
+    // Digests first, so neither the length nor the content leaks through timing.
+    let a = Sha256::digest(&decoded);
+    let b = Sha256::digest(expected.as_bytes());
+    if constant_time_eq(&a, &b) {
+        Ok(Verified::default())
+    } else {
+        Err(Rejection::Unauthorized("the credentials are wrong"))
+    }
+}
+
+fn verify_generic(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Verified, Rejection> {
+    let header = header.ok_or(Rejection::Unauthorized(
+        "the Loopline-Signature header is required",
+    ))?;
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = Some(t.trim().to_string()),
+            Some(("v1", v)) => candidates.extend(hex_decode(v.trim())),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(Rejection::Unauthorized(
+        "the Loopline-Signature header needs t=<unix time>",
+    ))?;
+    let mut mac = hmac_sha256(secret);
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    // Several v1 values are allowed, so a sender can roll its secret.
+    if !candidates
+        .iter()
+        .any(|c| mac.clone().verify_slice(c).is_ok())
+    {
+        return Err(Rejection::Unauthorized("the signature does not match"));
+    }
+    fresh(&timestamp, now)?;
+    Ok(Verified::default())
+}
+
+/// The generic webhook's signature header for `body` (senders' reference, and tests).
+pub fn generic_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = hmac_sha256(secret);
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={timestamp},v1={}", hex(&mac.finalize().into_bytes()))
+}
+
+/// A Mailgun signature object (tests, and anyone checking their key).
+pub fn mailgun_signature(key: &[u8], timestamp: i64, token: &str) -> String {
+    let mut mac = hmac_sha256(key);
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(token.as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 256 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn malformed_json(e: &serde_json::Error) -> Rejection {
+    Rejection::Malformed(format!("the body is not valid JSON: {e}"))
+}
+
+/// What a provider event means for Loopline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Permanent: the address does not work. The subscriber becomes `bounced`.
+    HardBounce,
+    /// Transient (mailbox full, greylisted, blocked): recorded, nothing changes.
+    SoftBounce,
+    /// A spam report: the subscriber becomes `complained` (no more mail of any kind).
+    Complaint,
+    Delivered,
+    /// Unsubscribed at the provider (its own link or suppression list).
+    Unsubscribed,
+}
+
+impl Kind {
+    /// The event kind on the timeline.
+    pub fn event_kind(self) -> &'static str {
+        match self {
+            Kind::HardBounce | Kind::SoftBounce => "bounced",
+            Kind::Complaint => "complained",
+            Kind::Delivered => "delivered",
+            Kind::Unsubscribed => "unsubscribed",
+        }
+    }
+}
+
+/// One provider event, in Loopline's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    /// Unique per provider event (its id), so a retry is recognised.
+    pub key: String,
+    pub kind: Kind,
+    pub email: String,
+    /// The provider's diagnostic (SMTP reply, bounce description, …).
+    pub reason: String,
+    /// Our `Message-ID` header as the provider echoed it, in angle brackets.
+    pub message_id: Option<String>,
+    /// The provider's own id for the message.
+    pub provider_message_id: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// A request's events: the ones that matter, and how many were of kinds Loopline does
+/// not act on (opens, clicks and deferrals are measured by Loopline itself).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    pub events: Vec<Feedback>,
+    pub ignored: usize,
+}
+
+/// Reads a provider's event format. An error is a message for a 400 response; events
+/// that are merely incomplete (no recipient) are ignored, not fatal, so one odd event
+/// cannot block a whole batch.
+pub fn parse(provider: Provider, body: &[u8]) -> Result<Parsed, String> {
+    let doc: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let mut parsed = Parsed::default();
+    fn push(parsed: &mut Parsed, f: Option<Feedback>) {
+        match f {
+            Some(f) => parsed.events.push(f),
+            None => parsed.ignored += 1,
+        }
+    }
+    match provider {
+        Provider::Mailgun => {
+            let data = doc
+                .get("event-data")
+                .and_then(Value::as_object)
+                .ok_or("the body has no event-data object")?;
+            let token = doc
+                .pointer("/signature/token")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            push(&mut parsed, mailgun_event(data, token));
+        }
+        Provider::SendGrid => {
+            let events = doc
+                .as_array()
+                .ok_or("the body must be a JSON array of events")?;
+            for e in events {
+                let e = e.as_object().ok_or("every event must be a JSON object")?;
+                push(&mut parsed, sendgrid_event(e));
+            }
+        }
+        Provider::Postmark => {
+            let e = doc.as_object().ok_or("the body must be a JSON object")?;
+            push(&mut parsed, postmark_event(e));
+        }
+        Provider::Generic => {
+            let events: Vec<&Value> = match &doc {
+                Value::Array(a) => a.iter().collect(),
+                Value::Object(o) => match o.get("events") {
+                    Some(Value::Array(a)) => a.iter().collect(),
+                    _ => vec![&doc],
+                },
+                _ => return Err("the body must be a JSON object or an array of them".into()),
+            };
+            for (i, e) in events.into_iter().enumerate() {
+                let e = e
+                    .as_object()
+                    .ok_or_else(|| format!("event {i}: must be a JSON object"))?;
+                parsed
+                    .events
+                    .push(generic_event(e).map_err(|m| format!("event {i}: {m}"))?);
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+fn text(o: &Map<String, Value>, key: &str) -> Option<String> {
+    match o.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn at_path(v: &Value, path: &str) -> Option<String> {
+    match v.pointer(path)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn unix_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    let secs = match v? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    DateTime::from_timestamp_millis((secs * 1000.0) as i64)
+}
+
+fn rfc3339(s: Option<String>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&s?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `<id@host>`, whether or not the provider kept the angle brackets.
+fn bracketed(id: Option<String>) -> Option<String> {
+    let id = id?;
+    let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
+    (!bare.is_empty() && bare.len() <= 900).then(|| format!("<{bare}>"))
+}
+
+fn clip(s: String) -> String {
+    if s.chars().count() <= MAX_REASON_CHARS {
+        s
+    } else {
+        s.chars().take(MAX_REASON_CHARS).collect()
+    }
+}
+
+fn join_reason(parts: &[Option<String>]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for p in parts.iter().flatten() {
+        if !out.contains(&p.as_str()) {
+            out.push(p);
+        }
+    }
+    clip(out.join(" — "))
+}
+
+fn digest_key(v: &Map<String, Value>) -> String {
+    let canonical = serde_json::to_vec(v).unwrap_or_default();
+    format!("sha256:{}", hex(&Sha256::digest(&canonical)))
+}
+
+/// Mailgun's `event-data` (the JSON webhooks): `failed` with `severity`, `complained`,
+/// `delivered`, `unsubscribed`.
+fn mailgun_event(e: &Map<String, Value>, token: &str) -> Option<Feedback> {
+    let event = text(e, "event")?;
+    let reason_code = text(e, "reason").unwrap_or_default();
+    let kind = match event.as_str() {
+        "failed" => match (text(e, "severity").as_deref(), reason_code.as_str()) {
+            (_, "suppress-complaint") => Kind::Complaint,
+            (_, "suppress-unsubscribe") => Kind::Unsubscribed,
+            (Some("permanent"), _) => Kind::HardBounce,
+            _ => Kind::SoftBounce,
+        },
+        "complained" => Kind::Complaint,
+        "delivered" => Kind::Delivered,
+        "unsubscribed" => Kind::Unsubscribed,
+        _ => return None,
+    };
+    let v = Value::Object(e.clone());
+    let timestamp = e.get("timestamp");
+    // Mailgun event ids are unique within a day; with the event's time they are unique.
+    let key = match text(e, "id") {
+        Some(id) => format!(
+            "{id}@{}",
+            timestamp.map(Value::to_string).unwrap_or_default()
+        ),
+        None if !token.is_empty() => format!("token:{token}"),
+        None => digest_key(e),
+    };
+    Some(Feedback {
+        key,
+        kind,
+        email: text(e, "recipient")?,
+        reason: join_reason(&[
+            at_path(&v, "/delivery-status/code"),
+            at_path(&v, "/delivery-status/message"),
+            at_path(&v, "/delivery-status/description"),
+            (!reason_code.is_empty()).then_some(reason_code),
+        ]),
+        message_id: bracketed(at_path(&v, "/message/headers/message-id")),
+        provider_message_id: None,
+        occurred_at: unix_time(timestamp),
+    })
+}
+
+/// One event of SendGrid's Event Webhook batch.
+fn sendgrid_event(e: &Map<String, Value>) -> Option<Feedback> {
+    let event = text(e, "event")?;
+    let reason = text(e, "reason");
+    let kind = match event.as_str() {
+        // `blocked` is the receiving side refusing for now (reputation, content).
+        "bounce" if text(e, "type").as_deref() == Some("blocked") => Kind::SoftBounce,
+        "bounce" => Kind::HardBounce,
+        "dropped" => match reason.as_deref() {
+            Some("Bounced Address" | "Invalid") => Kind::HardBounce,
+            Some("Spam Reporting Address") => Kind::Complaint,
+            Some("Unsubscribed Address") => Kind::Unsubscribed,
+            _ => return None,
+        },
+        "spamreport" => Kind::Complaint,
+        "delivered" => Kind::Delivered,
+        "unsubscribe" | "group_unsubscribe" => Kind::Unsubscribed,
+        _ => return None,
+    };
+    Some(Feedback {
+        key: text(e, "sg_event_id").unwrap_or_else(|| digest_key(e)),
+        kind,
+        email: text(e, "email")?,
+        reason: join_reason(&[
+            text(e, "status"),
+            reason,
+            text(e, "bounce_classification"),
+            text(e, "response"),
+        ]),
+        message_id: bracketed(text(e, "smtp-id")),
+        provider_message_id: text(e, "sg_message_id"),
+        occurred_at: unix_time(e.get("timestamp")),
+    })
+}
+
+/// A Postmark webhook: `Bounce`, `SpamComplaint`, `Delivery` or `SubscriptionChange`.
+fn postmark_event(e: &Map<String, Value>) -> Option<Feedback> {
+    let record = text(e, "RecordType").unwrap_or_else(|| "Bounce".into());
+    let pm_id = text(e, "MessageID");
+    let (kind, email, key, at) = match record.as_str() {
+        "Bounce" | "SpamComplaint" => {
+            let kind = match text(e, "Type").as_deref() {
+                _ if record == "SpamComplaint" => Kind::Complaint,
+                Some("HardBounce" | "BadEmailAddress") => Kind::HardBounce,
+                Some("SpamComplaint" | "SpamNotification") => Kind::Complaint,
+                Some("Unsubscribe") => Kind::Unsubscribed,
+                Some(
+                    "Transient" | "SoftBounce" | "DnsError" | "Blocked" | "Unknown"
+                    | "SMTPApiError" | "DMARCPolicy",
+                ) => Kind::SoftBounce,
+                _ => return None,
+            };
+            let key = match text(e, "ID") {
+                Some(id) => format!("{record}:{id}"),
+                None => digest_key(e),
+            };
+            (kind, text(e, "Email")?, key, text(e, "BouncedAt"))
+        }
+        "Delivery" => {
+            let to = text(e, "Recipient")?;
+            let key = format!("Delivery:{}:{to}", pm_id.clone()?);
+            (Kind::Delivered, to, key, text(e, "DeliveredAt"))
+        }
+        "SubscriptionChange" => {
+            // Bounces and complaints arrive by their own webhooks; this one only adds
+            // a manual suppression (the recipient unsubscribed at Postmark).
+            let manual = e.get("SuppressSending") == Some(&Value::Bool(true))
+                && text(e, "SuppressionReason").as_deref() == Some("ManualSuppression");
+            if !manual {
+                return None;
+            }
+            let to = text(e, "Recipient")?;
+            let changed = text(e, "ChangedAt");
+            let key = format!(
+                "SubscriptionChange:{}:{to}:{}",
+                pm_id.clone().unwrap_or_default(),
+                changed.clone().unwrap_or_default()
+            );
+            (Kind::Unsubscribed, to, key, changed)
+        }
+        _ => return None,
+    };
+    Some(Feedback {
+        key,
+        kind,
+        email,
+        reason: join_reason(&[text(e, "Description"), text(e, "Details")]),
+        message_id: None,
+        provider_message_id: pm_id,
+        occurred_at: rfc3339(at),
+    })
+}
+
+/// Loopline's own format (README: "Generic signed webhook").
+fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
+    let id = text(e, "id").ok_or("`id` (a unique event id) is required")?;
+    if id.len() > 200 {
+        return Err("`id` is longer than 200 characters".into());
+    }
+    let kind = match text(e, "type").as_deref() {
+        Some("hard_bounce") => Kind::HardBounce,
+        Some("soft_bounce") => Kind::SoftBounce,
+        Some("complaint") => Kind::Complaint,
+        Some("delivered") => Kind::Delivered,
+        Some("unsubscribe") => Kind::Unsubscribed,
+        _ => {
+            return Err(
+                "`type` must be hard_bounce, soft_bounce, complaint, delivered or unsubscribe"
+                    .into(),
+            );
+        }
+    };
+    let email = text(e, "email").ok_or("`email` is required")?;
+    let occurred_at = match text(e, "occurred_at") {
+        None => None,
+        Some(s) => Some(rfc3339(Some(s)).ok_or("`occurred_at` must be an RFC 3339 time")?),
+    };
+    Ok(Feedback {
+        key: id,
+        kind,
+        email,
+        reason: join_reason(&[text(e, "reason")]),
+        message_id: bracketed(text(e, "message_id")),
+        provider_message_id: None,
+        occurred_at,
+    })
+}
+
+/// What a request changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    /// Events recorded on a subscriber's timeline.
+    pub recorded: usize,
+    /// Events already received before (provider retries).
+    pub duplicates: usize,
+    /// Events for addresses that are not subscribers.
+    pub unknown: usize,
+    /// Events of kinds Loopline does not act on.
+    pub ignored: usize,
+    /// The whole request was a replay of one already received (same one-time token).
+    pub replay: bool,
+}
+
+/// Applies a verified request's events in one transaction.
+pub async fn apply(
+    pool: &PgPool,
+    provider: Provider,
+    verified: &Verified,
+    parsed: &Parsed,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Applied> {
+    let p = provider.as_str();
+    let mut out = Applied {
+        ignored: parsed.ignored,
+        ..Applied::default()
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM feedback_receipts
+         WHERE received_at < $1 - make_interval(days => $2)
+            OR (received_at < $1 - interval '1 hour' AND key LIKE 'token:%')",
+    )
+    .bind(now)
+    .bind(RECEIPT_DAYS as i32)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(token) = &verified.replay_token {
+        let fresh = sqlx::query(
+            "INSERT INTO feedback_receipts (provider, key, received_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(p)
+        .bind(format!("token:{token}"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            out.replay = true;
+            out.duplicates = parsed.events.len();
+            return Ok(out);
+        }
+    }
+
+    // Receipts for the whole batch in one statement, in key order (two deliveries of
+    // overlapping batches then lock in the same order).
+    let mut keys: Vec<String> = parsed
+        .events
+        .iter()
+        .map(|f| format!("event:{}", f.key))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let new_keys: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO feedback_receipts (provider, key, received_at)
+         SELECT $1, k, $3 FROM unnest($2::text[]) AS k
+         ON CONFLICT DO NOTHING RETURNING key",
+    )
+    .bind(p)
+    .bind(&keys)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let new_keys: std::collections::HashSet<String> = new_keys.into_iter().collect();
+
+    let mut seen = std::collections::HashSet::new();
+    let mut todo: Vec<&Feedback> = Vec::new();
+    for f in &parsed.events {
+        let k = format!("event:{}", f.key);
+        if new_keys.contains(&k) && seen.insert(k) {
+            todo.push(f);
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    // Subscriber rows are locked in address order, the same in every transaction.
+    todo.sort_by_key(|f| (f.email.to_lowercase(), f.occurred_at));
+    for f in todo {
+        if apply_one(&mut tx, provider, f, now).await? {
+            out.recorded += 1;
+        } else {
+            out.unknown += 1;
+            tracing::debug!(
+                provider = p,
+                event = %f.key,
+                "feedback for an address that is not a subscriber; nothing to do"
+            );
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// `false` when the address is not a subscriber.
+async fn apply_one(
+    tx: &mut PgConnection,
+    provider: Provider,
+    f: &Feedback,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let Some(sid): Option<i64> =
+        sqlx::query_scalar("SELECT id FROM subscribers WHERE lower(email) = lower($1)")
+            .bind(&f.email)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(false);
+    };
+    // A provider's clock may run ahead of ours; the timeline never shows the future.
+    let at = f.occurred_at.filter(|t| *t <= now).unwrap_or(now);
+
+    // Our message: by the Message-ID the provider echoed, else the latest one sent to
+    // this subscriber before the event.
+    let mut matched = "";
+    let mut message: Option<i64> = None;
+    if let Some(mid) = &f.message_id {
+        message = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE message_id = $1 AND subscriber_id = $2 LIMIT 1",
+        )
+        .bind(mid)
+        .bind(sid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if message.is_some() {
+            matched = "message-id";
+        }
+    }
+    if message.is_none() {
+        message = sqlx::query_scalar(
+            "SELECT id FROM messages
+             WHERE subscriber_id = $1 AND sent_at IS NOT NULL
+               AND sent_at <= $2 + interval '5 minutes' AND sent_at > $2 - make_interval(days => $3)
+             ORDER BY sent_at DESC, id DESC LIMIT 1",
+        )
+        .bind(sid)
+        .bind(at)
+        .bind(MATCH_DAYS as i32)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if message.is_some() {
+            matched = "recipient";
+        }
+    }
+
+    let mut data = json!({ "provider": provider.as_str(), "reason": f.reason });
+    if let Some(pm) = &f.provider_message_id {
+        data["provider_message_id"] = json!(pm);
+    }
+    if !matched.is_empty() {
+        data["matched_by"] = json!(matched);
+    }
+    let record = match f.kind {
+        Kind::HardBounce => {
+            data["hard"] = json!(true);
+            subscribers::leave(&mut *tx, sid, subscribers::Status::Bounced, at).await?;
+            if let Some(m) = message {
+                sqlx::query(
+                    "UPDATE messages SET status = 'bounced', smtp_reply = left($2, 1000)
+                     WHERE id = $1 AND status = 'sent'",
+                )
+                .bind(m)
+                .bind(format!("{}: {}", provider.as_str(), f.reason))
+                .execute(&mut *tx)
+                .await?;
+            }
+            true
+        }
+        Kind::SoftBounce => {
+            data["hard"] = json!(false);
+            true
+        }
+        Kind::Complaint => {
+            subscribers::leave(&mut *tx, sid, subscribers::Status::Complained, at).await?;
+            true
+        }
+        Kind::Delivered => true,
+        Kind::Unsubscribed => {
+            // Only news if they had not already left (usually through our own link).
+            data["via"] = json!(provider.as_str());
+            sqlx::query(
+                "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $2
+                 WHERE id = $1 AND status IN ('active', 'unconfirmed')",
+            )
+            .bind(sid)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+    };
+    if record {
+        sqlx::query(
+            "INSERT INTO events (subscriber_id, message_id, kind, at, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(sid)
+        .bind(message)
+        .bind(f.kind.event_kind())
+        .bind(at)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn no_headers(_: &str) -> Option<String> {
+        None
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(secs, 0).unwrap()
+    }
+
+    fn keys() -> WebhookKeys {
+        WebhookKeys {
+            mailgun: Some(Secret::new("mg-signing-key".into())),
+            sendgrid: None,
+            postmark: Some(BasicAuth {
+                user: "postmark".into(),
+                password: Secret::new("pm-password-123".into()),
+            }),
+            generic: Some(Secret::new("generic-secret-0123456789".into())),
+        }
+    }
+
+    #[test]
+    fn providers_without_keys_are_disabled() {
+        let none = WebhookKeys::default();
+        for p in Provider::ALL {
+            assert_eq!(
+                verify(p, &none, &no_headers, b"{}", at(0)),
+                Err(Rejection::Disabled),
+                "{p:?}"
+            );
+            assert_eq!(Provider::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Provider::parse("ses"), None);
+    }
+
+    /// SendGrid's own test vector (from its SDKs' signature tests).
+    #[test]
+    fn sendgrid_signatures_verify_with_the_published_test_vector() {
+        let key = SendGridKey::parse("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==").unwrap();
+        let keys = WebhookKeys {
+            sendgrid: Some(key.clone()),
+            ..WebhookKeys::default()
+        };
+        let sig = "MEUCIQCtIHJeH93Y+qpYeWrySphQgpNGNr/U+UyUlBkU6n7RAwIgJTz2C+8a8xonZGi6BpSzoQsbVRamr2nlxFDWYNH2j/0=";
+        let headers = |h: &str| match h {
+            "x-twilio-email-event-webhook-signature" => Some(sig.to_string()),
+            "x-twilio-email-event-webhook-timestamp" => Some("1588788367".to_string()),
+            _ => None,
+        };
+        let body = b"{\"category\":\"example_payload\",\"event\":\"test_event\",\"message_id\":\"message_id\"}";
+        let now = at(1588788367 + 10);
+        assert_eq!(
+            verify(Provider::SendGrid, &keys, &headers, body, now),
+            Ok(Verified::default())
+        );
+        // One byte changed, or too old: refused.
+        let tampered = b"{\"category\":\"example_payload\",\"event\":\"test_event\",\"message_id\":\"message_iD\"}";
+        assert!(matches!(
+            verify(Provider::SendGrid, &keys, &headers, tampered, now),
+            Err(Rejection::Unauthorized(_))
+        ));
+        assert!(matches!(
+            verify(
+                Provider::SendGrid,
+                &keys,
+                &headers,
+                body,
+                at(1588788367 + 301)
+            ),
+            Err(Rejection::Unauthorized(_))
+        ));
+        assert!(matches!(
+            verify(Provider::SendGrid, &keys, &no_headers, body, now),
+            Err(Rejection::Unauthorized(_))
+        ));
+        // The key round-trips through the form SendGrid shows, PEM armour or not.
+        assert_eq!(SendGridKey::parse(&key.to_base64()).unwrap(), key);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            key.to_base64()
+        );
+        assert_eq!(SendGridKey::parse(&pem).unwrap(), key);
+        assert!(SendGridKey::parse("not base64!").is_err());
+        assert!(SendGridKey::parse("AAAA").is_err());
+    }
+
+    #[test]
+    fn mailgun_signatures_are_checked_fresh_and_carry_their_token() {
+        let keys = keys();
+        let now = at(1_770_000_000);
+        let token = "e0b5477167110d68991efc6b9f89f0a11066af27834600e123";
+        let body = |ts: i64, sig: &str| {
+            serde_json::to_vec(&json!({
+                "signature": { "timestamp": ts.to_string(), "token": token, "signature": sig },
+                "event-data": { "event": "complained", "id": "x", "recipient": "a@example.com" }
+            }))
+            .unwrap()
+        };
+        let ts = now.timestamp() - 30;
+        let good = mailgun_signature(b"mg-signing-key", ts, token);
+        assert_eq!(
+            verify(Provider::Mailgun, &keys, &no_headers, &body(ts, &good), now),
+            Ok(Verified {
+                replay_token: Some(token.into())
+            })
+        );
+        let wrong = mailgun_signature(b"another-key", ts, token);
+        assert!(matches!(
+            verify(
+                Provider::Mailgun,
+                &keys,
+                &no_headers,
+                &body(ts, &wrong),
+                now
+            ),
+            Err(Rejection::Unauthorized(_))
+        ));
+        let old = now.timestamp() - 600;
+        let stale = mailgun_signature(b"mg-signing-key", old, token);
+        assert!(matches!(
+            verify(
+                Provider::Mailgun,
+                &keys,
+                &no_headers,
+                &body(old, &stale),
+                now
+            ),
+            Err(Rejection::Unauthorized(_))
+        ));
+        assert!(matches!(
+            verify(Provider::Mailgun, &keys, &no_headers, b"{not json", now),
+            Err(Rejection::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn generic_signatures_follow_the_documented_scheme() {
+        let keys = keys();
+        let now = at(1_770_000_000);
+        let body = br#"{"id":"e1","type":"complaint","email":"a@example.com"}"#;
+        let sig = generic_signature(b"generic-secret-0123456789", now.timestamp(), body);
+        let h = |name: &str| (name == "loopline-signature").then(|| sig.clone());
+        assert_eq!(
+            verify(Provider::Generic, &keys, &h, body, now),
+            Ok(Verified::default())
+        );
+        // A second v1 (secret rotation) is accepted alongside a wrong one.
+        let rotated = format!(
+            "{},v1={}",
+            sig.replace("v1=", "v1=00"),
+            &sig[sig.find("v1=").unwrap() + 3..]
+        );
+        let h2 = |name: &str| (name == "loopline-signature").then(|| rotated.clone());
+        assert_eq!(
+            verify(Provider::Generic, &keys, &h2, body, now),
+            Ok(Verified::default())
+        );
+        assert!(matches!(
+            verify(Provider::Generic, &keys, &h, b"{}", now),
+            Err(Rejection::Unauthorized(_))
+        ));
+        assert!(matches!(
+            verify(
+                Provider::Generic,
+                &keys,
+                &h,
+                body,
+                at(now.timestamp() + 400)
+            ),
+            Err(Rejection::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn postmark_needs_its_basic_auth_credentials() {
+        let keys = keys();
+        let basic = |u: &str, p: &str| format!("Basic {}", B64.encode(format!("{u}:{p}")));
+        let ok = basic("postmark", "pm-password-123");
+        let h = |name: &str| (name == "authorization").then(|| ok.clone());
+        assert!(verify(Provider::Postmark, &keys, &h, b"{}", at(0)).is_ok());
+        for bad in [
+            basic("postmark", "pm-password-12"),
+            basic("other", "pm-password-123"),
+            "Bearer x".to_string(),
+            "Basic !!!".to_string(),
+        ] {
+            let h = |name: &str| (name == "authorization").then(|| bad.clone());
+            assert!(
+                matches!(
+                    verify(Provider::Postmark, &keys, &h, b"{}", at(0)),
+                    Err(Rejection::Unauthorized(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(verify(Provider::Postmark, &keys, &no_headers, b"{}", at(0)).is_err());
+    }
+
+    /// Mailgun's documented `failed` payload shape.
+    #[test]
+    fn mailgun_events_map_by_event_and_severity() {
+        let body = json!({
+            "signature": { "timestamp": "1770146431", "token": "t0k", "signature": "00" },
+            "event-data": {
+                "event": "failed",
+                "id": "G9Bn5sl1TC6nu79C8C0bwg",
+                "timestamp": 1770146431.6585283,
+                "severity": "permanent",
+                "reason": "bounce",
+                "recipient": "Alice@Example.com",
+                "delivery-status": {
+                    "code": 550,
+                    "message": "5.1.1 The email account that you tried to reach does not exist",
+                    "description": ""
+                },
+                "message": { "headers": { "message-id": "20260203192638.000be97f99f8cea1@sample.mailgun.com" } }
+            }
+        });
+        let p = parse(Provider::Mailgun, &serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(p.events.len(), 1);
+        let f = &p.events[0];
+        assert_eq!(f.kind, Kind::HardBounce);
+        assert_eq!(f.email, "Alice@Example.com");
+        assert_eq!(
+            f.message_id.as_deref(),
+            Some("<20260203192638.000be97f99f8cea1@sample.mailgun.com>")
+        );
+        assert!(f.reason.starts_with("550 — 5.1.1"), "{}", f.reason);
+        assert_eq!(f.occurred_at.unwrap().timestamp(), 1770146431);
+
+        let mut soft = body.clone();
+        soft["event-data"]["severity"] = json!("temporary");
+        let p = parse(Provider::Mailgun, &serde_json::to_vec(&soft).unwrap()).unwrap();
+        assert_eq!(p.events[0].kind, Kind::SoftBounce);
+
+        let mut opened = body.clone();
+        opened["event-data"]["event"] = json!("opened");
+        let p = parse(Provider::Mailgun, &serde_json::to_vec(&opened).unwrap()).unwrap();
+        assert_eq!((p.events.len(), p.ignored), (0, 1));
+
+        assert!(parse(Provider::Mailgun, b"{}").is_err());
+    }
+
+    /// Events as in SendGrid's Event Webhook reference (a batch is an array).
+    #[test]
+    fn sendgrid_batches_map_each_event() {
+        let body = json!([
+            { "email": "example@test.com", "timestamp": 1513299569, "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>",
+              "event": "processed", "category": "cat facts", "sg_event_id": "p1", "sg_message_id": "m1" },
+            { "email": "example@test.com", "timestamp": 1513299569, "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>",
+              "event": "bounce", "category": "cat facts", "sg_event_id": "b1", "sg_message_id": "m1",
+              "reason": "500 unknown recipient", "status": "5.0.0", "type": "bounce", "bounce_classification": "Invalid Address" },
+            { "email": "example@test.com", "timestamp": 1513299569, "event": "bounce", "sg_event_id": "b2",
+              "reason": "550 blocked by reputation", "status": "5.7.1", "type": "blocked" },
+            { "email": "example@test.com", "timestamp": 1513299569, "event": "spamreport", "sg_event_id": "s1", "sg_message_id": "m1" },
+            { "email": "example@test.com", "timestamp": 1513299569, "event": "dropped", "reason": "Bounced Address", "sg_event_id": "d1" },
+            { "email": "not an email address", "timestamp": 1386636115, "reason": "Invalid", "event": "dropped" },
+            { "email": "example@test.com", "timestamp": 1513299569, "event": "delivered", "response": "250 OK", "sg_event_id": "v1" },
+            { "timestamp": 1513299569, "event": "bounce", "sg_event_id": "no-email" }
+        ]);
+        let p = parse(Provider::SendGrid, &serde_json::to_vec(&body).unwrap()).unwrap();
+        let kinds: Vec<Kind> = p.events.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::HardBounce,
+                Kind::SoftBounce,
+                Kind::Complaint,
+                Kind::HardBounce,
+                Kind::HardBounce,
+                Kind::Delivered
+            ]
+        );
+        assert_eq!(p.ignored, 2);
+        let b = &p.events[0];
+        assert_eq!(b.key, "b1");
+        assert_eq!(
+            b.message_id.as_deref(),
+            Some("<14c5d75ce93.dfd.64b469@ismtpd-555>")
+        );
+        assert_eq!(b.provider_message_id.as_deref(), Some("m1"));
+        assert_eq!(b.reason, "5.0.0 — 500 unknown recipient — Invalid Address");
+        // An event without an id is keyed by its content: the same event, the same key.
+        assert!(p.events[4].key.starts_with("sha256:"));
+        let again = parse(Provider::SendGrid, &serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(again.events[4].key, p.events[4].key);
+
+        assert!(parse(Provider::SendGrid, b"{\"event\":\"bounce\"}").is_err());
+        assert!(parse(Provider::SendGrid, b"[1]").is_err());
+    }
+
+    /// Postmark's documented bounce and spam complaint webhooks.
+    #[test]
+    fn postmark_records_map_by_type() {
+        let bounce = json!({
+            "RecordType": "Bounce", "ID": 42, "Type": "HardBounce", "TypeCode": 1, "Name": "Hard bounce",
+            "Tag": "Test", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+            "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+            "Details": "Test bounce details", "Email": "john@example.com",
+            "BouncedAt": "2014-08-01T13:28:10.2735393-04:00", "DumpAvailable": true, "Inactive": true,
+            "CanActivate": true, "Subject": "Test subject", "MessageStream": "outbound"
+        });
+        let p = parse(Provider::Postmark, &serde_json::to_vec(&bounce).unwrap()).unwrap();
+        let f = &p.events[0];
+        assert_eq!(f.kind, Kind::HardBounce);
+        assert_eq!(f.key, "Bounce:42");
+        assert_eq!(f.email, "john@example.com");
+        assert_eq!(
+            f.provider_message_id.as_deref(),
+            Some("883953f4-6105-42a2-a16a-77a8eac79483")
+        );
+        assert_eq!(
+            f.occurred_at.unwrap().to_rfc3339(),
+            "2014-08-01T17:28:10.273539300+00:00"
+        );
+
+        let mut spam = bounce.clone();
+        spam["RecordType"] = json!("SpamComplaint");
+        spam["Type"] = json!("SpamComplaint");
+        spam["TypeCode"] = json!(512);
+        let p = parse(Provider::Postmark, &serde_json::to_vec(&spam).unwrap()).unwrap();
+        assert_eq!(p.events[0].kind, Kind::Complaint);
+        assert_eq!(p.events[0].key, "SpamComplaint:42");
+
+        let mut soft = bounce.clone();
+        soft["Type"] = json!("Transient");
+        let p = parse(Provider::Postmark, &serde_json::to_vec(&soft).unwrap()).unwrap();
+        assert_eq!(p.events[0].kind, Kind::SoftBounce);
+
+        let open =
+            json!({ "RecordType": "Open", "MessageID": "x", "Recipient": "john@example.com" });
+        let p = parse(Provider::Postmark, &serde_json::to_vec(&open).unwrap()).unwrap();
+        assert_eq!((p.events.len(), p.ignored), (0, 1));
+        assert!(parse(Provider::Postmark, b"[]").is_err());
+    }
+
+    #[test]
+    fn generic_events_are_strict() {
+        let one = br#"{"id":"e1","type":"hard_bounce","email":"a@example.com","message_id":"123.abc@example.com","reason":"550 no such user","occurred_at":"2026-11-25T10:00:00Z"}"#;
+        let p = parse(Provider::Generic, one).unwrap();
+        assert_eq!(p.events[0].kind, Kind::HardBounce);
+        assert_eq!(
+            p.events[0].message_id.as_deref(),
+            Some("<123.abc@example.com>")
+        );
+        let batch = br#"{"events":[{"id":"e1","type":"complaint","email":"a@example.com"},{"id":"e2","type":"delivered","email":"b@example.com"}]}"#;
+        assert_eq!(parse(Provider::Generic, batch).unwrap().events.len(), 2);
+        for bad in [
+            &br#"{"type":"complaint","email":"a@example.com"}"#[..],
+            br#"{"id":"e1","type":"opened","email":"a@example.com"}"#,
+            br#"{"id":"e1","type":"complaint"}"#,
+            br#"{"id":"e1","type":"complaint","email":"a@example.com","occurred_at":"yesterday"}"#,
+            br#"[{"id":"e1","type":"complaint","email":"a@example.com"}, 7]"#,
+            b"42",
+            b"",
+        ] {
+            let e = parse(Provider::Generic, bad).unwrap_err();
+            assert!(!e.is_empty());
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! Bounce and complaint webhooks end to end: each provider's documented payload, signed
+//! as the provider signs it, through the real router into the database — subscriber
+//! status, the event on the timeline, the outbox message it belongs to — and what a bad
+//! signature, a replay, a retry or a malformed body do (nothing, once, once, 400).
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use loopline::{
+    accounts::Role,
+    clock::Clock,
+    config::SmtpConfig,
+    delivery::{
+        feedback::{self, BasicAuth, SendGridKey, WebhookKeys},
+        outbox::{self, NewBody, NewMessage},
+        render::{BodyFormat, Draft},
+    },
+    secrets::Secret,
+    startup,
+};
+use reqwest::StatusCode;
+use ring::{
+    rand::SystemRandom,
+    signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair},
+};
+use serde_json::{Value, json};
+
+use crate::harness::{SmtpServer, TestApp};
+
+const MAILGUN_KEY: &str = "mailgun-signing-key-for-tests";
+const POSTMARK_USER: &str = "postmark";
+const POSTMARK_PASSWORD: &str = "postmark-password-for-tests";
+const GENERIC_SECRET: &str = "generic-webhook-secret-for-tests";
+
+/// SendGrid's key pair: the private half signs as SendGrid would, the public half is
+/// what the operator configures.
+struct SendGridSigner {
+    pair: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+impl SendGridSigner {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Self { pair, rng }
+    }
+
+    /// The verification key as SendGrid's Mail Settings show it (base64 DER).
+    fn public_key(&self) -> String {
+        SendGridKey::from_point(self.pair.public_key().as_ref()).to_base64()
+    }
+
+    fn sign(&self, timestamp: i64, body: &[u8]) -> String {
+        let mut signed = timestamp.to_string().into_bytes();
+        signed.extend_from_slice(body);
+        B64.encode(self.pair.sign(&self.rng, &signed).unwrap().as_ref())
+    }
+}
+
+async fn app(sendgrid: &SendGridSigner, smtp: Option<&SmtpServer>) -> TestApp {
+    let key = SendGridKey::parse(&sendgrid.public_key()).unwrap();
+    let smtp_url = smtp.map(SmtpServer::url);
+    TestApp::spawn_with(
+        move |c| {
+            c.webhooks = WebhookKeys {
+                mailgun: Some(Secret::new(MAILGUN_KEY.into())),
+                sendgrid: Some(key),
+                postmark: Some(BasicAuth {
+                    user: POSTMARK_USER.into(),
+                    password: Secret::new(POSTMARK_PASSWORD.into()),
+                }),
+                generic: Some(Secret::new(GENERIC_SECRET.into())),
+            };
+            if let Some(url) = smtp_url {
+                c.smtp = Some(SmtpConfig {
+                    url: Secret::new(url),
+                });
+                c.mail.from_email = "news@example.com".into();
+            }
+        },
+        startup::job_registry(),
+    )
+    .await
+}
+
+async fn subscriber(app: &TestApp, email: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO subscribers (email, status, created_at) VALUES ($1, 'active', now()) RETURNING id",
+    )
+    .bind(email)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn status(app: &TestApp, id: i64) -> String {
+    sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Queues one marketing message, as a campaign would.
+async fn queue(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
+    let now = app.clock.now();
+    let mut tx = app.pool.begin().await.unwrap();
+    let body_id = outbox::insert_body(
+        &mut tx,
+        &NewBody {
+            purpose: "campaign".into(),
+            draft: Draft {
+                subject: "This week".into(),
+                preheader: String::new(),
+                body: "Hello {{ subscriber.name or \"reader\" }}.".into(),
+                format: BodyFormat::Markdown,
+            },
+            from_name: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let email: String = sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
+        .bind(subscriber_id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let id = outbox::enqueue(
+        &mut tx,
+        &NewMessage {
+            idempotency_key: key.into(),
+            marketing: true,
+            body_id,
+            subscriber_id: Some(subscriber_id),
+            to_email: email,
+            to_name: String::new(),
+            data: json!({}),
+            run_at: now,
+        },
+        now,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// Queues and sends (to the capture store) one message; its id and Message-ID header.
+async fn sent(app: &TestApp, subscriber_id: i64, key: &str) -> (i64, String) {
+    let id = queue(app, subscriber_id, key).await;
+    assert_eq!(app.send_mail().await.sent, 1);
+    let header: String = sqlx::query_scalar("SELECT message_id FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(header.starts_with('<') && header.ends_with('>'), "{header}");
+    (id, header)
+}
+
+/// Events of `kind` for a subscriber: message id and data.
+async fn events(app: &TestApp, subscriber_id: i64, kind: &str) -> Vec<(Option<i64>, Value)> {
+    sqlx::query_as(
+        "SELECT message_id, data FROM events WHERE subscriber_id = $1 AND kind = $2 ORDER BY id",
+    )
+    .bind(subscriber_id)
+    .bind(kind)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn event_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn post(
+    app: &TestApp,
+    provider: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let mut req = app
+        .client()
+        .http
+        .post(format!("{}/webhooks/{provider}", app.base))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{provider}: not JSON ({status}): {text}"));
+    (status, json)
+}
+
+/// A Mailgun webhook body (its documented `failed` event), signed with `key`.
+fn mailgun_body(key: &str, timestamp: i64, token: &str, event_data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "signature": {
+            "timestamp": timestamp.to_string(),
+            "token": token,
+            "signature": feedback::mailgun_signature(key.as_bytes(), timestamp, token),
+        },
+        "event-data": event_data,
+    }))
+    .unwrap()
+}
+
+fn mailgun_failed(email: &str, message_id: &str, now: i64) -> Value {
+    json!({
+        "event": "failed",
+        "id": "G9Bn5sl1TC6nu79C8C0bwg",
+        "timestamp": now as f64 + 0.6585283,
+        "log-level": "error",
+        "severity": "permanent",
+        "reason": "bounce",
+        "recipient": email,
+        "recipient-domain": "example.com",
+        "envelope": { "sender": "news@example.com", "targets": email, "transport": "smtp" },
+        "delivery-status": {
+            "attempt-no": 1,
+            "code": 550,
+            "message": "5.1.1 The email account that you tried to reach does not exist.",
+            "description": "",
+            "session-seconds": 0.4
+        },
+        "flags": { "is-authenticated": true, "is-test-mode": false },
+        "message": {
+            "headers": {
+                "to": email,
+                "message-id": message_id.trim_start_matches('<').trim_end_matches('>'),
+                "from": "news@example.com",
+                "subject": "This week"
+            },
+            "size": 111
+        },
+        "tags": [],
+        "user-variables": {}
+    })
+}
+
+#[tokio::test]
+async fn mailgun_hard_bounce_marks_the_subscriber_bounced_on_its_message_once() {
+    let sg = SendGridSigner::new();
+    let app = app(&sg, None).await;
+    let sid = subscriber(&app, "Gone@Example.com").await;
+    let (mid, header) = sent(&app, sid, "c1:gone").await;
+    let now = app.clock.now().timestamp();
+
+    let event = mailgun_failed("gone@example.com", &header, now);
+    let body = mailgun_body(
+        MAILGUN_KEY,
+        now,
+        "token-0000000000000000000000000000000000000001",
+        event.clone(),
+    );
+    let (code, res) = post(&app, "mailgun", &[], &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["recorded"], 1);
+
+    assert_eq!(status(&app, sid).await, "bounced");
+    let bounced = events(&app, sid, "bounced").await;
+    assert_eq!(bounced.len(), 1, "{bounced:?}");
+    let (linked, data) = &bounced[0];
+    assert_eq!(*linked, Some(mid));
+    assert_eq!(data["provider"], "mailgun");
+    assert_eq!(data["hard"], true);
+    assert_eq!(data["matched_by"], "message-id");
+    assert!(data["reason"].as_str().unwrap().contains("550"), "{data}");
+    let msg_status: String = sqlx::query_scalar("SELECT status::text FROM messages WHERE id = $1")
+        .bind(mid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(msg_status, "bounced");
+
+    // The same request again (a replay): acknowledged, nothing new.
+    let before = event_count(&app).await;
+    let (code, res) = post(&app, "mailgun", &[], &body).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(res["status"], "already received");
+    // Mailgun's retry of the same event, freshly signed: still one event.
+    let retry = mailgun_body(
+        MAILGUN_KEY,
+        now + 60,
+        "token-0000000000000000000000000000000000000002",
+        event.clone(),
+    );
+    let (code, res) = post(&app, "mailgun", &[], &retry).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(res["result"]["duplicates"], 1);
+    assert_eq!(event_count(&app).await, before);
+
+    // A wrong key, or a signature older than five minutes: 401, nothing written.
+    let other = subscriber(&app, "other@example.com").await;
+    let forged = mailgun_body(
+        "not-the-key",
+        now,
+        "token-0000000000000000000000000000000000000003",
+        mailgun_failed("other@example.com", "<x@example.com>", now),
+    );
+    let (code, res) = post(&app, "mailgun", &[], &forged).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{res}");
+    let stale = mailgun_body(
+        MAILGUN_KEY,
+        now - 301,
+        "token-0000000000000000000000000000000000000004",
+        mailgun_failed("other@example.com", "<x@example.com>", now),
+    );
+    let (code, _) = post(&app, "mailgun", &[], &stale).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&app, other).await, "active");
+    assert_eq!(event_count(&app).await, before);
+
+    // Not JSON: 400 with the reason.
+    let (code, res) = post(&app, "mailgun", &[], b"{\"signature\": ").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(res["error"]["message"].as_str().unwrap().contains("JSON"));
+}
+
+#[tokio::test]
+async fn sendgrid_batches_apply_in_one_go_and_need_sendgrids_signature() {
+    let sg = SendGridSigner::new();
+    let app = app(&sg, None).await;
+    let complainer = subscriber(&app, "complainer@example.com").await;
+    let bouncer = subscriber(&app, "bouncer@example.com").await;
+    let blocked = subscriber(&app, "blocked@example.com").await;
+    let (cmid, cheader) = sent(&app, complainer, "c1:complainer").await;
+    let (bmid, bheader) = sent(&app, bouncer, "c1:bouncer").await;
+    let now = app.clock.now().timestamp();
+
+    // As in SendGrid's Event Webhook reference: an array of events.
+    let batch = json!([
+        { "email": "complainer@example.com", "timestamp": now, "smtp-id": cheader, "event": "processed",
+          "category": "cat facts", "sg_event_id": "sg-processed-1", "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0" },
+        { "email": "complainer@example.com", "timestamp": now, "smtp-id": cheader, "event": "spamreport",
+          "category": "cat facts", "sg_event_id": "sg-spam-1", "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0" },
+        { "email": "bouncer@example.com", "timestamp": now, "smtp-id": bheader, "event": "bounce",
+          "category": "cat facts", "sg_event_id": "sg-bounce-1", "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.1",
+          "reason": "500 unknown recipient", "status": "5.0.0", "type": "bounce", "bounce_classification": "Invalid Address" },
+        { "email": "blocked@example.com", "timestamp": now, "event": "bounce", "sg_event_id": "sg-blocked-1",
+          "reason": "550 5.7.1 blocked by reputation", "status": "5.7.1", "type": "blocked" },
+        { "email": "stranger@example.com", "timestamp": now, "event": "spamreport", "sg_event_id": "sg-spam-2" }
+    ]);
+    let body = serde_json::to_vec(&batch).unwrap();
+    let signed = |ts: i64, body: &[u8], signer: &SendGridSigner| {
+        vec![
+            (
+                "X-Twilio-Email-Event-Webhook-Signature",
+                signer.sign(ts, body),
+            ),
+            ("X-Twilio-Email-Event-Webhook-Timestamp", ts.to_string()),
+        ]
+    };
+
+    // Signed with another key: 401 and nothing written.
+    let impostor = SendGridSigner::new();
+    let (code, _) = post(&app, "sendgrid", &signed(now, &body, &impostor), &body).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = post(&app, "sendgrid", &[], &body).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&app, complainer).await, "active");
+    assert!(events(&app, complainer, "complained").await.is_empty());
+
+    let (code, res) = post(&app, "sendgrid", &signed(now, &body, &sg), &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["recorded"], 3);
+    assert_eq!(res["result"]["unknown"], 1);
+    assert_eq!(res["result"]["ignored"], 1);
+
+    assert_eq!(status(&app, complainer).await, "complained");
+    let complained = events(&app, complainer, "complained").await;
+    assert_eq!(complained.len(), 1);
+    assert_eq!(complained[0].0, Some(cmid));
+    assert_eq!(complained[0].1["provider"], "sendgrid");
+    assert_eq!(
+        complained[0].1["provider_message_id"],
+        "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"
+    );
+
+    assert_eq!(status(&app, bouncer).await, "bounced");
+    let bounced = events(&app, bouncer, "bounced").await;
+    assert_eq!(bounced.len(), 1);
+    assert_eq!(bounced[0].0, Some(bmid));
+    assert_eq!(bounced[0].1["hard"], true);
+
+    // A soft bounce is an event only; the subscriber stays.
+    assert_eq!(status(&app, blocked).await, "active");
+    let soft = events(&app, blocked, "bounced").await;
+    assert_eq!(soft.len(), 1);
+    assert_eq!(soft[0].1["hard"], false);
+
+    // SendGrid retries the whole batch later: nothing doubles.
+    let before = event_count(&app).await;
+    let (code, res) = post(&app, "sendgrid", &signed(now + 90, &body, &sg), &body).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(res["result"]["duplicates"], 4);
+    assert_eq!(event_count(&app).await, before);
+
+    // Correctly signed but not JSON, or not an array: 400.
+    let junk = b"[{\"event\": \"bounce\"";
+    let (code, res) = post(&app, "sendgrid", &signed(now, junk, &sg), junk).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        res["error"]["message"].as_str().unwrap().contains("JSON"),
+        "{res}"
+    );
+    let object = b"{\"event\": \"bounce\"}";
+    let (code, _) = post(&app, "sendgrid", &signed(now, object, &sg), object).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn postmark_spam_complaint_needs_its_credentials_and_is_matched_by_recipient() {
+    let sg = SendGridSigner::new();
+    let app = app(&sg, None).await;
+    let sid = subscriber(&app, "john@example.com").await;
+    let (mid, _) = sent(&app, sid, "c1:john").await;
+    let now = app.clock.now();
+
+    // Postmark's spam complaint webhook (its MessageID is Postmark's own).
+    let body = serde_json::to_vec(&json!({
+        "RecordType": "SpamComplaint",
+        "MessageStream": "outbound",
+        "ID": 42,
+        "Type": "SpamComplaint",
+        "TypeCode": 512,
+        "Name": "Spam complaint",
+        "Tag": "Test",
+        "MessageID": "00000000-0000-0000-0000-000000000000",
+        "Metadata": { "a_key": "a_value" },
+        "ServerID": 1234,
+        "Description": "The subscriber explicitly marked this message as spam.",
+        "Details": "Test spam complaint details",
+        "Email": "john@example.com",
+        "From": "news@example.com",
+        "BouncedAt": now.to_rfc3339(),
+        "DumpAvailable": true,
+        "Inactive": true,
+        "CanActivate": false,
+        "Subject": "This week",
+        "Content": "<Abuse report dump content>"
+    }))
+    .unwrap();
+    let basic = |user: &str, password: &str| {
+        vec![(
+            "Authorization",
+            format!("Basic {}", B64.encode(format!("{user}:{password}"))),
+        )]
+    };
+
+    for wrong in [
+        basic(POSTMARK_USER, "guess"),
+        basic("admin", POSTMARK_PASSWORD),
+        vec![],
+    ] {
+        let res = app
+            .client()
+            .http
+            .post(format!("{}/webhooks/postmark", app.base))
+            .headers(
+                wrong
+                    .iter()
+                    .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                    .collect(),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(res.headers().contains_key("www-authenticate"));
+    }
+    assert_eq!(status(&app, sid).await, "active");
+
+    let good = basic(POSTMARK_USER, POSTMARK_PASSWORD);
+    let (code, res) = post(&app, "postmark", &good, &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(status(&app, sid).await, "complained");
+    let complained = events(&app, sid, "complained").await;
+    assert_eq!(complained.len(), 1);
+    assert_eq!(complained[0].0, Some(mid));
+    assert_eq!(complained[0].1["matched_by"], "recipient");
+    assert_eq!(complained[0].1["provider"], "postmark");
+
+    // Postmark retries until it gets a 2xx: the retry is acknowledged, not doubled.
+    let (code, res) = post(&app, "postmark", &good, &body).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(res["result"]["duplicates"], 1);
+    assert_eq!(events(&app, sid, "complained").await.len(), 1);
+
+    let (code, _) = post(&app, "postmark", &good, b"not json").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn generic_webhook_verifies_the_documented_signature() {
+    let sg = SendGridSigner::new();
+    let app = app(&sg, None).await;
+    let sid = subscriber(&app, "reader@example.com").await;
+    let (mid, header) = sent(&app, sid, "c1:reader").await;
+    let now = app.clock.now().timestamp();
+    let sign = |ts: i64, body: &[u8]| {
+        vec![(
+            "Loopline-Signature",
+            feedback::generic_signature(GENERIC_SECRET.as_bytes(), ts, body),
+        )]
+    };
+
+    let body = serde_json::to_vec(&json!([
+        { "id": "evt-1", "type": "hard_bounce", "email": "reader@example.com", "message_id": header,
+          "reason": "550 5.1.1 user unknown" },
+        { "id": "evt-2", "type": "complaint", "email": "nobody@example.com" }
+    ]))
+    .unwrap();
+    let (code, _) = post(&app, "generic", &sign(now, b"something else"), &body).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = post(&app, "generic", &sign(now - 600, &body), &body).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(event_count(&app).await, 1, "only the send so far");
+
+    let (code, res) = post(&app, "generic", &sign(now, &body), &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    // An address that is not a subscriber is acknowledged: nothing to do.
+    assert_eq!(res["result"]["recorded"], 1);
+    assert_eq!(res["result"]["unknown"], 1);
+    assert_eq!(status(&app, sid).await, "bounced");
+    let bounced = events(&app, sid, "bounced").await;
+    assert_eq!(bounced[0].0, Some(mid));
+    assert_eq!(bounced[0].1["reason"], "550 5.1.1 user unknown");
+
+    let bad = br#"{"id": "evt-3", "type": "opened", "email": "reader@example.com"}"#;
+    let (code, res) = post(&app, "generic", &sign(now, bad), bad).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        res["error"]["message"].as_str().unwrap().contains("type"),
+        "{res}"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_without_configuration_do_not_exist() {
+    let app = TestApp::spawn().await;
+    for provider in ["mailgun", "sendgrid", "postmark", "generic", "ses"] {
+        let (code, _) = post(&app, provider, &[], b"[]").await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{provider}");
+    }
+}
+
+#[tokio::test]
+async fn after_a_complaint_marketing_mail_is_suppressed_and_the_profile_shows_it() {
+    let smtp = SmtpServer::start();
+    let sg = SendGridSigner::new();
+    let app = app(&sg, Some(&smtp)).await;
+    let complainer = subscriber(&app, "complainer@example.com").await;
+    let reader = subscriber(&app, "reader@example.com").await;
+    let now = app.clock.now().timestamp();
+
+    let body = serde_json::to_vec(&json!({
+        "id": "complaint-1", "type": "complaint", "email": "complainer@example.com",
+        "reason": "abuse report via feedback loop"
+    }))
+    .unwrap();
+    let sig = feedback::generic_signature(GENERIC_SECRET.as_bytes(), now, &body);
+    let (code, res) = post(&app, "generic", &[("Loopline-Signature", sig)], &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(status(&app, complainer).await, "complained");
+
+    // A campaign to both: only the reader gets it.
+    queue(&app, complainer, "c2:complainer").await;
+    queue(&app, reader, "c2:reader").await;
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.suppressed), (1, 1), "{round:?}");
+    let received = smtp.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    let raw = String::from_utf8_lossy(&received[0]);
+    assert!(raw.contains("reader@example.com"));
+    assert!(!raw.contains("complainer@example.com"));
+
+    // The marketer sees why on the subscriber's timeline.
+    let (client, _) = app.signed_in(Role::Viewer).await;
+    let page = client
+        .page(&format!("/audience/subscribers/{complainer}"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let items = page.select("#timeline li[data-kind=complained]");
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(items[0].contains("generic"), "{}", items[0]);
+    assert!(items[0].contains("abuse report"), "{}", items[0]);
+}
