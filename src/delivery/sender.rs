@@ -698,8 +698,10 @@ impl Sender {
                 Outcome::Deferred { .. } | Outcome::Failed { .. } => round.failed += 1,
                 Outcome::Bounced { hard, .. } => {
                     round.bounced += 1;
+                    // The `bounced` event below (with the message and reply) is the
+                    // timeline entry; no second, bare one.
                     if *hard && let Some(sid) = m.subscriber_id {
-                        subscribers::mark_left(&mut tx, sid, subscribers::Status::Bounced, now)
+                        subscribers::leave(&mut tx, sid, subscribers::Status::Bounced, now)
                             .await?;
                     }
                 }
