@@ -381,6 +381,9 @@ pub enum Kind {
     Delivered,
     /// Unsubscribed at the provider (its own link or suppression list).
     Unsubscribed,
+    /// A purchase or other goal reached (generic webhook only, e.g. from a shop),
+    /// attributed to the message whose link the subscriber last clicked as a human.
+    Converted,
 }
 
 impl Kind {
@@ -391,6 +394,7 @@ impl Kind {
             Kind::Complaint => "complained",
             Kind::Delivered => "delivered",
             Kind::Unsubscribed => "unsubscribed",
+            Kind::Converted => "converted",
         }
     }
 }
@@ -409,6 +413,8 @@ pub struct Feedback {
     /// The provider's own id for the message.
     pub provider_message_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
+    /// Conversions: `value`, `currency` and `name`, as sent.
+    pub details: Value,
 }
 
 /// A request's events: the ones that matter, and how many were of kinds Loopline does
@@ -581,6 +587,7 @@ fn mailgun_event(e: &Map<String, Value>, token: &str) -> Option<Feedback> {
         message_id: bracketed(at_path(&v, "/message/headers/message-id")),
         provider_message_id: None,
         occurred_at: unix_time(timestamp),
+        details: Value::Null,
     })
 }
 
@@ -616,6 +623,7 @@ fn sendgrid_event(e: &Map<String, Value>) -> Option<Feedback> {
         message_id: bracketed(text(e, "smtp-id")),
         provider_message_id: text(e, "sg_message_id"),
         occurred_at: unix_time(e.get("timestamp")),
+        details: Value::Null,
     })
 }
 
@@ -674,6 +682,7 @@ fn postmark_event(e: &Map<String, Value>) -> Option<Feedback> {
         message_id: None,
         provider_message_id: pm_id,
         occurred_at: rfc3339(at),
+        details: Value::Null,
     })
 }
 
@@ -689,13 +698,37 @@ fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
         Some("complaint") => Kind::Complaint,
         Some("delivered") => Kind::Delivered,
         Some("unsubscribe") => Kind::Unsubscribed,
+        Some("conversion") => Kind::Converted,
         _ => {
             return Err(
-                "`type` must be hard_bounce, soft_bounce, complaint, delivered or unsubscribe"
+                "`type` must be hard_bounce, soft_bounce, complaint, delivered, unsubscribe or conversion"
                     .into(),
             );
         }
     };
+    let mut details = Value::Null;
+    if kind == Kind::Converted {
+        let value = match e.get("value") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => Some(n.clone()),
+            Some(_) => return Err("`value` must be a number".into()),
+        };
+        let currency = text(e, "currency");
+        if let Some(c) = &currency
+            && !(c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            return Err("`currency` must be a three-letter code like KRW or USD".into());
+        }
+        let name = text(e, "name");
+        if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+            return Err("`name` is longer than 200 characters".into());
+        }
+        details = json!({
+            "value": value,
+            "currency": currency.map(|c| c.to_ascii_uppercase()),
+            "name": name,
+        });
+    }
     let email = text(e, "email").ok_or("`email` is required")?;
     let occurred_at = match text(e, "occurred_at") {
         None => None,
@@ -709,6 +742,7 @@ fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
         message_id: bracketed(text(e, "message_id")),
         provider_message_id: None,
         occurred_at,
+        details,
     })
 }
 
@@ -840,7 +874,13 @@ async fn apply_one(
     // this subscriber before the event.
     let mut matched = "";
     let mut message: Option<i64> = None;
-    if let Some(mid) = &f.message_id {
+    if f.kind == Kind::Converted {
+        // A conversion belongs to the mail that brought the reader, not the last one sent.
+        message = crate::tracking::events::attributed_message(&mut *tx, sid, at).await?;
+        if message.is_some() {
+            matched = "last-human-click";
+        }
+    } else if let Some(mid) = &f.message_id {
         message = sqlx::query_scalar(
             "SELECT id FROM messages WHERE message_id = $1 AND subscriber_id = $2 LIMIT 1",
         )
@@ -852,7 +892,7 @@ async fn apply_one(
             matched = "message-id";
         }
     }
-    if message.is_none() {
+    if message.is_none() && f.kind != Kind::Converted {
         message = sqlx::query_scalar(
             "SELECT id FROM messages
              WHERE subscriber_id = $1 AND sent_at IS NOT NULL
@@ -901,6 +941,16 @@ async fn apply_one(
             true
         }
         Kind::Delivered => true,
+        Kind::Converted => {
+            if let (Value::Object(d), Value::Object(extra)) = (&mut data, &f.details) {
+                for (k, v) in extra {
+                    if !v.is_null() {
+                        d.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            true
+        }
         Kind::Unsubscribed => {
             // Only news if they had not already left (usually through our own link).
             data["via"] = json!(provider.as_str());

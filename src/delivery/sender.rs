@@ -701,8 +701,7 @@ impl Sender {
                     // The `bounced` event below (with the message and reply) is the
                     // timeline entry; no second, bare one.
                     if *hard && let Some(sid) = m.subscriber_id {
-                        subscribers::leave(&mut tx, sid, subscribers::Status::Bounced, now)
-                            .await?;
+                        subscribers::leave(&mut tx, sid, subscribers::Status::Bounced, now).await?;
                     }
                 }
                 Outcome::Suppressed { .. } => round.suppressed += 1,

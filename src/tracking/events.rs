@@ -188,27 +188,26 @@ pub async fn record_click(
     Ok(true)
 }
 
-/// A conversion (a purchase, a booking), attributed to the message the subscriber last
-/// clicked by a person, if any.
-pub async fn record_conversion(
-    pool: &PgPool,
+/// How far back a human click still earns a conversion.
+pub const ATTRIBUTION_DAYS: i32 = 30;
+
+/// The message a conversion at `at` is attributed to: the one whose link the subscriber
+/// last clicked as a human (machine clicks never earn credit), within
+/// [`ATTRIBUTION_DAYS`] before it.
+pub async fn attributed_message(
+    conn: &mut sqlx::PgConnection,
     subscriber_id: i64,
-    data: serde_json::Value,
-    now: DateTime<Utc>,
+    at: DateTime<Utc>,
 ) -> sqlx::Result<Option<i64>> {
-    let attributed: Option<i64> = sqlx::query_scalar(
-        "SELECT message_id FROM events WHERE subscriber_id = $1 AND kind = 'clicked' AND data->>'human' = 'true'
-         AND message_id IS NOT NULL ORDER BY at DESC, id DESC LIMIT 1",
+    sqlx::query_scalar(
+        "SELECT message_id FROM events
+         WHERE subscriber_id = $1 AND kind = 'clicked' AND data->>'human' = 'true'
+           AND message_id IS NOT NULL AND at <= $2 AND at > $2 - make_interval(days => $3)
+         ORDER BY at DESC, id DESC LIMIT 1",
     )
     .bind(subscriber_id)
-    .fetch_optional(pool)
-    .await?;
-    sqlx::query("INSERT INTO events (subscriber_id, message_id, kind, at, data) VALUES ($1, $2, 'converted', $3, $4)")
-        .bind(subscriber_id)
-        .bind(attributed)
-        .bind(now)
-        .bind(data)
-        .execute(pool)
-        .await?;
-    Ok(attributed)
+    .bind(at)
+    .bind(ATTRIBUTION_DAYS)
+    .fetch_optional(conn)
+    .await
 }

@@ -597,3 +597,103 @@ async fn after_a_complaint_marketing_mail_is_suppressed_and_the_profile_shows_it
     assert!(items[0].contains("generic"), "{}", items[0]);
     assert!(items[0].contains("abuse report"), "{}", items[0]);
 }
+
+/// A shop reports a purchase through the generic webhook: it is credited to the mail
+/// whose link the buyer last clicked as a person — not to a later mail they only
+/// received, nor to one a link scanner "clicked" — recorded once however often the shop
+/// retries, with its value on the timeline.
+#[tokio::test]
+async fn a_conversion_is_attributed_to_the_last_human_click() {
+    use loopline::tracking::tokens::{Click, click_token};
+    let sg = SendGridSigner::new();
+    let app = app(&sg, None).await;
+    let sid = subscriber(&app, "buyer@example.kr").await;
+    let (clicked, _) = sent(&app, sid, "conv:1").await;
+    let (scanned, _) = sent(&app, sid, "conv:2").await;
+    let (_received_only, _) = sent(&app, sid, "conv:3").await;
+    app.advance(chrono::Duration::minutes(20));
+
+    let link = |message_id: i64| {
+        click_token(
+            &app.state.keys,
+            &Click {
+                message_id,
+                subscriber_id: Some(sid),
+                position: 1,
+                label: Some("purchase".into()),
+                url: "https://shop.example.kr/item/7".into(),
+            },
+        )
+    };
+    let http = app.client().http;
+    let res = http
+        .get(format!("{}/c/{}", app.base, link(clicked)))
+        .header("user-agent", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    app.advance(chrono::Duration::minutes(5));
+    // A security scanner follows the later mail's link (HEAD, scanner agent).
+    let res = http
+        .head(format!("{}/c/{}", app.base, link(scanned)))
+        .header("user-agent", "Barracuda Sentinel (EE)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    app.advance(chrono::Duration::hours(2));
+
+    let now = app.clock.now().timestamp();
+    let sign = |body: &[u8]| {
+        vec![(
+            "Loopline-Signature",
+            feedback::generic_signature(GENERIC_SECRET.as_bytes(), now, body),
+        )]
+    };
+    let body = serde_json::to_vec(&json!({
+        "id": "order-1001", "type": "conversion", "email": "Buyer@Example.kr",
+        "value": 39000, "currency": "krw", "name": "봄 시즌 패키지"
+    }))
+    .unwrap();
+    for _ in 0..2 {
+        let (code, res) = post(&app, "generic", &sign(&body), &body).await;
+        assert_eq!(code, StatusCode::OK, "{res}");
+    }
+    let converted = events(&app, sid, "converted").await;
+    assert_eq!(converted.len(), 1, "a retried order counts once");
+    assert_eq!(converted[0].0, Some(clicked), "credited to the human click");
+    assert_eq!(converted[0].1["value"], 39000);
+    assert_eq!(converted[0].1["currency"], "KRW");
+    assert_eq!(converted[0].1["name"], "봄 시즌 패키지");
+    assert_eq!(converted[0].1["matched_by"], "last-human-click");
+
+    // Bad values are refused whole, with the reason.
+    let bad = serde_json::to_vec(&json!({
+        "id": "order-1002", "type": "conversion", "email": "buyer@example.kr", "value": "a lot"
+    }))
+    .unwrap();
+    let (code, res) = post(&app, "generic", &sign(&bad), &bad).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        res["error"]["message"].as_str().unwrap().contains("value"),
+        "{res}"
+    );
+    assert_eq!(events(&app, sid, "converted").await.len(), 1);
+
+    // Past the attribution window a conversion is still recorded, credited to no mail.
+    app.advance(chrono::Duration::days(31));
+    let now = app.clock.now().timestamp();
+    let late = serde_json::to_vec(&json!({
+        "id": "order-1003", "type": "conversion", "email": "buyer@example.kr"
+    }))
+    .unwrap();
+    let sig = vec![(
+        "Loopline-Signature",
+        feedback::generic_signature(GENERIC_SECRET.as_bytes(), now, &late),
+    )];
+    let (code, _) = post(&app, "generic", &sig, &late).await;
+    assert_eq!(code, StatusCode::OK);
+    let converted = events(&app, sid, "converted").await;
+    assert_eq!((converted.len(), converted[1].0), (2, None));
+}
