@@ -408,6 +408,6 @@ mod tests {
         assert!(c.webhooks.generic.is_some() && c.webhooks.sendgrid.is_none());
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
-        assert!(c.secure_cookies() == false);
+        assert!(!c.secure_cookies());
     }
 }

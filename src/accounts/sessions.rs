@@ -79,14 +79,15 @@ pub async fn lookup_session(
     now: DateTime<Utc>,
     ttl: std::time::Duration,
 ) -> sqlx::Result<Option<Session>> {
-    let row: Option<(
+    type Row = (
         i64,
         String,
         Role,
         DateTime<Utc>,
         DateTime<Utc>,
         DateTime<Utc>,
-    )> = sqlx::query_as(
+    );
+    let row: Option<Row> = sqlx::query_as(
         "SELECT u.id, u.email, u.role, u.created_at, s.expires_at, s.last_seen_at
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id = $1 AND s.expires_at > $2",

@@ -267,6 +267,7 @@ pub async fn batch_tag_ids(
 /// Applies one batch in the caller's transaction: stage with COPY, set aside suppressed
 /// addresses, insert the new, update the existing (never re-activating anyone who left),
 /// tag, log events, and record the report lines.
+#[allow(clippy::too_many_arguments)] // one batch's whole context, called from one place
 pub async fn apply_batch(
     conn: &mut PgConnection,
     import_id: i64,
@@ -964,7 +965,7 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
         };
         let (mut staged, mut rejected, mut last_line) =
             (Vec::with_capacity(BATCH_ROWS), Vec::new(), 0u64);
-        while let Some(item) = rows.next() {
+        for item in rows.by_ref() {
             let line = match &item {
                 Ok(r) => r.line,
                 Err(r) => r.line,

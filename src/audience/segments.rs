@@ -362,7 +362,7 @@ fn push_field(
             }
         }
     } else {
-        qb.push(format!("(s.fields ->> "));
+        qb.push("(s.fields ->> ");
         qb.push_bind(key.to_string());
         qb.push(format!(")::{cast}"));
         qb.push(match op {
@@ -560,7 +560,7 @@ mod tests {
     fn definitions_round_trip_as_json() {
         let json = r#"{"type":"group","match":"all","conditions":[{"type":"tag","tag_id":3,"has":true},{"type":"unopened_in_a_row","mails":3},{"type":"clicked_label","label":"purchase"}]}"#;
         let c: Condition = serde_json::from_str(json).unwrap();
-        assert_eq!(serde_json::to_string(&c).unwrap().len() > 10, true);
+        assert!(serde_json::to_string(&c).unwrap().len() > 10);
         assert!(matches!(
             c,
             Condition::Group {

@@ -503,6 +503,47 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// An urlencoded form read as ordered pairs, for forms with repeated fields (ticked
+/// checkboxes, topics, mapping columns) that a struct cannot describe.
+pub struct FormPairs(Vec<(String, String)>);
+
+impl FormPairs {
+    /// The first value of `key`, trimmed; empty when absent.
+    pub fn get(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Whether `key` was sent at all.
+    pub fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    /// Every value of a repeated `key`.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for FormPairs {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
+        serde_urlencoded::from_bytes(&bytes)
+            .map(FormPairs)
+            .map_err(|_| AppError::BadRequest("the form could not be read".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,46 +590,5 @@ mod tests {
                 r.path
             );
         }
-    }
-}
-
-/// An urlencoded form read as ordered pairs, for forms with repeated fields (ticked
-/// checkboxes, topics, mapping columns) that a struct cannot describe.
-pub struct FormPairs(Vec<(String, String)>);
-
-impl FormPairs {
-    /// The first value of `key`, trimmed; empty when absent.
-    pub fn get(&self, key: &str) -> String {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    }
-
-    /// Whether `key` was sent at all.
-    pub fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == key)
-    }
-
-    /// Every value of a repeated `key`.
-    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for FormPairs {
-    type Rejection = AppError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
-        serde_urlencoded::from_bytes(&bytes)
-            .map(FormPairs)
-            .map_err(|_| AppError::BadRequest("the form could not be read".into()))
     }
 }
