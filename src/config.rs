@@ -65,6 +65,9 @@ pub struct MailConfig {
     /// Shared by every process on the database; 0 = no limit.
     pub per_second: i32,
     pub per_hour: i32,
+    /// How long a sender's claim on a message lasts; mail held by a process that died
+    /// goes out again after this.
+    pub lease: Duration,
     pub track_ip: crate::tracking::classify::IpPrivacy,
 }
 
@@ -164,12 +167,17 @@ impl Config {
         if concurrency == 0 {
             return Err(err("SEND_CONCURRENCY", "must be at least 1"));
         }
+        let lease_secs: u64 = parse(&var, "SEND_LEASE_SECS", "120", "a number of seconds")?;
+        if lease_secs < 5 {
+            return Err(err("SEND_LEASE_SECS", "must be at least 5"));
+        }
         let mail = MailConfig {
             from_email,
             from_name: var("MAIL_FROM_NAME").unwrap_or_else(|| "Loopline".into()),
             concurrency,
             per_second: parse(&var, "SEND_RATE_PER_SECOND", "0", "a number (0 = no limit)")?,
             per_hour: parse(&var, "SEND_RATE_PER_HOUR", "0", "a number (0 = no limit)")?,
+            lease: Duration::from_secs(lease_secs),
             track_ip: parse(&var, "TRACK_IP", "truncated", "full, truncated or hashed")?,
         };
 
@@ -261,6 +269,7 @@ mod tests {
             ("TRUST_PROXY_HEADERS", "maybe"),
             ("PUBLIC_URL", "example.com"),
             ("SMTP_URL", "http://x"),
+            ("SEND_LEASE_SECS", "1"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k);
