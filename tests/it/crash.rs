@@ -39,7 +39,7 @@ use nix::{
 use serde_json::json;
 use sqlx::{PgPool, postgres::PgConnectOptions};
 
-use crate::harness::{SmtpServer, cluster, fresh_database, free_port, tmp_root};
+use crate::harness::{SmtpServer, cluster, free_port, fresh_database, tmp_root};
 
 fn binary() -> String {
     std::env::var("LOOPLINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_loopline").into())
@@ -311,7 +311,10 @@ async fn assert_each_delivered(pool: &PgPool, got: &[(String, String)], n: usize
     );
     let known: HashSet<&str> = emails.iter().map(String::as_str).collect();
     let strangers: Vec<&&str> = per.keys().filter(|to| !known.contains(**to)).collect();
-    assert!(strangers.is_empty(), "mail to unknown recipients: {strangers:?}");
+    assert!(
+        strangers.is_empty(),
+        "mail to unknown recipients: {strangers:?}"
+    );
     let thrice: Vec<(&&str, &usize)> = per.iter().filter(|(_, c)| **c > 2).collect();
     assert!(thrice.is_empty(), "more than two copies: {thrice:?}");
     let duplicates: usize = per.values().map(|c| c - 1).sum();
@@ -329,7 +332,9 @@ async fn assert_each_delivered(pool: &PgPool, got: &[(String, String)], n: usize
     for (status, message_id, sent_events) in &rows {
         assert_eq!(status, "sent");
         assert_eq!(*sent_events, 1, "one `sent` event per message");
-        let id = message_id.as_deref().expect("a sent row keeps its Message-ID");
+        let id = message_id
+            .as_deref()
+            .expect("a sent row keeps its Message-ID");
         assert!(
             ids.contains(id),
             "{id} is recorded as sent but was never received"
@@ -357,12 +362,11 @@ async fn kill_9_during_a_10000_message_send_loses_nothing_and_repeats_only_what_
     queue(&pool, N).await;
     let queued = started.elapsed();
 
-    wait_received(&smtp, N / 5, Duration::from_secs(180), &mut first).await;
-    let claimed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sending'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    wait_received(&smtp, N / 5, Duration::from_secs(300), &mut first).await;
+    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sending'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     first.kill_9();
     let at_kill = smtp.count();
@@ -374,7 +378,7 @@ async fn kill_9_during_a_10000_message_send_loses_nothing_and_repeats_only_what_
     // The restart takes back the killed process's claims once their lease runs out.
     let mut second = Loopline::start(&dir, &env).await;
     let pool = db::pool(socket, 4).await.unwrap();
-    wait_all_sent(&pool, N, Duration::from_secs(300), &mut second).await;
+    wait_all_sent(&pool, N, Duration::from_secs(600), &mut second).await;
     let got = received(&smtp);
     let duplicates = assert_each_delivered(&pool, &got, N).await;
     println!(
@@ -510,7 +514,10 @@ async fn smtp_down_for_a_minute_mail_waits_without_spending_attempts_and_nothing
     let down = Instant::now();
     let before = received(&smtp);
     let before_ids: HashSet<String> = before.iter().map(|(_, id)| id.clone()).collect();
-    assert!(before.len() < N, "the outage came after everything was sent");
+    assert!(
+        before.len() < N,
+        "the outage came after everything was sent"
+    );
     let mut polls = 0;
     while down.elapsed() < OUTAGE {
         // Nothing is marked sent that the server did not receive.
@@ -576,7 +583,10 @@ async fn smtp_down_for_a_minute_mail_waits_without_spending_attempts_and_nothing
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(bad_events, 0, "no deferral, failure or bounce for an outage");
+    assert_eq!(
+        bad_events, 0,
+        "no deferral, failure or bounce for an outage"
+    );
     assert_eq!(
         max_attempts,
         Some(1),
