@@ -67,6 +67,9 @@ pub struct MailConfig {
     /// Shared by every process on the database; 0 = no limit.
     pub per_second: i32,
     pub per_hour: i32,
+    /// How long a sender's claim on a message lasts; mail held by a process that died
+    /// goes out again after this.
+    pub lease: Duration,
     pub track_ip: crate::tracking::classify::IpPrivacy,
     /// DKIM signing identity, when DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE are set.
     pub dkim: Option<std::sync::Arc<crate::delivery::dkim::DkimSigner>>,
@@ -197,6 +200,10 @@ impl Config {
                 Some(std::sync::Arc::new(signer))
             }
         };
+        let lease_secs: u64 = parse(&var, "SEND_LEASE_SECS", "120", "a number of seconds")?;
+        if lease_secs < 5 {
+            return Err(err("SEND_LEASE_SECS", "must be at least 5"));
+        }
         let mail = MailConfig {
             dkim,
             from_email,
@@ -204,6 +211,7 @@ impl Config {
             concurrency,
             per_second: parse(&var, "SEND_RATE_PER_SECOND", "0", "a number (0 = no limit)")?,
             per_hour: parse(&var, "SEND_RATE_PER_HOUR", "0", "a number (0 = no limit)")?,
+            lease: Duration::from_secs(lease_secs),
             track_ip: parse(&var, "TRACK_IP", "truncated", "full, truncated or hashed")?,
         };
 
@@ -359,6 +367,7 @@ mod tests {
             ("POSTMARK_WEBHOOK_USER", "user-without-password"),
             ("POSTMARK_WEBHOOK_PASSWORD", "password-without-user"),
             ("WEBHOOK_SECRET", "short"),
+            ("SEND_LEASE_SECS", "1"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k);

@@ -65,7 +65,8 @@ pub async fn build(
             concurrency: config.mail.concurrency,
             per_second: config.mail.per_second,
             per_hour: config.mail.per_hour,
-            lease: chrono::Duration::minutes(2),
+            lease: chrono::Duration::from_std(config.mail.lease)
+                .context("SEND_LEASE_SECS is too large")?,
             from_email: config.mail.from_email.clone(),
             from_name: config.mail.from_name.clone(),
             public_url: config.public_url.clone(),

@@ -3,7 +3,8 @@
 //!
 //! Nothing is lost: a claim is a lease, so mail held by a process that died goes out
 //! after the lease expires (the only case where a recipient can get a message twice:
-//! it was handed to the SMTP server and the process died before recording that). SMTP
+//! it was handed to the SMTP server and the process died before recording that; a
+//! database that goes away for a moment is waited for, so its outcomes are kept). SMTP
 //! 4xx replies retry with backoff; 5xx replies mark the message bounced, and a hard
 //! bounce suppresses the address. When the server cannot be reached at all, messages go
 //! back to the queue without spending an attempt and the sender pauses.
@@ -407,7 +408,26 @@ impl Sender {
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        self.record(outcomes).await
+        // The mail is out, so its outcomes must be kept: dropped, it would all go again
+        // when the lease ends. While the database is away (a restart, a failover), retry,
+        // for at most half the lease (another sender could take the mail after it) and
+        // 30 s (so a shutdown is not held up for long).
+        let patience = (self.settings.lease / 2)
+            .to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(30));
+        let give_up = tokio::time::Instant::now() + patience;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.record(&outcomes).await {
+                Err(e) if tokio::time::Instant::now() + wait < give_up => {
+                    tracing::warn!(error = %format!("{e:#}"), messages = outcomes.len(), "recording sent mail failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn deliver(&self, m: &Claimed) -> Outcome {
@@ -591,7 +611,7 @@ impl Sender {
         })
     }
 
-    async fn record(&self, outcomes: Vec<(Claimed, Outcome)>) -> anyhow::Result<Round> {
+    async fn record(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
         let now = self.clock.now();
         let mut round = Round::default();
         let mut tx = self.pool.begin().await?;

@@ -537,6 +537,21 @@ impl SmtpServer {
             .collect()
     }
 
+    /// How many messages have arrived (cheap: counts files, reads none).
+    pub fn count(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .filter_map(|d| fs::read_dir(self.maildir.join(d)).ok())
+            .map(|entries| entries.count())
+            .sum()
+    }
+
+    /// Takes the server down abruptly (SIGKILL), keeping what it received readable.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits (bounded) until at least `n` messages have arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + Duration::from_secs(30);

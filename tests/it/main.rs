@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod audience;
 mod browser;
+mod crash;
 mod delivery;
 mod errors;
 mod imports;
