@@ -5,4 +5,5 @@
 pub mod outbox;
 pub mod render;
 pub mod sender;
+pub mod smtp;
 pub mod system;

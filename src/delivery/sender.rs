@@ -12,10 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
-    message::{Mailbox, Message, MultiPart, header::HeaderName, header::HeaderValue},
-};
+use lettre::message::{Mailbox, Message, MultiPart, header::HeaderName, header::HeaderValue};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -25,6 +22,7 @@ use uuid::Uuid;
 use super::{
     outbox::parse_format,
     render::{self, Draft, Link},
+    smtp::{SendError, SmtpPool},
 };
 use crate::{
     audience::{links, subscribers},
@@ -36,7 +34,7 @@ use crate::{
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpPool),
     /// No SMTP configured: keep the exact bytes in `captured_mail` (the Outbox preview).
     Capture,
 }
@@ -60,12 +58,8 @@ impl Transport {
                 "?tls=required"
             });
         }
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
-            .map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?
-            .timeout(Some(Duration::from_secs(30)))
-            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(pool_size))
-            .build();
-        Ok(Self::Smtp(transport))
+        let pool = SmtpPool::from_url(&url, pool_size as usize, Duration::from_secs(30))?;
+        Ok(Self::Smtp(pool))
     }
 }
 
@@ -434,7 +428,7 @@ impl Sender {
                     text: b.text,
                 }),
             },
-            Transport::Smtp(smtp) => match smtp.send(b.message).await {
+            Transport::Smtp(smtp) => match smtp.send(&b.message).await {
                 Ok(r) => Outcome::Sent {
                     reply: format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
                     message_id: b.message_id,
@@ -730,7 +724,7 @@ fn suppressed(m: &Claimed) -> Option<&'static str> {
 
 /// SMTP replies: 5xx is permanent (a bounce; hard when it is about the address), 4xx
 /// and timeouts retry; no reply at all means the server is unreachable.
-fn classify_error(e: &lettre::transport::smtp::Error) -> Outcome {
+fn classify_error(e: &SendError) -> Outcome {
     let reply = e.to_string();
     match e.status() {
         Some(code) if e.is_permanent() => {
