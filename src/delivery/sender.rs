@@ -579,6 +579,12 @@ impl Sender {
         let now = self.clock.now();
         let mut round = Round::default();
         let mut tx = self.pool.begin().await?;
+        // The common case, mail handed to the SMTP server, in three set-based statements
+        // instead of three per message; everything else row by row below.
+        let (sent, outcomes): (Vec<_>, Vec<_>) = outcomes
+            .into_iter()
+            .partition(|(_, o)| matches!(o, Outcome::Sent { captured: None, .. }));
+        round.sent += self.record_sent(&mut tx, &sent, now).await?;
         for (m, outcome) in outcomes {
             // Only if the claim is still ours (a lease that expired may have been retaken).
             let mine = "id = $1 AND status = 'sending' AND claimed_by = $2";
@@ -706,6 +712,73 @@ impl Sender {
         }
         tx.commit().await?;
         Ok(round)
+    }
+}
+
+impl Sender {
+    /// Records messages the SMTP server accepted: the row (only if the claim is still
+    /// ours), the "unopened in a row" counter of marketing mail, the `sent` event.
+    /// Returns how many were recorded.
+    async fn record_sent(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        sent: &[(Claimed, Outcome)],
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<usize> {
+        if sent.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(sent.len());
+        let mut replies = Vec::with_capacity(sent.len());
+        let mut message_ids = Vec::with_capacity(sent.len());
+        let mut links = Vec::with_capacity(sent.len());
+        let mut purposes = Vec::with_capacity(sent.len());
+        for (m, outcome) in sent {
+            if let Outcome::Sent {
+                reply,
+                message_id,
+                links: n,
+                ..
+            } = outcome
+            {
+                ids.push(m.id);
+                replies.push(reply.chars().take(1000).collect::<String>());
+                message_ids.push(message_id.clone());
+                links.push(*n as i64);
+                purposes.push(m.purpose.clone());
+            }
+        }
+        let recorded: i64 = sqlx::query_scalar(
+            "WITH o AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                     AS o(id, reply, message_id, links, purpose)
+             ), u AS (
+                 UPDATE messages m SET status = 'sent', smtp_reply = o.reply, sent_at = $6, message_id = o.message_id,
+                        run_at = $6, claimed_by = NULL, lease_until = NULL,
+                        data = CASE WHEN o.links > 0 THEN m.data || jsonb_build_object('links', o.links) ELSE m.data END
+                 FROM o WHERE m.id = o.id AND m.status = 'sending' AND m.claimed_by = $7
+                 RETURNING m.id, m.subscriber_id, m.marketing, o.purpose
+             ), counters AS (
+                 -- N unopened in a row counts from here; a human open resets it.
+                 UPDATE subscribers s SET last_sent_at = $6, consecutive_unopened = s.consecutive_unopened + c.n
+                 FROM (SELECT subscriber_id, count(*)::int AS n FROM u WHERE marketing AND subscriber_id IS NOT NULL GROUP BY 1) c
+                 WHERE s.id = c.subscriber_id
+             ), events AS (
+                 INSERT INTO events (subscriber_id, message_id, kind, at, data)
+                 SELECT subscriber_id, id, 'sent', $6, jsonb_build_object('purpose', purpose) FROM u
+             )
+             SELECT count(*) FROM u",
+        )
+        .bind(&ids)
+        .bind(&replies)
+        .bind(&message_ids)
+        .bind(&links)
+        .bind(&purposes)
+        .bind(now)
+        .bind(self.worker)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(recorded as usize)
     }
 }
 

@@ -302,3 +302,60 @@ impl AsyncTokioStream for Implicit {
         self.0.get_ref().peer_addr()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str) -> Arc<Server> {
+        SmtpPool::from_url(url, 4, Duration::from_secs(30))
+            .unwrap()
+            .server
+    }
+
+    #[test]
+    fn urls_read_like_lettres() {
+        let s = server("smtp://127.0.0.1:2525");
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 2525));
+        assert!(matches!(s.tls, Tls::None) && s.credentials.is_none());
+        let s = server("smtp://u%40x:p%3Aw@mail.example?tls=required");
+        assert_eq!((s.host.as_str(), s.port), ("mail.example", 587));
+        assert!(matches!(s.tls, Tls::Required(_)));
+        assert_eq!(
+            s.credentials,
+            Some(Credentials::new("u@x".into(), "p:w".into()))
+        );
+        let s = server("smtp://mail.example:2587?tls=opportunistic");
+        assert!(matches!(s.tls, Tls::Opportunistic(_)) && s.port == 2587);
+        let s = server("smtps://mail.example/sender.example");
+        assert!(matches!(s.tls, Tls::Wrapper(_)) && s.port == 465);
+        assert_eq!(s.hello, ClientId::Domain("sender.example".into()));
+        assert_eq!(server("smtp://[::1]:25").host, "::1");
+        for bad in ["http://x", "smtp://x?tls=maybe", "smtp://", "nonsense"] {
+            assert!(
+                SmtpPool::from_url(bad, 1, Duration::from_secs(1)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_connect_error_without_a_reply() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool =
+            SmtpPool::from_url(&format!("smtp://127.0.0.1:{port}"), 1, Duration::from_secs(5))
+                .unwrap();
+        let message = Message::builder()
+            .from("a@example.com".parse().unwrap())
+            .to("b@example.com".parse().unwrap())
+            .body(String::from("hi"))
+            .unwrap();
+        let err = pool.send(&message).await.unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+        assert!(err.status().is_none() && !err.is_permanent() && !err.is_timeout());
+    }
+}
