@@ -182,7 +182,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Ours: the real sender, SMTP pool of CONCURRENCY connections.
     let transport = Transport::from_url(&format!("smtp://127.0.0.1:{port}"), CONCURRENCY as u32)?;
-    let sender = Sender::new(pool.clone(), clock.clone(), keys.clone(), transport, settings);
+    let sender = Sender::new(
+        pool.clone(),
+        clock.clone(),
+        keys.clone(),
+        transport,
+        settings,
+    );
     let started = Instant::now();
     // On a runtime worker, as in the server (not on the bench's main thread).
     let round = tokio::spawn(async move { sender.run_until_idle().await }).await??;

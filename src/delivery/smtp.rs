@@ -16,8 +16,7 @@
 
 use std::{
     borrow::Cow,
-    fmt,
-    io,
+    fmt, io,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -132,9 +131,8 @@ impl SmtpPool {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
-        let params = || {
-            TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("SMTP_URL: TLS: {e}"))
-        };
+        let params =
+            || TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("SMTP_URL: TLS: {e}"));
         let (tls, default_port) = match (parsed.scheme(), tls_mode.as_deref()) {
             ("smtp", None) => (Tls::None, 25),
             ("smtp", Some("required")) => (Tls::Required(params()?), 587),
@@ -230,14 +228,18 @@ impl SmtpPool {
         let mut conn = match &s.tls {
             Tls::Wrapper(params) => {
                 #[allow(deprecated)]
-                let mut stream = smtp::client::AsyncNetworkStream::use_existing_tokio1(Box::new(tcp));
+                let mut stream =
+                    smtp::client::AsyncNetworkStream::use_existing_tokio1(Box::new(tcp));
                 stream
                     .upgrade_tls(params.clone())
                     .await
                     .map_err(SendError::Smtp)?;
-                AsyncSmtpConnection::connect_with_transport(Box::new(Implicit(stream.compat())), &s.hello)
-                    .await
-                    .map_err(SendError::Smtp)?
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(Implicit(stream.compat())),
+                    &s.hello,
+                )
+                .await
+                .map_err(SendError::Smtp)?
             }
             _ => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello)
                 .await
@@ -346,9 +348,12 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let pool =
-            SmtpPool::from_url(&format!("smtp://127.0.0.1:{port}"), 1, Duration::from_secs(5))
-                .unwrap();
+        let pool = SmtpPool::from_url(
+            &format!("smtp://127.0.0.1:{port}"),
+            1,
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let message = Message::builder()
             .from("a@example.com".parse().unwrap())
             .to("b@example.com".parse().unwrap())
