@@ -8,4 +8,5 @@ pub mod feedback;
 pub mod outbox;
 pub mod render;
 pub mod sender;
+pub mod smtp;
 pub mod system;

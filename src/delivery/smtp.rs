@@ -1,0 +1,367 @@
+//! The SMTP client: a pool of lettre connections over sockets we open ourselves.
+//!
+//! lettre's own pooled transport leaves Nagle's algorithm on (no `TCP_NODELAY`; fixed
+//! upstream in lettre PR #1159, not yet released in 0.11.x). Every message ends with two
+//! writes — the body, then `\r\n.\r\n` — and the second waits for the server's delayed
+//! ACK: 40 ms per message per connection, which capped a pool of 8 at ~150 messages/s.
+//! So connections are built here with `TCP_NODELAY` and handed to lettre's
+//! `AsyncSmtpConnection`, which still speaks the protocol (EHLO, STARTTLS, AUTH, MAIL,
+//! RCPT, DATA, dot-stuffing). The pool also skips lettre's `NOOP` before every reuse: a
+//! connection idle for a few seconds is checked, a busy one is not (if it broke, the send
+//! fails without a reply and the message goes back to the queue unspent).
+//!
+//! `SMTP_URL` is read like lettre's `from_url`: `smtp://` plain (port 25), with
+//! `?tls=required` or `?tls=opportunistic` STARTTLS (port 587), `smtps://` implicit TLS
+//! (port 465); `user:password@` authenticates; a path sets the EHLO name.
+
+use std::{
+    borrow::Cow,
+    fmt, io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use lettre::{
+    address::Envelope,
+    transport::smtp::{
+        self,
+        authentication::{Credentials, DEFAULT_MECHANISMS},
+        client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
+        extension::ClientId,
+        response::{Code, Response},
+    },
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+
+/// Reused without a `NOOP` when idle for less than this.
+const FRESH: Duration = Duration::from_secs(5);
+/// Closed rather than reused when idle for longer (servers drop idle sessions).
+const STALE: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+enum Tls {
+    None,
+    /// STARTTLS when the server offers it.
+    Opportunistic(TlsParameters),
+    /// STARTTLS or no session.
+    Required(TlsParameters),
+    /// Implicit TLS from the first byte (`smtps://`).
+    Wrapper(TlsParameters),
+}
+
+struct Server {
+    host: String,
+    port: u16,
+    tls: Tls,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+/// A pool of SMTP connections to one server; cloning shares it.
+#[derive(Clone)]
+pub struct SmtpPool {
+    server: Arc<Server>,
+    idle: Arc<Mutex<Vec<(AsyncSmtpConnection, Instant)>>>,
+    max_idle: usize,
+}
+
+/// Why a send failed. Mirrors the parts of lettre's error the sender classifies on.
+#[derive(Debug)]
+pub enum SendError {
+    Smtp(smtp::Error),
+    /// The server could not be reached (connect refused, no route, name not found).
+    Connect(io::Error),
+    /// Connecting or the exchange took longer than the timeout.
+    Timeout,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Smtp(e) => write!(f, "{e}"),
+            SendError::Connect(e) => write!(f, "connection error: {e}"),
+            SendError::Timeout => f.write_str("timed out talking to the SMTP server"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl SendError {
+    /// The reply code, when the server answered with an error.
+    pub fn status(&self) -> Option<Code> {
+        match self {
+            SendError::Smtp(e) => e.status(),
+            _ => None,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SendError::Smtp(e) if e.is_permanent())
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            SendError::Smtp(e) => e.is_timeout(),
+            SendError::Connect(e) => e.kind() == io::ErrorKind::TimedOut,
+            SendError::Timeout => true,
+        }
+    }
+}
+
+impl SmtpPool {
+    /// From an `SMTP_URL` (see the module notes). Keeps up to `pool_size` idle connections.
+    pub fn from_url(url: &str, pool_size: usize, timeout: Duration) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("SMTP_URL: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls_mode = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let params =
+            || TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("SMTP_URL: TLS: {e}"));
+        let (tls, default_port) = match (parsed.scheme(), tls_mode.as_deref()) {
+            ("smtp", None) => (Tls::None, 25),
+            ("smtp", Some("required")) => (Tls::Required(params()?), 587),
+            ("smtp", Some("opportunistic")) => (Tls::Opportunistic(params()?), 587),
+            ("smtps", _) => (Tls::Wrapper(params()?), 465),
+            (scheme, tls) => anyhow::bail!(
+                "SMTP_URL: unknown scheme {scheme:?} or tls={tls:?} (smtp://, smtp://…?tls=required|opportunistic, smtps://)"
+            ),
+        };
+        let hello = match parsed.path().trim_matches('/') {
+            "" => ClientId::default(),
+            name => ClientId::Domain(name.to_string()),
+        };
+        let decode = |s: &str| -> anyhow::Result<String> {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(Cow::into_owned)
+                .map_err(|_| anyhow::anyhow!("SMTP_URL: the user or password is not UTF-8"))
+        };
+        let credentials = match parsed.password() {
+            Some(p) => Some(Credentials::new(decode(parsed.username())?, decode(p)?)),
+            None => None,
+        };
+        Ok(Self {
+            server: Arc::new(Server {
+                host,
+                port: parsed.port().unwrap_or(default_port),
+                tls,
+                hello,
+                credentials,
+                timeout,
+            }),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            max_idle: pool_size.max(1),
+        })
+    }
+
+    /// Sends one formatted message on a pooled connection (or a new one).
+    pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
+        let timeout = self.server.timeout;
+        let mut conn = match self.take().await {
+            Some(c) => c,
+            None => tokio::time::timeout(timeout, self.connect())
+                .await
+                .map_err(|_| SendError::Timeout)??,
+        };
+        match tokio::time::timeout(timeout, conn.send(envelope, raw)).await {
+            Ok(Ok(reply)) => {
+                self.put(conn);
+                Ok(reply)
+            }
+            // lettre ends the session (QUIT) on any error, so it is not reused.
+            Ok(Err(e)) => Err(SendError::Smtp(e)),
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
+
+    /// An idle connection that is still good, if any.
+    async fn take(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let idle = since.elapsed();
+            if idle < FRESH {
+                return Some(conn);
+            }
+            if idle < STALE
+                && tokio::time::timeout(Duration::from_secs(5), conn.test_connected())
+                    .await
+                    .unwrap_or(false)
+            {
+                return Some(conn);
+            }
+            tokio::spawn(async move { conn.abort().await });
+        }
+    }
+
+    fn put(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let s = &*self.server;
+        let tcp = TcpStream::connect((s.host.as_str(), s.port))
+            .await
+            .map_err(SendError::Connect)?;
+        // The point of this module: no 40 ms wait for the delayed ACK.
+        tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        let mut conn = match &s.tls {
+            Tls::Wrapper(params) => {
+                #[allow(deprecated)]
+                let mut stream =
+                    smtp::client::AsyncNetworkStream::use_existing_tokio1(Box::new(tcp));
+                stream
+                    .upgrade_tls(params.clone())
+                    .await
+                    .map_err(SendError::Smtp)?;
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(Implicit(stream.compat())),
+                    &s.hello,
+                )
+                .await
+                .map_err(SendError::Smtp)?
+            }
+            _ => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello)
+                .await
+                .map_err(SendError::Smtp)?,
+        };
+        match &s.tls {
+            Tls::Required(params) => conn
+                .starttls(params.clone(), &s.hello)
+                .await
+                .map_err(SendError::Smtp)?,
+            Tls::Opportunistic(params) if conn.can_starttls() => conn
+                .starttls(params.clone(), &s.hello)
+                .await
+                .map_err(SendError::Smtp)?,
+            _ => {}
+        }
+        if let Some(credentials) = &s.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(SendError::Smtp)?;
+        }
+        Ok(conn)
+    }
+}
+
+/// An implicit-TLS stream (lettre's TLS over our no-delay socket) presented to lettre's
+/// connection as a plain stream, so the session starts inside TLS.
+#[allow(deprecated)]
+#[derive(Debug)]
+struct Implicit(Compat<smtp::client::AsyncNetworkStream>);
+
+impl AsyncRead for Implicit {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Implicit {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Implicit {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str) -> Arc<Server> {
+        SmtpPool::from_url(url, 4, Duration::from_secs(30))
+            .unwrap()
+            .server
+    }
+
+    #[test]
+    fn urls_read_like_lettres() {
+        let s = server("smtp://127.0.0.1:2525");
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 2525));
+        assert!(matches!(s.tls, Tls::None) && s.credentials.is_none());
+        let s = server("smtp://u%40x:p%3Aw@mail.example?tls=required");
+        assert_eq!((s.host.as_str(), s.port), ("mail.example", 587));
+        assert!(matches!(s.tls, Tls::Required(_)));
+        assert_eq!(
+            s.credentials,
+            Some(Credentials::new("u@x".into(), "p:w".into()))
+        );
+        let s = server("smtp://mail.example:2587?tls=opportunistic");
+        assert!(matches!(s.tls, Tls::Opportunistic(_)) && s.port == 2587);
+        let s = server("smtps://mail.example/sender.example");
+        assert!(matches!(s.tls, Tls::Wrapper(_)) && s.port == 465);
+        assert_eq!(s.hello, ClientId::Domain("sender.example".into()));
+        assert_eq!(server("smtp://[::1]:25").host, "::1");
+        for bad in ["http://x", "smtp://x?tls=maybe", "smtp://", "nonsense"] {
+            assert!(
+                SmtpPool::from_url(bad, 1, Duration::from_secs(1)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_connect_error_without_a_reply() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool = SmtpPool::from_url(
+            &format!("smtp://127.0.0.1:{port}"),
+            1,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let message = lettre::Message::builder()
+            .from("a@example.com".parse().unwrap())
+            .to("b@example.com".parse().unwrap())
+            .body(String::from("hi"))
+            .unwrap();
+        let err = pool
+            .send(message.envelope(), &message.formatted())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+        assert!(err.status().is_none() && !err.is_permanent() && !err.is_timeout());
+    }
+}
