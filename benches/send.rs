@@ -182,7 +182,11 @@ async fn main() -> anyhow::Result<()> {
     let sink = Sink::start(port)?;
 
     // Ours: the real sender, SMTP pool of CONCURRENCY connections.
-    let transport = Transport::from_url(&format!("smtp://127.0.0.1:{port}"), CONCURRENCY as u32)?;
+    let transport = Transport::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        CONCURRENCY as u32,
+        None,
+    )?;
     let sender = Sender::new(
         pool.clone(),
         clock.clone(),

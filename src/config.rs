@@ -71,6 +71,8 @@ pub struct MailConfig {
     /// goes out again after this.
     pub lease: Duration,
     pub track_ip: crate::tracking::classify::IpPrivacy,
+    /// Extra CA certificates (PEM) trusted for the SMTP server's TLS (`SMTP_CA_FILE`).
+    pub smtp_ca: Option<Vec<u8>>,
     /// DKIM signing identity, when DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE are set.
     pub dkim: Option<std::sync::Arc<crate::delivery::dkim::DkimSigner>>,
 }
@@ -204,7 +206,22 @@ impl Config {
         if lease_secs < 5 {
             return Err(err("SEND_LEASE_SECS", "must be at least 5"));
         }
+        let smtp_ca = match var("SMTP_CA_FILE") {
+            None => None,
+            Some(file) => {
+                let pem = std::fs::read(&file)
+                    .map_err(|e| err("SMTP_CA_FILE", format!("cannot read {file}: {e}")))?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(err(
+                        "SMTP_CA_FILE",
+                        format!("{file} holds no PEM certificate"),
+                    ));
+                }
+                Some(pem)
+            }
+        };
         let mail = MailConfig {
+            smtp_ca,
             dkim,
             from_email,
             from_name: var("MAIL_FROM_NAME").unwrap_or_else(|| "Loopline".into()),

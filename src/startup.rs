@@ -53,7 +53,11 @@ pub async fn build(
         config.job_concurrency,
     );
     let transport = match &config.smtp {
-        Some(smtp) => Transport::from_url(smtp.url.expose(), config.mail.concurrency as u32)?,
+        Some(smtp) => Transport::from_url(
+            smtp.url.expose(),
+            config.mail.concurrency as u32,
+            config.mail.smtp_ca.as_deref(),
+        )?,
         None => Transport::Capture,
     };
     let sender = Sender::new(

@@ -43,23 +43,9 @@ pub enum Transport {
 impl Transport {
     /// From an `SMTP_URL`: `smtps://` is implicit TLS; `smtp://` requires STARTTLS unless
     /// the host is on this machine or the URL says `?tls=…` itself.
-    pub fn from_url(url: &str, pool_size: u32) -> anyhow::Result<Self> {
-        let mut url = url.to_string();
-        let host = url
-            .split_once("://")
-            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
-            .unwrap_or("");
-        let local = ["localhost", "127.0.0.1", "[::1]"]
-            .iter()
-            .any(|h| host.starts_with(h));
-        if url.starts_with("smtp://") && !url.contains("tls=") && !local {
-            url.push_str(if url.contains('?') {
-                "&tls=required"
-            } else {
-                "?tls=required"
-            });
-        }
-        let pool = SmtpPool::from_url(&url, pool_size as usize, Duration::from_secs(30))?;
+    pub fn from_url(url: &str, pool_size: u32, extra_ca: Option<&[u8]>) -> anyhow::Result<Self> {
+        let url = with_default_tls(url);
+        let pool = SmtpPool::from_url(&url, pool_size as usize, Duration::from_secs(30), extra_ca)?;
         Ok(Self::Smtp(pool))
     }
 }
@@ -727,7 +713,7 @@ impl Sender {
                 Outcome::Suppressed { .. } => round.suppressed += 1,
                 Outcome::Unreachable { reason } => {
                     round.unreachable += 1;
-                    tracing::warn!(message = m.id, %reason, "SMTP server unreachable; mail waits");
+                    tracing::warn!(message = m.id, %reason, "SMTP server unreachable or refused the session; mail waits");
                 }
             }
             if let (Some((kind, data)), Some(sid)) = (event, m.subscriber_id.or(Some(0))) {
@@ -826,6 +812,31 @@ fn suppressed(m: &Claimed) -> Option<&'static str> {
     }
 }
 
+/// `smtp://` to anything but this machine means STARTTLS unless `tls=` says otherwise:
+/// a password never crosses a network in the clear by default.
+fn with_default_tls(url: &str) -> String {
+    let mut url = url.to_string();
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+        .unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port.split_inclusive(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let local = ["localhost", "127.0.0.1", "[::1]"].contains(&host);
+    if url.starts_with("smtp://") && !url.contains("tls=") && !local {
+        url.push_str(if url.contains('?') {
+            "&tls=required"
+        } else {
+            "?tls=required"
+        });
+    }
+    url
+}
+
 /// SMTP replies: 5xx is permanent (a bounce; hard when it is about the address), 4xx
 /// and timeouts retry; no reply at all means the server is unreachable.
 fn classify_error(e: &SendError) -> Outcome {
@@ -846,4 +857,44 @@ fn classify_error(e: &SendError) -> Outcome {
 
 fn header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_tls;
+
+    #[test]
+    fn only_this_machine_may_be_reached_without_tls_by_default() {
+        for (url, expected) in [
+            (
+                "smtp://mail.example.com:587",
+                "smtp://mail.example.com:587?tls=required",
+            ),
+            (
+                "smtp://u:p@relay.example.com",
+                "smtp://u:p@relay.example.com?tls=required",
+            ),
+            (
+                "smtp://localhost.evil.example:25",
+                "smtp://localhost.evil.example:25?tls=required",
+            ),
+            (
+                "smtp://127.0.0.1.nip.io:25",
+                "smtp://127.0.0.1.nip.io:25?tls=required",
+            ),
+            ("smtp://u:p@localhost:2525", "smtp://u:p@localhost:2525"),
+            ("smtp://127.0.0.1:25", "smtp://127.0.0.1:25"),
+            ("smtp://[::1]:25", "smtp://[::1]:25"),
+            (
+                "smtp://host?tls=opportunistic",
+                "smtp://host?tls=opportunistic",
+            ),
+            (
+                "smtps://u:p@mail.example.com",
+                "smtps://u:p@mail.example.com",
+            ),
+        ] {
+            assert_eq!(with_default_tls(url), expected, "{url}");
+        }
+    }
 }

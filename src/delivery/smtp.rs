@@ -77,6 +77,9 @@ pub struct SmtpPool {
 #[derive(Debug)]
 pub enum SendError {
     Smtp(smtp::Error),
+    /// No session: the greeting, TLS or login failed. Nothing was attempted for the
+    /// message (a wrong password must not bounce the whole queue).
+    Session(smtp::Error),
     /// The server could not be reached (connect refused, no route, name not found).
     Connect(io::Error),
     /// Connecting or the exchange took longer than the timeout.
@@ -87,6 +90,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::Smtp(e) => write!(f, "{e}"),
+            SendError::Session(e) => write!(f, "could not open an SMTP session: {e}"),
             SendError::Connect(e) => write!(f, "connection error: {e}"),
             SendError::Timeout => f.write_str("timed out talking to the SMTP server"),
         }
@@ -111,6 +115,7 @@ impl SendError {
     pub fn is_timeout(&self) -> bool {
         match self {
             SendError::Smtp(e) => e.is_timeout(),
+            SendError::Session(_) => false,
             SendError::Connect(e) => e.kind() == io::ErrorKind::TimedOut,
             SendError::Timeout => true,
         }
@@ -119,7 +124,14 @@ impl SendError {
 
 impl SmtpPool {
     /// From an `SMTP_URL` (see the module notes). Keeps up to `pool_size` idle connections.
-    pub fn from_url(url: &str, pool_size: usize, timeout: Duration) -> anyhow::Result<Self> {
+    /// `extra_ca`: PEM certificates trusted besides the public roots (a private relay's
+    /// own CA, `SMTP_CA_FILE`).
+    pub fn from_url(
+        url: &str,
+        pool_size: usize,
+        timeout: Duration,
+        extra_ca: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?;
         let host = parsed
             .host_str()
@@ -131,8 +143,15 @@ impl SmtpPool {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
-        let params =
-            || TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("SMTP_URL: TLS: {e}"));
+        let params = || {
+            let mut b = TlsParameters::builder(host.clone());
+            if let Some(pem) = extra_ca {
+                let cert = smtp::client::Certificate::from_pem(pem)
+                    .map_err(|e| anyhow::anyhow!("SMTP_CA_FILE: not a PEM certificate: {e}"))?;
+                b = b.add_root_certificate(cert);
+            }
+            b.build().map_err(|e| anyhow::anyhow!("SMTP_URL: TLS: {e}"))
+        };
         let (tls, default_port) = match (parsed.scheme(), tls_mode.as_deref()) {
             ("smtp", None) => (Tls::None, 25),
             ("smtp", Some("required")) => (Tls::Required(params()?), 587),
@@ -231,33 +250,33 @@ impl SmtpPool {
                 stream
                     .upgrade_tls(params.clone())
                     .await
-                    .map_err(SendError::Smtp)?;
+                    .map_err(SendError::Session)?;
                 AsyncSmtpConnection::connect_with_transport(
                     Box::new(Implicit(stream.compat())),
                     &s.hello,
                 )
                 .await
-                .map_err(SendError::Smtp)?
+                .map_err(SendError::Session)?
             }
             _ => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello)
                 .await
-                .map_err(SendError::Smtp)?,
+                .map_err(SendError::Session)?,
         };
         match &s.tls {
             Tls::Required(params) => conn
                 .starttls(params.clone(), &s.hello)
                 .await
-                .map_err(SendError::Smtp)?,
+                .map_err(SendError::Session)?,
             Tls::Opportunistic(params) if conn.can_starttls() => conn
                 .starttls(params.clone(), &s.hello)
                 .await
-                .map_err(SendError::Smtp)?,
+                .map_err(SendError::Session)?,
             _ => {}
         }
         if let Some(credentials) = &s.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
-                .map_err(SendError::Smtp)?;
+                .map_err(SendError::Session)?;
         }
         Ok(conn)
     }
@@ -308,7 +327,7 @@ mod tests {
     use super::*;
 
     fn server(url: &str) -> Arc<Server> {
-        SmtpPool::from_url(url, 4, Duration::from_secs(30))
+        SmtpPool::from_url(url, 4, Duration::from_secs(30), None)
             .unwrap()
             .server
     }
@@ -333,7 +352,7 @@ mod tests {
         assert_eq!(server("smtp://[::1]:25").host, "::1");
         for bad in ["http://x", "smtp://x?tls=maybe", "smtp://", "nonsense"] {
             assert!(
-                SmtpPool::from_url(bad, 1, Duration::from_secs(1)).is_err(),
+                SmtpPool::from_url(bad, 1, Duration::from_secs(1), None).is_err(),
                 "{bad}"
             );
         }
@@ -350,6 +369,7 @@ mod tests {
             &format!("smtp://127.0.0.1:{port}"),
             1,
             Duration::from_secs(5),
+            None,
         )
         .unwrap();
         let message = lettre::Message::builder()

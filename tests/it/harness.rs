@@ -414,7 +414,7 @@ pub struct SmtpServer {
 }
 
 /// Makes `aiosmtpd` importable: the system's, or one pip-installed into target/.
-fn aiosmtpd_pythonpath() -> Option<PathBuf> {
+pub fn aiosmtpd_pythonpath() -> Option<PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
     PATH.get_or_init(|| {
         let have = Command::new("python3")
