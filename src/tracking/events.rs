@@ -121,7 +121,8 @@ struct Row {
     data: serde_json::Value,
 }
 
-/// Records opens and clicks in one transaction, judged in order as if they had come one
+/// Records opens and clicks in one transaction (one read, then one write statement),
+/// judged in order as if they had come one
 /// after another: a click sees the clicks before it, stored or in this batch, for the
 /// link-burst rule, and a burst re-judges the earlier clicks of its window (stored ones
 /// with one UPDATE, ones in this batch before they are written). Engagement counters
@@ -139,52 +140,56 @@ pub async fn record(
     let mut ids: Vec<i64> = reactions.iter().map(Reaction::message_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut tx = pool.begin().await?;
-    type SentRow = (i64, Option<i64>, Option<DateTime<Utc>>, i64);
-    let sent: HashMap<i64, Sent> = sqlx::query_as::<_, SentRow>(
-        "SELECT id, subscriber_id, sent_at, coalesce((data->>'links')::bigint, 0)
-         FROM messages WHERE id = ANY($1)",
+    // One read: each message, and the latest click of each of its links within the
+    // window of the batch's earliest click (enough to count distinct links for every
+    // click in the batch).
+    let since = reactions
+        .iter()
+        .filter(|r| matches!(r, Reaction::Click { .. }))
+        .map(Reaction::at)
+        .min()
+        .map(|earliest| earliest - window);
+    let mut conn = pool.acquire().await?;
+    type SentRow = (
+        i64,
+        Option<i64>,
+        Option<DateTime<Utc>>,
+        i64,
+        Option<Vec<Option<i32>>>,
+        Option<Vec<DateTime<Utc>>>,
+    );
+    let found_rows: Vec<SentRow> = sqlx::query_as(
+        "SELECT m.id, m.subscriber_id, m.sent_at, coalesce((m.data->>'links')::bigint, 0), r.positions, r.ats
+         FROM messages m
+         LEFT JOIN LATERAL (
+             SELECT array_agg(position) AS positions, array_agg(latest) AS ats
+             FROM (SELECT (e.data->>'position')::int AS position, max(e.at) AS latest
+                   FROM events e
+                   WHERE $2::timestamptz IS NOT NULL AND e.message_id = m.id AND e.kind = 'clicked' AND e.at > $2
+                   GROUP BY 1) c
+         ) r ON true
+         WHERE m.id = ANY($1)",
     )
     .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|(id, subscriber_id, sent_at, links)| {
-        (
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sent: HashMap<i64, Sent> = HashMap::with_capacity(found_rows.len());
+    let mut recent: HashMap<i64, HashMap<u16, DateTime<Utc>>> = HashMap::new();
+    for (id, subscriber_id, sent_at, links, positions, ats) in found_rows {
+        sent.insert(
             id,
             Sent {
                 subscriber_id,
                 sent_at,
                 links,
             },
-        )
-    })
-    .collect();
-
-    // The latest click of each link of these messages within the window of the earliest
-    // click in the batch: enough to count distinct links for every click in it.
-    let clicks = reactions
-        .iter()
-        .filter(|r| matches!(r, Reaction::Click { .. }));
-    let mut recent: HashMap<i64, HashMap<u16, DateTime<Utc>>> = HashMap::new();
-    if let Some(earliest) = clicks.clone().map(Reaction::at).min() {
-        let mut click_ids: Vec<i64> = clicks.map(Reaction::message_id).collect();
-        click_ids.sort_unstable();
-        click_ids.dedup();
-        let rows: Vec<(i64, Option<i32>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT message_id, (data->>'position')::int, max(at) FROM events
-             WHERE message_id = ANY($1) AND kind = 'clicked' AND at > $2
-             GROUP BY 1, 2",
-        )
-        .bind(&click_ids)
-        .bind(earliest - window)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (mid, position, at) in rows {
-            let Some(position) = position.and_then(|p| u16::try_from(p).ok()) else {
-                continue;
-            };
-            recent.entry(mid).or_default().insert(position, at);
+        );
+        let links = recent.entry(id).or_default();
+        for (position, at) in positions.unwrap_or_default().into_iter().zip(ats.unwrap_or_default()) {
+            if let Some(position) = position.and_then(|p| u16::try_from(p).ok()) {
+                links.insert(position, at);
+            }
         }
     }
 
@@ -277,33 +282,19 @@ pub async fn record(
         rows.push(row);
     }
     if rows.is_empty() {
-        tx.commit().await?;
         return Ok(found);
-    }
-
-    if !bursts.is_empty() {
-        let (mids, froms): (Vec<i64>, Vec<DateTime<Utc>>) = bursts.into_iter().unzip();
-        sqlx::query(
-            "UPDATE events e SET data = e.data || jsonb_build_object('human', false, 'reason', 'link_burst', 'rejudged', true)
-             FROM unnest($1::bigint[], $2::timestamptz[]) AS b(message_id, since)
-             WHERE e.message_id = b.message_id AND e.kind = 'clicked' AND e.at > b.since
-               AND e.data->>'human' = 'true'",
-        )
-        .bind(&mids)
-        .bind(&froms)
-        .execute(&mut *tx)
-        .await?;
     }
 
     // Counters: per subscriber, the latest human open and click of the batch.
     let mut engaged: HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
         HashMap::new();
+    let n = rows.len();
     let (mut sids, mut mids, mut kinds, mut ats, mut datas) = (
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
     for mut row in rows {
         if row.rejudged {
@@ -327,60 +318,60 @@ pub async fn record(
         ats.push(row.at);
         datas.push(row.data);
     }
+    let (burst_mids, burst_froms): (Vec<i64>, Vec<DateTime<Utc>>) = bursts.into_iter().unzip();
+    let mut engaged: Vec<_> = engaged.into_iter().collect();
+    engaged.sort_unstable_by_key(|(sid, _)| *sid);
+    let engaged_ids: Vec<i64> = engaged.iter().map(|(sid, _)| *sid).collect();
+    let opens: Vec<Option<DateTime<Utc>>> = engaged.iter().map(|(_, (o, _))| *o).collect();
+    let clicks: Vec<Option<DateTime<Utc>>> = engaged.iter().map(|(_, (_, c))| *c).collect();
+
+    // One write, one statement, so one implicit transaction and one commit: re-judge
+    // stored clicks of bursts (the statement's snapshot does not see the rows it
+    // inserts), insert the events, move the counters of human events. The
+    // `cardinality(…) > 0` gates are evaluated once, so an empty part scans nothing
+    // whatever plan PostgreSQL picked.
     sqlx::query(
-        "INSERT INTO events (subscriber_id, message_id, kind, at, data)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])",
+        "WITH rejudged AS (
+             UPDATE events e
+             SET data = e.data || jsonb_build_object('human', false, 'reason', 'link_burst', 'rejudged', true)
+             FROM unnest($6::bigint[], $7::timestamptz[]) AS b(message_id, since)
+             WHERE cardinality($6::bigint[]) > 0
+               AND e.message_id = b.message_id AND e.kind = 'clicked' AND e.at > b.since
+               AND e.data->>'human' = 'true'
+             RETURNING 1
+         ), inserted AS (
+             INSERT INTO events (subscriber_id, message_id, kind, at, data)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
+             RETURNING 1
+         ), engaged AS (
+             UPDATE subscribers s
+             SET last_open_at = greatest(s.last_open_at, v.open_at),
+                 last_click_at = greatest(s.last_click_at, v.click_at),
+                 last_engaged_at = greatest(s.last_engaged_at, v.open_at, v.click_at),
+                 consecutive_unopened = 0
+             FROM unnest($8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS v(id, open_at, click_at)
+             WHERE cardinality($8::bigint[]) > 0 AND s.id = v.id
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM inserted)",
     )
     .bind(&sids)
     .bind(&mids)
     .bind(&kinds)
     .bind(&ats)
     .bind(&datas)
-    .execute(&mut *tx)
+    .bind(&burst_mids)
+    .bind(&burst_froms)
+    .bind(&engaged_ids)
+    .bind(&opens)
+    .bind(&clicks)
+    .execute(&mut *conn)
     .await?;
-    if !engaged.is_empty() {
-        engage(&mut tx, engaged).await?;
-    }
-    tx.commit().await?;
     Ok(found)
 }
 
 fn verdict_json(reason: Reason) -> (bool, &'static str) {
     (reason.verdict() == Verdict::Human, reason.as_str())
-}
-
-/// Human opens and clicks: the engagement counters segments and rules read. Rows are
-/// locked in id order first, so concurrent batches (other processes, the sender's
-/// counters) cannot deadlock with this one.
-async fn engage(
-    conn: &mut sqlx::PgConnection,
-    engaged: HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
-) -> sqlx::Result<()> {
-    let mut list: Vec<_> = engaged.into_iter().collect();
-    list.sort_unstable_by_key(|(sid, _)| *sid);
-    let ids: Vec<i64> = list.iter().map(|(sid, _)| *sid).collect();
-    let opens: Vec<Option<DateTime<Utc>>> = list.iter().map(|(_, (o, _))| *o).collect();
-    let clicks: Vec<Option<DateTime<Utc>>> = list.iter().map(|(_, (_, c))| *c).collect();
-    if ids.len() > 1 {
-        sqlx::query("SELECT 1 FROM subscribers WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query(
-        "UPDATE subscribers s SET last_open_at = greatest(s.last_open_at, v.open_at),
-                last_click_at = greatest(s.last_click_at, v.click_at),
-                last_engaged_at = greatest(s.last_engaged_at, v.open_at, v.click_at),
-                consecutive_unopened = 0
-         FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS v(id, open_at, click_at)
-         WHERE s.id = v.id",
-    )
-    .bind(&ids)
-    .bind(&opens)
-    .bind(&clicks)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Why a reaction could not be recorded.
