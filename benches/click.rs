@@ -266,8 +266,17 @@ async fn seed(
                     message_id: mid,
                     subscriber_id: Some(sid),
                     position: position as u16,
-                    label: Some(if position == 1 { "topic:marketing" } else { "purchase" }.into()),
-                    url: format!("https://shop.example.com/p/{mid}?utm_source=loopline&link={position}"),
+                    label: Some(
+                        if position == 1 {
+                            "topic:marketing"
+                        } else {
+                            "purchase"
+                        }
+                        .into(),
+                    ),
+                    url: format!(
+                        "https://shop.example.com/p/{mid}?utm_source=loopline&link={position}"
+                    ),
                 },
             );
             lines.push(format!("/c/{token}"));
@@ -341,9 +350,8 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(10),
     ));
     let url = format!("http://{addr}");
-    let wrk_blocking = |d: PathBuf, u: String, s: u64| {
-        tokio::task::spawn_blocking(move || wrk(&d, &u, s))
-    };
+    let wrk_blocking =
+        |d: PathBuf, u: String, s: u64| tokio::task::spawn_blocking(move || wrk(&d, &u, s));
     wrk_blocking(dir.clone(), url.clone(), warmup).await??;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = clicked(&pool).await?;
@@ -398,7 +406,10 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("  loopline request log written: {:.1} MiB", log_bytes as f64 / 1048576.0);
+    println!(
+        "  loopline request log written: {:.1} MiB",
+        log_bytes as f64 / 1048576.0
+    );
     println!(
         "  p99 {:.2} ms, lost {lost}, non-3xx {}, socket errors {}",
         ms(ours.p99_us),
@@ -414,7 +425,10 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     if lost > 0 || ours.status_errors > 0 {
-        bail!("{lost} responses without a stored event, {} non-3xx responses", ours.status_errors);
+        bail!(
+            "{lost} responses without a stored event, {} non-3xx responses",
+            ours.status_errors
+        );
     }
     Ok(())
 }

@@ -121,13 +121,13 @@ struct Row {
     data: serde_json::Value,
 }
 
-/// Records opens and clicks in one transaction (one read, then one write statement),
-/// judged in order as if they had come one
-/// after another: a click sees the clicks before it, stored or in this batch, for the
-/// link-burst rule, and a burst re-judges the earlier clicks of its window (stored ones
-/// with one UPDATE, ones in this batch before they are written). Engagement counters
-/// move for the events that are still human at the end. Returns, per reaction, whether
-/// its message was known (an unknown one stores nothing).
+/// Records opens and clicks with one read and one write statement (the write is one
+/// implicit transaction, so a batch is stored whole or not at all), judged in order as if they had come one after another: a click sees the clicks
+/// before it, stored or in this batch, for the link-burst rule, and a burst re-judges
+/// the earlier clicks of its window (stored ones in the write statement, ones in this
+/// batch before they are written). Engagement counters move for the events that are
+/// still human at the end. Returns, per reaction, whether its message was known (an
+/// unknown one stores nothing).
 pub async fn record(
     pool: &PgPool,
     reactions: &[Reaction],
@@ -186,7 +186,11 @@ pub async fn record(
             },
         );
         let links = recent.entry(id).or_default();
-        for (position, at) in positions.unwrap_or_default().into_iter().zip(ats.unwrap_or_default()) {
+        for (position, at) in positions
+            .unwrap_or_default()
+            .into_iter()
+            .zip(ats.unwrap_or_default())
+        {
             if let Some(position) = position.and_then(|p| u16::try_from(p).ok()) {
                 links.insert(position, at);
             }
@@ -206,7 +210,9 @@ pub async fn record(
         let now = r.at();
         let secs = m.sent_at.map(|t| (now - t).num_seconds());
         let row = match r {
-            Reaction::Open { message_id, req, .. } => {
+            Reaction::Open {
+                message_id, req, ..
+            } => {
                 let c = classify::classify_open(&OpenSignal {
                     method: req.method,
                     user_agent: req.user_agent.as_deref(),
@@ -286,8 +292,7 @@ pub async fn record(
     }
 
     // Counters: per subscriber, the latest human open and click of the batch.
-    let mut engaged: HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-        HashMap::new();
+    let mut engaged: HashMap<i64, LatestHuman> = HashMap::new();
     let n = rows.len();
     let (mut sids, mut mids, mut kinds, mut ats, mut datas) = (
         Vec::with_capacity(n),
@@ -370,6 +375,9 @@ pub async fn record(
     Ok(found)
 }
 
+/// A subscriber's latest human open and latest human click in a batch.
+type LatestHuman = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 fn verdict_json(reason: Reason) -> (bool, &'static str) {
     (reason.verdict() == Verdict::Human, reason.as_str())
 }
@@ -379,6 +387,9 @@ fn verdict_json(reason: Reason) -> (bool, &'static str) {
 pub enum RecordError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The whole batch failed for a reason not specific to this reaction.
+    #[error("{0}")]
+    Batch(std::sync::Arc<sqlx::Error>),
     #[error("the event writer has stopped")]
     Stopped,
 }
@@ -393,8 +404,9 @@ type Pending = (Reaction, oneshot::Sender<Result<bool, RecordError>>);
 /// (up to [`MAX_BATCH`]), records it with [`record`] in one transaction, and answers
 /// each request after the commit. So every event is durable before its response, and
 /// under load one commit (one WAL flush) serves hundreds of requests. Batches are
-/// written one after another, so each sees the clicks committed before it. A failed
-/// batch is retried one reaction at a time, so one bad row fails only its own request.
+/// written one after another, so each sees the clicks committed before it. A batch the
+/// database refused is retried one reaction at a time, so one bad row fails only its
+/// own request; a lost connection fails the batch at once.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Pending>,
@@ -431,12 +443,10 @@ async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Pe
                     let _ = reply.send(Ok(found));
                 }
             }
-            Err(e) if reactions.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e.into()));
-                }
-            }
-            Err(e) => {
+            // A statement the database refused (a row it would not take): find which by
+            // trying each on its own. Anything else (no connection, the pool timed
+            // out) would fail each retry the same way, slowly: answer at once.
+            Err(sqlx::Error::Database(e)) if reactions.len() > 1 => {
                 tracing::warn!(error = %e, batch = reactions.len(), "recording a batch of opens and clicks failed; retrying one by one");
                 for (reaction, reply) in reactions.into_iter().zip(replies) {
                     let result = record(&pool, std::slice::from_ref(&reaction), &privacy)
@@ -444,6 +454,12 @@ async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Pe
                         .map(|found| found[0])
                         .map_err(RecordError::from);
                     let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(RecordError::Batch(e.clone())));
                 }
             }
         }

@@ -631,9 +631,7 @@ async fn concurrent_clicks_and_opens_are_all_stored_with_their_verdicts_in_group
     let scanner_clicks = verdicts(m_scanned, "clicked").await;
     assert_eq!(scanner_clicks.len(), 5);
     assert!(
-        scanner_clicks
-            .iter()
-            .all(|(h, r)| !*h && r == "link_burst"),
+        scanner_clicks.iter().all(|(h, r)| !*h && r == "link_burst"),
         "every link at once is a scanner, the first clicks judged again: {scanner_clicks:?}"
     );
     let opens = verdicts(m_opener, "opened").await;
@@ -642,13 +640,12 @@ async fn concurrent_clicks_and_opens_are_all_stored_with_their_verdicts_in_group
 
     // Counters moved for the people.
     let now = app.clock.now();
-    let (last_click, unopened): (Option<chrono::DateTime<chrono::Utc>>, i32) = sqlx::query_as(
-        "SELECT last_click_at, consecutive_unopened FROM subscribers WHERE id = $1",
-    )
-    .bind(reader)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (last_click, unopened): (Option<chrono::DateTime<chrono::Utc>>, i32) =
+        sqlx::query_as("SELECT last_click_at, consecutive_unopened FROM subscribers WHERE id = $1")
+            .bind(reader)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!((last_click, unopened), (Some(now), 0));
     let last_open: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT last_open_at FROM subscribers WHERE id = $1")
@@ -665,7 +662,10 @@ async fn concurrent_clicks_and_opens_are_all_stored_with_their_verdicts_in_group
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(transactions < 65, "{transactions} transactions for 65 events");
+    assert!(
+        transactions < 65,
+        "{transactions} transactions for 65 events"
+    );
 }
 
 #[tokio::test]
@@ -720,7 +720,8 @@ async fn a_batch_is_judged_as_if_its_reactions_came_one_after_another() {
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    let expect = |mid, pos, human, reason: &str, rejudged| (mid, pos, human, reason.to_string(), rejudged);
+    let expect =
+        |mid, pos, human, reason: &str, rejudged| (mid, pos, human, reason.to_string(), rejudged);
     assert_eq!(
         rows,
         [
