@@ -1,12 +1,14 @@
 //! Recording opens and clicks: judged human or machine, stored with the verdict and its
 //! reason, committed before the response goes out, and folded into the subscriber's
-//! engagement counters (human events only) for segments and rules.
+//! engagement counters (human events only) for segments and rules. The endpoints go
+//! through [`Recorder`], which commits concurrent reactions together (group commit).
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     classify::{
@@ -37,46 +39,41 @@ impl Privacy {
     }
 }
 
-/// The message an event belongs to: who got it and when.
-#[derive(sqlx::FromRow)]
+/// One open or click to record: what it was, what the request carried and when.
+#[derive(Debug, Clone)]
+pub enum Reaction {
+    Open {
+        message_id: i64,
+        req: Request,
+        at: DateTime<Utc>,
+    },
+    Click {
+        click: Click,
+        req: Request,
+        at: DateTime<Utc>,
+    },
+}
+
+impl Reaction {
+    fn message_id(&self) -> i64 {
+        match self {
+            Reaction::Open { message_id, .. } => *message_id,
+            Reaction::Click { click, .. } => click.message_id,
+        }
+    }
+
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Reaction::Open { at, .. } | Reaction::Click { at, .. } => *at,
+        }
+    }
+}
+
+/// The message an event belongs to: who got it, when, and how many tracked links it had.
 struct Sent {
     subscriber_id: Option<i64>,
     sent_at: Option<DateTime<Utc>>,
     links: i64,
-}
-
-async fn sent(
-    pool: &PgPool,
-    message_id: i64,
-    now: DateTime<Utc>,
-) -> sqlx::Result<Option<(Sent, i64)>> {
-    type Row = (Option<i64>, Option<DateTime<Utc>>, i64, i64);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT m.subscriber_id, m.sent_at,
-                coalesce((m.data->>'links')::bigint, 0),
-                (SELECT count(DISTINCT e.data->>'position') FROM events e
-                 WHERE e.message_id = m.id AND e.kind = 'clicked' AND e.at > $2 - make_interval(secs => $3))
-         FROM messages m WHERE m.id = $1",
-    )
-    .bind(message_id)
-    .bind(now)
-    .bind(BURST_WINDOW_SECS as f64)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(subscriber_id, sent_at, links, recent)| {
-        (
-            Sent {
-                subscriber_id,
-                sent_at,
-                links,
-            },
-            recent,
-        )
-    }))
-}
-
-fn verdict_json(reason: Reason) -> (bool, &'static str) {
-    (reason.verdict() == Verdict::Human, reason.as_str())
 }
 
 /// Records an open. `false` when the message is unknown (deleted since).
@@ -87,52 +84,12 @@ pub async fn record_open(
     privacy: &Privacy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let Some((m, _)) = sent(pool, message_id, now).await? else {
-        return Ok(false);
+    let r = Reaction::Open {
+        message_id,
+        req: req.clone(),
+        at: now,
     };
-    let secs = m.sent_at.map(|t| (now - t).num_seconds());
-    let c = classify::classify_open(&OpenSignal {
-        method: req.method,
-        user_agent: req.user_agent.as_deref(),
-        ip: req.ip,
-        secs_since_sent: secs,
-        purpose_header: req.purpose_header.as_deref(),
-    });
-    let (human, reason) = verdict_json(c.reason);
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO events (subscriber_id, message_id, kind, at, data) VALUES ($1, $2, 'opened', $3, $4)")
-        .bind(m.subscriber_id)
-        .bind(message_id)
-        .bind(now)
-        .bind(json!({
-            "human": human, "reason": reason, "ua": req.user_agent, "ip": privacy.store(req.ip),
-            "secs_since_sent": secs,
-        }))
-        .execute(&mut *tx)
-        .await?;
-    if human && let Some(sid) = m.subscriber_id {
-        engage(&mut tx, sid, "last_open_at", now).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// A human open or click: the engagement counters segments and rules read.
-async fn engage(
-    conn: &mut sqlx::PgConnection,
-    subscriber_id: i64,
-    column: &'static str,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE subscribers SET {column} = greatest({column}, $2), last_engaged_at = greatest(last_engaged_at, $2),
-                consecutive_unopened = 0 WHERE id = $1"
-    )))
-    .bind(subscriber_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(record(pool, std::slice::from_ref(&r), privacy).await?[0])
 }
 
 /// Records a click on a verified link. `false` when the message is unknown.
@@ -143,49 +100,370 @@ pub async fn record_click(
     privacy: &Privacy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let Some((m, recent)) = sent(pool, click.message_id, now).await? else {
-        return Ok(false);
+    let r = Reaction::Click {
+        click: click.clone(),
+        req: req.clone(),
+        at: now,
     };
-    let secs = m.sent_at.map(|t| (now - t).num_seconds());
-    let c = classify::classify_click(&ClickSignal {
-        method: req.method,
-        user_agent: req.user_agent.as_deref(),
-        ip: req.ip,
-        secs_since_sent: secs,
-        purpose_header: req.purpose_header.as_deref(),
-        distinct_links_in_burst: recent as u32 + 1,
-        links_in_message: m.links as u32,
-    });
-    let (human, reason) = verdict_json(c.reason);
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO events (subscriber_id, message_id, kind, at, data) VALUES ($1, $2, 'clicked', $3, $4)")
-        .bind(m.subscriber_id)
-        .bind(click.message_id)
-        .bind(now)
-        .bind(json!({
-            "position": click.position, "url": click.url, "label": click.label,
-            "human": human, "reason": reason, "ua": req.user_agent, "ip": privacy.store(req.ip),
-            "secs_since_sent": secs,
-        }))
-        .execute(&mut *tx)
-        .await?;
-    if c.reason == Reason::LinkBurst {
-        // The burst shows what the first clicks of it were: judge them again.
-        sqlx::query(
-            "UPDATE events SET data = data || jsonb_build_object('human', false, 'reason', 'link_burst', 'rejudged', true)
-             WHERE message_id = $1 AND kind = 'clicked' AND at > $2 - make_interval(secs => $3) AND data->>'human' = 'true'",
-        )
-        .bind(click.message_id)
-        .bind(now)
-        .bind(BURST_WINDOW_SECS as f64)
-        .execute(&mut *tx)
-        .await?;
+    Ok(record(pool, std::slice::from_ref(&r), privacy).await?[0])
+}
+
+/// One event row, judged, before it is written.
+struct Row {
+    subscriber_id: Option<i64>,
+    message_id: i64,
+    kind: &'static str,
+    at: DateTime<Utc>,
+    /// The link's position for a click; `None` for an open.
+    position: Option<u16>,
+    reason: Reason,
+    rejudged: bool,
+    data: serde_json::Value,
+}
+
+/// Records opens and clicks with one read and one write statement (the write is one
+/// implicit transaction, so a batch is stored whole or not at all), judged in order as if they had come one after another: a click sees the clicks
+/// before it, stored or in this batch, for the link-burst rule, and a burst re-judges
+/// the earlier clicks of its window (stored ones in the write statement, ones in this
+/// batch before they are written). Engagement counters move for the events that are
+/// still human at the end. Returns, per reaction, whether its message was known (an
+/// unknown one stores nothing).
+pub async fn record(
+    pool: &PgPool,
+    reactions: &[Reaction],
+    privacy: &Privacy,
+) -> sqlx::Result<Vec<bool>> {
+    if reactions.is_empty() {
+        return Ok(Vec::new());
     }
-    if human && let Some(sid) = m.subscriber_id {
-        engage(&mut tx, sid, "last_click_at", now).await?;
+    let window = chrono::Duration::seconds(BURST_WINDOW_SECS);
+    let mut ids: Vec<i64> = reactions.iter().map(Reaction::message_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // One read: each message, and the latest click of each of its links within the
+    // window of the batch's earliest click (enough to count distinct links for every
+    // click in the batch).
+    let since = reactions
+        .iter()
+        .filter(|r| matches!(r, Reaction::Click { .. }))
+        .map(Reaction::at)
+        .min()
+        .map(|earliest| earliest - window);
+    let mut conn = pool.acquire().await?;
+    type SentRow = (
+        i64,
+        Option<i64>,
+        Option<DateTime<Utc>>,
+        i64,
+        Option<Vec<Option<i32>>>,
+        Option<Vec<DateTime<Utc>>>,
+    );
+    let found_rows: Vec<SentRow> = sqlx::query_as(
+        "SELECT m.id, m.subscriber_id, m.sent_at, coalesce((m.data->>'links')::bigint, 0), r.positions, r.ats
+         FROM messages m
+         LEFT JOIN LATERAL (
+             SELECT array_agg(position) AS positions, array_agg(latest) AS ats
+             FROM (SELECT (e.data->>'position')::int AS position, max(e.at) AS latest
+                   FROM events e
+                   WHERE $2::timestamptz IS NOT NULL AND e.message_id = m.id AND e.kind = 'clicked' AND e.at > $2
+                   GROUP BY 1) c
+         ) r ON true
+         WHERE m.id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sent: HashMap<i64, Sent> = HashMap::with_capacity(found_rows.len());
+    let mut recent: HashMap<i64, HashMap<u16, DateTime<Utc>>> = HashMap::new();
+    for (id, subscriber_id, sent_at, links, positions, ats) in found_rows {
+        sent.insert(
+            id,
+            Sent {
+                subscriber_id,
+                sent_at,
+                links,
+            },
+        );
+        let links = recent.entry(id).or_default();
+        for (position, at) in positions
+            .unwrap_or_default()
+            .into_iter()
+            .zip(ats.unwrap_or_default())
+        {
+            if let Some(position) = position.and_then(|p| u16::try_from(p).ok()) {
+                links.insert(position, at);
+            }
+        }
     }
-    tx.commit().await?;
-    Ok(true)
+
+    let mut found = Vec::with_capacity(reactions.len());
+    let mut rows: Vec<Row> = Vec::with_capacity(reactions.len());
+    // Messages whose stored clicks a burst re-judges, from when.
+    let mut bursts: HashMap<i64, DateTime<Utc>> = HashMap::new();
+    for r in reactions {
+        let Some(m) = sent.get(&r.message_id()) else {
+            found.push(false);
+            continue;
+        };
+        found.push(true);
+        let now = r.at();
+        let secs = m.sent_at.map(|t| (now - t).num_seconds());
+        let row = match r {
+            Reaction::Open {
+                message_id, req, ..
+            } => {
+                let c = classify::classify_open(&OpenSignal {
+                    method: req.method,
+                    user_agent: req.user_agent.as_deref(),
+                    ip: req.ip,
+                    secs_since_sent: secs,
+                    purpose_header: req.purpose_header.as_deref(),
+                });
+                let (human, reason) = verdict_json(c.reason);
+                Row {
+                    subscriber_id: m.subscriber_id,
+                    message_id: *message_id,
+                    kind: "opened",
+                    at: now,
+                    position: None,
+                    reason: c.reason,
+                    rejudged: false,
+                    data: json!({
+                        "human": human, "reason": reason, "ua": req.user_agent,
+                        "ip": privacy.store(req.ip), "secs_since_sent": secs,
+                    }),
+                }
+            }
+            Reaction::Click { click, req, .. } => {
+                let links = recent.entry(click.message_id).or_default();
+                let since = now - window;
+                let distinct = links
+                    .iter()
+                    .filter(|&(&p, &at)| p != click.position && at > since)
+                    .count()
+                    + 1;
+                let c = classify::classify_click(&ClickSignal {
+                    method: req.method,
+                    user_agent: req.user_agent.as_deref(),
+                    ip: req.ip,
+                    secs_since_sent: secs,
+                    purpose_header: req.purpose_header.as_deref(),
+                    distinct_links_in_burst: distinct as u32,
+                    links_in_message: m.links as u32,
+                });
+                let latest = links.entry(click.position).or_insert(now);
+                *latest = (*latest).max(now);
+                if c.reason == Reason::LinkBurst {
+                    // The burst shows what the first clicks of it were: judge them again.
+                    let from = bursts.entry(click.message_id).or_insert(since);
+                    *from = (*from).min(since);
+                    for earlier in rows.iter_mut().filter(|e| {
+                        e.message_id == click.message_id
+                            && e.position.is_some()
+                            && e.at > since
+                            && e.reason.verdict() == Verdict::Human
+                    }) {
+                        earlier.reason = Reason::LinkBurst;
+                        earlier.rejudged = true;
+                    }
+                }
+                let (human, reason) = verdict_json(c.reason);
+                Row {
+                    subscriber_id: m.subscriber_id,
+                    message_id: click.message_id,
+                    kind: "clicked",
+                    at: now,
+                    position: Some(click.position),
+                    reason: c.reason,
+                    rejudged: false,
+                    data: json!({
+                        "position": click.position, "url": click.url, "label": click.label,
+                        "human": human, "reason": reason, "ua": req.user_agent,
+                        "ip": privacy.store(req.ip), "secs_since_sent": secs,
+                    }),
+                }
+            }
+        };
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Ok(found);
+    }
+
+    // Counters: per subscriber, the latest human open and click of the batch.
+    let mut engaged: HashMap<i64, LatestHuman> = HashMap::new();
+    let n = rows.len();
+    let (mut sids, mut mids, mut kinds, mut ats, mut datas) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for mut row in rows {
+        if row.rejudged {
+            let (human, reason) = verdict_json(row.reason);
+            if let Some(d) = row.data.as_object_mut() {
+                d.insert("human".into(), human.into());
+                d.insert("reason".into(), reason.into());
+                d.insert("rejudged".into(), true.into());
+            }
+        }
+        if row.reason.verdict() == Verdict::Human
+            && let Some(sid) = row.subscriber_id
+        {
+            let (open, click) = engaged.entry(sid).or_default();
+            let slot = if row.kind == "opened" { open } else { click };
+            *slot = (*slot).max(Some(row.at));
+        }
+        sids.push(row.subscriber_id);
+        mids.push(row.message_id);
+        kinds.push(row.kind);
+        ats.push(row.at);
+        datas.push(row.data);
+    }
+    let (burst_mids, burst_froms): (Vec<i64>, Vec<DateTime<Utc>>) = bursts.into_iter().unzip();
+    let mut engaged: Vec<_> = engaged.into_iter().collect();
+    engaged.sort_unstable_by_key(|(sid, _)| *sid);
+    let engaged_ids: Vec<i64> = engaged.iter().map(|(sid, _)| *sid).collect();
+    let opens: Vec<Option<DateTime<Utc>>> = engaged.iter().map(|(_, (o, _))| *o).collect();
+    let clicks: Vec<Option<DateTime<Utc>>> = engaged.iter().map(|(_, (_, c))| *c).collect();
+
+    // One write, one statement, so one implicit transaction and one commit: re-judge
+    // stored clicks of bursts (the statement's snapshot does not see the rows it
+    // inserts), insert the events, move the counters of human events. The
+    // `cardinality(…) > 0` gates are evaluated once, so an empty part scans nothing
+    // whatever plan PostgreSQL picked.
+    sqlx::query(
+        "WITH rejudged AS (
+             UPDATE events e
+             SET data = e.data || jsonb_build_object('human', false, 'reason', 'link_burst', 'rejudged', true)
+             FROM unnest($6::bigint[], $7::timestamptz[]) AS b(message_id, since)
+             WHERE cardinality($6::bigint[]) > 0
+               AND e.message_id = b.message_id AND e.kind = 'clicked' AND e.at > b.since
+               AND e.data->>'human' = 'true'
+             RETURNING 1
+         ), inserted AS (
+             INSERT INTO events (subscriber_id, message_id, kind, at, data)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
+             RETURNING 1
+         ), engaged AS (
+             UPDATE subscribers s
+             SET last_open_at = greatest(s.last_open_at, v.open_at),
+                 last_click_at = greatest(s.last_click_at, v.click_at),
+                 last_engaged_at = greatest(s.last_engaged_at, v.open_at, v.click_at),
+                 consecutive_unopened = 0
+             FROM unnest($8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS v(id, open_at, click_at)
+             WHERE cardinality($8::bigint[]) > 0 AND s.id = v.id
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM inserted)",
+    )
+    .bind(&sids)
+    .bind(&mids)
+    .bind(&kinds)
+    .bind(&ats)
+    .bind(&datas)
+    .bind(&burst_mids)
+    .bind(&burst_froms)
+    .bind(&engaged_ids)
+    .bind(&opens)
+    .bind(&clicks)
+    .execute(&mut *conn)
+    .await?;
+    Ok(found)
+}
+
+/// A subscriber's latest human open and latest human click in a batch.
+type LatestHuman = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn verdict_json(reason: Reason) -> (bool, &'static str) {
+    (reason.verdict() == Verdict::Human, reason.as_str())
+}
+
+/// Why a reaction could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The whole batch failed for a reason not specific to this reaction.
+    #[error("{0}")]
+    Batch(std::sync::Arc<sqlx::Error>),
+    #[error("the event writer has stopped")]
+    Stopped,
+}
+
+/// Most reactions written in one transaction.
+const MAX_BATCH: usize = 512;
+
+type Pending = (Reaction, oneshot::Sender<Result<bool, RecordError>>);
+
+/// Group commit for opens and clicks. Requests hand their reaction to one writer task
+/// per process and wait for its answer; the writer takes everything that has arrived
+/// (up to [`MAX_BATCH`]), records it with [`record`] in one transaction, and answers
+/// each request after the commit. So every event is durable before its response, and
+/// under load one commit (one WAL flush) serves hundreds of requests. Batches are
+/// written one after another, so each sees the clicks committed before it. A batch the
+/// database refused is retried one reaction at a time, so one bad row fails only its
+/// own request; a lost connection fails the batch at once.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Recorder {
+    /// Starts the writer task on the current Tokio runtime. It ends when the last
+    /// `Recorder` clone is dropped, after answering everything queued.
+    pub fn start(pool: PgPool, privacy: Privacy) -> Self {
+        let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
+        tokio::spawn(write_batches(pool, privacy, rx));
+        Self { tx }
+    }
+
+    /// Records one reaction; returns once it is committed. `false` when its message is
+    /// unknown.
+    pub async fn record(&self, reaction: Reaction) -> Result<bool, RecordError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((reaction, reply))
+            .await
+            .map_err(|_| RecordError::Stopped)?;
+        answer.await.map_err(|_| RecordError::Stopped)?
+    }
+}
+
+async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Pending>) {
+    let mut pending: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        let (reactions, replies): (Vec<Reaction>, Vec<_>) = pending.drain(..).unzip();
+        match record(&pool, &reactions, &privacy).await {
+            Ok(found) => {
+                for (reply, found) in replies.into_iter().zip(found) {
+                    let _ = reply.send(Ok(found));
+                }
+            }
+            // A statement the database refused (a row it would not take): find which by
+            // trying each on its own. Anything else (no connection, the pool timed
+            // out) would fail each retry the same way, slowly: answer at once.
+            Err(sqlx::Error::Database(e)) if reactions.len() > 1 => {
+                tracing::warn!(error = %e, batch = reactions.len(), "recording a batch of opens and clicks failed; retrying one by one");
+                for (reaction, reply) in reactions.into_iter().zip(replies) {
+                    let result = record(&pool, std::slice::from_ref(&reaction), &privacy)
+                        .await
+                        .map(|found| found[0])
+                        .map_err(RecordError::from);
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(RecordError::Batch(e.clone())));
+                }
+            }
+        }
+    }
 }
 
 /// How far back a human click still earns a conversion.

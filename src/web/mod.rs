@@ -69,6 +69,8 @@ pub struct StateInner {
     pub throttle: LoginThrottle,
     /// How opens and clicks store IPs.
     pub privacy: crate::tracking::events::Privacy,
+    /// Writes opens and clicks in group commits (one writer task per process).
+    pub recorder: crate::tracking::events::Recorder,
 }
 
 impl std::ops::Deref for AppState {
@@ -79,14 +81,18 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Must be called within a Tokio runtime: it starts the open/click writer task.
     pub fn new(pool: PgPool, config: Config, clock: SharedClock, keys: SigningKey) -> Self {
+        let privacy = crate::tracking::events::Privacy {
+            mode: config.mail.track_ip,
+            key: keys.short_tag("tracking/ip-storage", b""),
+        };
+        let recorder = crate::tracking::events::Recorder::start(pool.clone(), privacy.clone());
         Self(Arc::new(StateInner {
             pool,
             clock,
-            privacy: crate::tracking::events::Privacy {
-                mode: config.mail.track_ip,
-                key: keys.short_tag("tracking/ip-storage", b""),
-            },
+            privacy,
+            recorder,
             config,
             keys,
             throttle: LoginThrottle::default(),

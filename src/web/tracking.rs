@@ -12,7 +12,7 @@ use axum::{
 use super::{AppState, ClientIp};
 use crate::tracking::{
     classify,
-    events::{self, Request},
+    events::{Reaction, Request},
     tokens,
 };
 
@@ -59,16 +59,13 @@ pub async fn open(
     let Some((message_id, _)) = tokens::verify_open(&state.keys, token) else {
         return not_found();
     };
-    let req = request(&method, &headers, &ip);
-    if let Err(e) = events::record_open(
-        &state.pool,
+    let reaction = Reaction::Open {
         message_id,
-        &req,
-        &state.privacy,
-        state.clock.now(),
-    )
-    .await
-    {
+        req: request(&method, &headers, &ip),
+        at: state.clock.now(),
+    };
+    // Committed (with whatever else arrived meanwhile) before the image goes out.
+    if let Err(e) = state.recorder.record(reaction).await {
         // The reader still gets the image; the failure is logged, not shown.
         tracing::error!(error = %e, message = message_id, "recording an open failed");
     }
@@ -92,18 +89,22 @@ pub async fn click(
     let Some(click) = tokens::verify_click(&state.keys, &token) else {
         return not_found();
     };
-    let req = request(&method, &headers, &ip);
-    // Durable before the redirect; if the database is down the reader still gets where
-    // they were going.
-    if let Err(e) =
-        events::record_click(&state.pool, &click, &req, &state.privacy, state.clock.now()).await
-    {
-        tracing::error!(error = %e, message = click.message_id, "recording a click failed");
+    let message_id = click.message_id;
+    let location = click.url.clone();
+    let reaction = Reaction::Click {
+        click,
+        req: request(&method, &headers, &ip),
+        at: state.clock.now(),
+    };
+    // Durable before the redirect (group commit); if the database is down the reader
+    // still gets where they were going.
+    if let Err(e) = state.recorder.record(reaction).await {
+        tracing::error!(error = %e, message = message_id, "recording a click failed");
     }
     (
         StatusCode::FOUND,
         [
-            (header::LOCATION, click.url.as_str()),
+            (header::LOCATION, location.as_str()),
             (header::CACHE_CONTROL, "no-store"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],

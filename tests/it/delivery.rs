@@ -13,6 +13,7 @@ use loopline::{
     },
     secrets::Secret,
     startup,
+    tracking::{events, tokens},
 };
 use mailparse::{MailHeaderMap, ParsedMail};
 use reqwest::StatusCode;
@@ -608,4 +609,227 @@ for path in sys.argv[2:]:
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.trim(), "mail.eml True\ntampered.eml False");
+}
+
+/// A message already sent to `subscriber_id` an hour ago (clock time), with `links`
+/// tracked links.
+async fn sent_message(app: &TestApp, subscriber_id: i64, links: i64) -> i64 {
+    let sent_at = app.clock.now() - chrono::Duration::hours(1);
+    let body: i64 = sqlx::query_scalar(
+        "INSERT INTO message_bodies (purpose, subject, body) VALUES ('campaign', 's', 'b') RETURNING id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar(
+        "INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, data, status, run_at, created_at, sent_at)
+         SELECT 'm:' || $1 || ':' || $2, true, $2, s.id, s.email, jsonb_build_object('links', $3::bigint), 'sent', $4, $4, $4
+         FROM subscribers s WHERE s.id = $1 RETURNING id",
+    )
+    .bind(subscriber_id)
+    .bind(body)
+    .bind(links)
+    .bind(sent_at)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+fn click_of(message_id: i64, subscriber_id: i64, position: u16) -> tokens::Click {
+    tokens::Click {
+        message_id,
+        subscriber_id: Some(subscriber_id),
+        position,
+        label: Some(format!("link{position}")),
+        url: format!("https://example.kr/{message_id}/{position}"),
+    }
+}
+
+const SAFARI: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
+
+#[tokio::test]
+async fn concurrent_clicks_and_opens_are_all_stored_with_their_verdicts_in_group_commits() {
+    let app = TestApp::spawn().await;
+    let reader = subscriber(&app, "reader@example.kr", "독자", "active").await;
+    let scanned = subscriber(&app, "scanned@example.kr", "", "active").await;
+    let opener = subscriber(&app, "opener@example.kr", "", "active").await;
+    let m_reader = sent_message(&app, reader, 4).await;
+    let m_scanned = sent_message(&app, scanned, 5).await;
+    let m_opener = sent_message(&app, opener, 1).await;
+    let keys = &app.state.keys;
+
+    // A person clicking one link again and again; a scanner following all five links of
+    // another message at once; a mail client loading the pixel; a forged link.
+    let mut paths = Vec::new();
+    for _ in 0..40 {
+        paths.push(format!(
+            "/c/{}",
+            tokens::click_token(keys, &click_of(m_reader, reader, 2))
+        ));
+    }
+    for position in 1..=5 {
+        paths.push(format!(
+            "/c/{}",
+            tokens::click_token(keys, &click_of(m_scanned, scanned, position))
+        ));
+    }
+    for _ in 0..20 {
+        paths.push(format!(
+            "/o/{}.gif",
+            tokens::open_token(keys, m_opener, Some(opener))
+        ));
+    }
+    let good = tokens::click_token(keys, &click_of(m_reader, reader, 1));
+    let (payload, tag) = good.split_once('.').unwrap();
+    paths.push(format!("/c/{payload}x.{tag}"));
+
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(SAFARI)
+        .build()
+        .unwrap();
+    let responses = futures_util::future::join_all(paths.iter().map(|p| {
+        let browser = browser.clone();
+        let url = format!("{}{p}", app.base);
+        async move { browser.get(url).send().await.unwrap().status() }
+    }))
+    .await;
+    let count = |s: StatusCode| responses.iter().filter(|&&r| r == s).count();
+    assert_eq!(count(StatusCode::FOUND), 45);
+    assert_eq!(count(StatusCode::OK), 20);
+    assert_eq!(count(StatusCode::NOT_FOUND), 1);
+
+    // Every answered request has its event, committed before its answer.
+    let verdicts = |mid: i64, kind: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (bool, String)>(
+                "SELECT (data->>'human')::bool, data->>'reason' FROM events WHERE message_id = $1 AND kind = $2",
+            )
+            .bind(mid)
+            .bind(kind)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let reader_clicks = verdicts(m_reader, "clicked").await;
+    assert_eq!(reader_clicks.len(), 40);
+    assert!(
+        reader_clicks.iter().all(|(h, r)| *h && r == "human"),
+        "one link clicked again is no burst: {reader_clicks:?}"
+    );
+    let scanner_clicks = verdicts(m_scanned, "clicked").await;
+    assert_eq!(scanner_clicks.len(), 5);
+    assert!(
+        scanner_clicks.iter().all(|(h, r)| !*h && r == "link_burst"),
+        "every link at once is a scanner, the first clicks judged again: {scanner_clicks:?}"
+    );
+    let opens = verdicts(m_opener, "opened").await;
+    assert_eq!(opens.len(), 20);
+    assert!(opens.iter().all(|(h, r)| *h && r == "human"), "{opens:?}");
+
+    // Counters moved for the people.
+    let now = app.clock.now();
+    let (last_click, unopened): (Option<chrono::DateTime<chrono::Utc>>, i32) =
+        sqlx::query_as("SELECT last_click_at, consecutive_unopened FROM subscribers WHERE id = $1")
+            .bind(reader)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((last_click, unopened), (Some(now), 0));
+    let last_open: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_open_at FROM subscribers WHERE id = $1")
+            .bind(opener)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(last_open, Some(now));
+
+    // Written in fewer transactions than requests: group commit.
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM events WHERE kind IN ('clicked', 'opened')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        transactions < 65,
+        "{transactions} transactions for 65 events"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_judged_as_if_its_reactions_came_one_after_another() {
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "batch@example.kr", "", "active").await;
+    let two = sent_message(&app, sid, 2).await;
+    let five = sent_message(&app, sid, 5).await;
+    let privacy = &app.state.privacy;
+    let now = app.clock.now();
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    let click = |mid, position, secs: i64| events::Reaction::Click {
+        click: click_of(mid, sid, position),
+        req: req.clone(),
+        at: now + chrono::Duration::seconds(secs),
+    };
+
+    // Stored earlier: one click on the five-link message.
+    let found = events::record(&app.pool, &[click(five, 1, 0)], privacy)
+        .await
+        .unwrap();
+    assert_eq!(found, [true]);
+
+    // One batch: a double click on one link of the two-link message (no burst), then
+    // two more links of the five-link message (the third distinct link: a burst that
+    // re-judges the stored click and the one before it in the batch), a click on an
+    // unknown message, and, twenty seconds on, a click outside the window.
+    let found = events::record(
+        &app.pool,
+        &[
+            click(two, 1, 1),
+            click(two, 1, 2),
+            click(five, 2, 3),
+            click(999_999, 1, 3),
+            click(five, 3, 4),
+            click(five, 4, 30),
+        ],
+        privacy,
+    )
+    .await
+    .unwrap();
+    assert_eq!(found, [true, true, true, false, true, true]);
+    let rows: Vec<(i64, i64, bool, String, bool)> = sqlx::query_as(
+        "SELECT message_id, (data->>'position')::bigint, (data->>'human')::bool, data->>'reason',
+                coalesce((data->>'rejudged')::bool, false)
+         FROM events WHERE kind = 'clicked' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expect =
+        |mid, pos, human, reason: &str, rejudged| (mid, pos, human, reason.to_string(), rejudged);
+    assert_eq!(
+        rows,
+        [
+            expect(five, 1, false, "link_burst", true),
+            expect(two, 1, true, "human", false),
+            expect(two, 1, true, "human", false),
+            expect(five, 2, false, "link_burst", true),
+            expect(five, 3, false, "link_burst", false),
+            expect(five, 4, true, "human", false),
+        ]
+    );
+    // The counter follows the latest human click of the batch.
+    let last_click: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_click_at FROM subscribers WHERE id = $1")
+            .bind(sid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(last_click, Some(now + chrono::Duration::seconds(30)));
 }
