@@ -473,7 +473,6 @@ pub async fn erase_request(
 }
 
 async fn data_request(state: &AppState, token: &str, action: DataAction) -> AppResult<Response> {
-    let p = public_strings();
     let sub = subscriber_from_link(state, token).await?;
     data_requests::request(
         &state.pool,
@@ -484,11 +483,16 @@ async fn data_request(state: &AppState, token: &str, action: DataAction) -> AppR
         state.clock.now(),
     )
     .await?;
-    let title = match action {
+    let p = public_strings();
+    Ok(render(MessagePage::plain(data_title(action), p.data_link_sent))?.into_response())
+}
+
+fn data_title(action: DataAction) -> &'static str {
+    let p = public_strings();
+    match action {
         DataAction::Export => p.prefs_export,
         DataAction::Erase => p.prefs_erase_title,
-    };
-    Ok(render(MessagePage::plain(title, p.data_link_sent))?.into_response())
+    }
 }
 
 /// The subscriber behind a mailed data link, or the page to show instead.
@@ -498,10 +502,7 @@ async fn data_target(
     action: DataAction,
 ) -> AppResult<Result<i64, Response>> {
     let p = public_strings();
-    let title = match action {
-        DataAction::Export => p.prefs_export,
-        DataAction::Erase => p.prefs_erase_title,
-    };
+    let title = data_title(action);
     match data_requests::verify(&state.pool, &state.keys, token, action, state.clock.now()).await? {
         Ok(id) => Ok(Ok(id)),
         Err(check) => {

@@ -7,10 +7,7 @@ use loopline::{
     accounts::Role,
     clock::Clock,
     config::SmtpConfig,
-    delivery::{
-        outbox::{self, NewBody, NewMessage},
-        render::{BodyFormat, Draft},
-    },
+    delivery::render::{BodyFormat, Draft},
     secrets::Secret,
     startup,
     tracking::{events, tokens},
@@ -50,50 +47,16 @@ async fn subscriber(app: &TestApp, email: &str, name: &str, status: &str) -> i64
 
 /// Queues one marketing message to a subscriber, as a campaign would.
 async fn queue_marketing(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
-    let now = app.clock.now();
-    let mut tx = app.pool.begin().await.unwrap();
-    let body_id = outbox::insert_body(
-        &mut tx,
-        &NewBody {
-            purpose: "campaign".into(),
-            draft: Draft {
-                subject: "{{ subscriber.name }}님, 이번 주 마케팅 사례".into(),
-                preheader: "세 가지 사례".into(),
-                body: "안녕하세요 {{ subscriber.name or \"구독자\" }}님,\n\n\
-                       [사례 읽기](https://blog.example.kr/case?id=1 \"topic:marketing\")\n\n\
-                       [구매하기](https://shop.example.kr/buy \"purchase\")\n"
-                    .into(),
-                format: BodyFormat::Markdown,
-            },
-            from_name: String::new(),
-        },
-    )
-    .await
-    .unwrap();
-    let email: String = sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
-        .bind(subscriber_id)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    let id = outbox::enqueue(
-        &mut tx,
-        &NewMessage {
-            idempotency_key: key.into(),
-            marketing: true,
-            body_id,
-            subscriber_id: Some(subscriber_id),
-            to_email: email,
-            to_name: String::new(),
-            data: json!({}),
-            run_at: now,
-        },
-        now,
-    )
-    .await
-    .unwrap()
-    .expect("a new message");
-    tx.commit().await.unwrap();
-    id
+    let draft = Draft {
+        subject: "{{ subscriber.name }}님, 이번 주 마케팅 사례".into(),
+        preheader: "세 가지 사례".into(),
+        body: "안녕하세요 {{ subscriber.name or \"구독자\" }}님,\n\n\
+               [사례 읽기](https://blog.example.kr/case?id=1 \"topic:marketing\")\n\n\
+               [구매하기](https://shop.example.kr/buy \"purchase\")\n"
+            .into(),
+        format: BodyFormat::Markdown,
+    };
+    crate::harness::queue_message(app, subscriber_id, key, draft).await
 }
 
 fn part<'a>(mail: &'a ParsedMail<'a>, mime: &str) -> Option<&'a ParsedMail<'a>> {

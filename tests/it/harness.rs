@@ -413,45 +413,11 @@ pub struct SmtpServer {
     maildir: PathBuf,
 }
 
-/// Makes `aiosmtpd` importable: the system's, or one pip-installed into target/.
+/// Makes `aiosmtpd` importable: the system's, or one pip-installed under the test root.
 pub fn aiosmtpd_pythonpath() -> Option<PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let have = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if have {
-            return None;
-        }
-        let target = tmp_root().join("pylib");
-        if !target.join("aiosmtpd").is_dir() {
-            let lock_file = fs::File::create(tmp_root().join("pylib.lock")).unwrap();
-            let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
-            if !target.join("aiosmtpd").is_dir() {
-                let status = Command::new("python3")
-                    .args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                        "--target",
-                    ])
-                    .arg(&target)
-                    .arg("aiosmtpd")
-                    .status()
-                    .expect("running pip");
-                assert!(
-                    status.success(),
-                    "pip install aiosmtpd failed; install it with `pip install aiosmtpd`"
-                );
-            }
-        }
-        Some(target)
-    })
-    .clone()
+    PATH.get_or_init(|| python_package("aiosmtpd", "aiosmtpd"))
+        .clone()
 }
 
 impl SmtpServer {
@@ -608,4 +574,54 @@ pub fn python_package(module: &str, package: &str) -> Option<PathBuf> {
         );
     }
     Some(target)
+}
+
+/// Queues one marketing message with `draft` for a subscriber, as a campaign would, in
+/// one transaction; returns the outbox id.
+pub async fn queue_message(
+    app: &TestApp,
+    subscriber_id: i64,
+    key: &str,
+    draft: loopline::delivery::render::Draft,
+) -> i64 {
+    use loopline::{
+        clock::Clock,
+        delivery::outbox::{self, NewBody, NewMessage},
+    };
+    let now = app.clock.now();
+    let mut tx = app.pool.begin().await.unwrap();
+    let body_id = outbox::insert_body(
+        &mut tx,
+        &NewBody {
+            purpose: "campaign".into(),
+            draft,
+            from_name: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let email: String = sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
+        .bind(subscriber_id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let id = outbox::enqueue(
+        &mut tx,
+        &NewMessage {
+            idempotency_key: key.into(),
+            marketing: true,
+            body_id,
+            subscriber_id: Some(subscriber_id),
+            to_email: email,
+            to_name: String::new(),
+            data: serde_json::json!({}),
+            run_at: now,
+        },
+        now,
+    )
+    .await
+    .unwrap()
+    .expect("a new message");
+    tx.commit().await.unwrap();
+    id
 }

@@ -10,7 +10,6 @@ use loopline::{
     config::SmtpConfig,
     delivery::{
         feedback::{self, BasicAuth, SendGridKey, WebhookKeys},
-        outbox::{self, NewBody, NewMessage},
         render::{BodyFormat, Draft},
     },
     secrets::Secret,
@@ -104,47 +103,13 @@ async fn status(app: &TestApp, id: i64) -> String {
 
 /// Queues one marketing message, as a campaign would.
 async fn queue(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
-    let now = app.clock.now();
-    let mut tx = app.pool.begin().await.unwrap();
-    let body_id = outbox::insert_body(
-        &mut tx,
-        &NewBody {
-            purpose: "campaign".into(),
-            draft: Draft {
-                subject: "This week".into(),
-                preheader: String::new(),
-                body: "Hello {{ subscriber.name or \"reader\" }}.".into(),
-                format: BodyFormat::Markdown,
-            },
-            from_name: String::new(),
-        },
-    )
-    .await
-    .unwrap();
-    let email: String = sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
-        .bind(subscriber_id)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    let id = outbox::enqueue(
-        &mut tx,
-        &NewMessage {
-            idempotency_key: key.into(),
-            marketing: true,
-            body_id,
-            subscriber_id: Some(subscriber_id),
-            to_email: email,
-            to_name: String::new(),
-            data: json!({}),
-            run_at: now,
-        },
-        now,
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    tx.commit().await.unwrap();
-    id
+    let draft = Draft {
+        subject: "This week".into(),
+        preheader: String::new(),
+        body: "Hello {{ subscriber.name or \"reader\" }}.".into(),
+        format: BodyFormat::Markdown,
+    };
+    crate::harness::queue_message(app, subscriber_id, key, draft).await
 }
 
 /// Queues and sends (to the capture store) one message; its id and Message-ID header.
