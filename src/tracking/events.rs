@@ -122,19 +122,130 @@ struct Row {
 }
 
 /// Records opens and clicks with one read and one write statement (the write is one
-/// implicit transaction, so a batch is stored whole or not at all), judged in order as if they had come one after another: a click sees the clicks
-/// before it, stored or in this batch, for the link-burst rule, and a burst re-judges
-/// the earlier clicks of its window (stored ones in the write statement, ones in this
-/// batch before they are written). Engagement counters move for the events that are
-/// still human at the end. Returns, per reaction, whether its message was known (an
-/// unknown one stores nothing).
+/// implicit transaction, so a batch is stored whole or not at all), judged in order as
+/// if they had come one after another: a click sees the clicks before it, stored or in
+/// this batch, for the link-burst rule, and a burst re-judges the earlier clicks of its
+/// window (stored ones in the write statement, ones in this batch before they are
+/// written). Engagement counters move for the events that are still human at the end.
+/// Returns, per reaction, whether its message was known (an unknown one stores
+/// nothing).
 pub async fn record(
     pool: &PgPool,
     reactions: &[Reaction],
     privacy: &Privacy,
 ) -> sqlx::Result<Vec<bool>> {
+    let mut conn = pool.acquire().await?;
+    let judged = judge(&mut conn, reactions, privacy, &Unstored::default()).await?;
+    write(&mut conn, &judged).await?;
+    Ok(judged.found)
+}
+
+/// The first stage of [`Recorder`]'s pipeline, public so tests can run the stages by
+/// hand: judges batches one after another, each also seeing the clicks of the batches
+/// judged before it, whether or not they have been written yet. [`write`] is the
+/// second stage; batches must be written in the order they were judged.
+#[derive(Default)]
+pub struct Judging {
+    unstored: Unstored,
+}
+
+impl Judging {
+    /// Reads what judging needs (one statement) and judges the batch.
+    pub async fn judge(
+        &mut self,
+        conn: &mut sqlx::PgConnection,
+        reactions: &[Reaction],
+        privacy: &Privacy,
+    ) -> sqlx::Result<Judged> {
+        let judged = judge(conn, reactions, privacy, &self.unstored).await?;
+        self.unstored.note(&judged);
+        Ok(judged)
+    }
+}
+
+/// Clicks this process has judged whose batch may not be committed yet, per message
+/// and link position: the latest time. The next batch is judged while the previous
+/// one is being written, so its read cannot see them yet.
+#[derive(Default)]
+struct Unstored {
+    clicks: HashMap<i64, HashMap<u16, DateTime<Utc>>>,
+    /// When entries older than the burst window were last dropped.
+    pruned: Option<DateTime<Utc>>,
+}
+
+impl Unstored {
+    fn note(&mut self, judged: &Judged) {
+        let mut newest = None;
+        for &(message_id, position, at) in &judged.clicks {
+            let latest = self
+                .clicks
+                .entry(message_id)
+                .or_default()
+                .entry(position)
+                .or_insert(at);
+            *latest = (*latest).max(at);
+            newest = newest.max(Some(at));
+        }
+        // Anything older than the window is of no use to a later click; dropped about
+        // once a window so the map stays small without a walk per batch.
+        let Some(newest) = newest else { return };
+        let window = chrono::Duration::seconds(BURST_WINDOW_SECS);
+        if self.pruned.is_none_or(|p| newest - p > window) {
+            let since = newest - window;
+            self.clicks.retain(|_, links| {
+                links.retain(|_, at| *at > since);
+                !links.is_empty()
+            });
+            self.pruned = Some(newest);
+        }
+    }
+}
+
+/// A batch judged and ready to be written by [`write`].
+pub struct Judged {
+    /// Per reaction, whether its message was known.
+    found: Vec<bool>,
+    /// The batch's clicks: message, link position, time.
+    clicks: Vec<(i64, u16, DateTime<Utc>)>,
+    rows: Rows,
+}
+
+impl Judged {
+    /// Per reaction, whether its message was known (an unknown one stores nothing).
+    pub fn found(&self) -> &[bool] {
+        &self.found
+    }
+}
+
+/// The write statement's parameters, column by column.
+#[derive(Default)]
+struct Rows {
+    sids: Vec<Option<i64>>,
+    mids: Vec<i64>,
+    kinds: Vec<&'static str>,
+    ats: Vec<DateTime<Utc>>,
+    datas: Vec<serde_json::Value>,
+    burst_mids: Vec<i64>,
+    burst_froms: Vec<DateTime<Utc>>,
+    engaged_ids: Vec<i64>,
+    opens: Vec<Option<DateTime<Utc>>>,
+    clicks: Vec<Option<DateTime<Utc>>>,
+}
+
+/// Reads what judging needs (one statement) and judges the batch. `unstored` adds the
+/// clicks of batches judged before this one and maybe not committed yet.
+async fn judge(
+    conn: &mut sqlx::PgConnection,
+    reactions: &[Reaction],
+    privacy: &Privacy,
+    unstored: &Unstored,
+) -> sqlx::Result<Judged> {
     if reactions.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Judged {
+            found: Vec::new(),
+            clicks: Vec::new(),
+            rows: Rows::default(),
+        });
     }
     let window = chrono::Duration::seconds(BURST_WINDOW_SECS);
     let mut ids: Vec<i64> = reactions.iter().map(Reaction::message_id).collect();
@@ -149,7 +260,6 @@ pub async fn record(
         .map(Reaction::at)
         .min()
         .map(|earliest| earliest - window);
-    let mut conn = pool.acquire().await?;
     type SentRow = (
         i64,
         Option<i64>,
@@ -193,6 +303,12 @@ pub async fn record(
         {
             if let Some(position) = position.and_then(|p| u16::try_from(p).ok()) {
                 links.insert(position, at);
+            }
+        }
+        if let Some(mine) = unstored.clicks.get(&id) {
+            for (&position, &at) in mine {
+                let latest = links.entry(position).or_insert(at);
+                *latest = (*latest).max(at);
             }
         }
     }
@@ -287,9 +403,10 @@ pub async fn record(
         };
         rows.push(row);
     }
-    if rows.is_empty() {
-        return Ok(found);
-    }
+    let clicks_judged: Vec<(i64, u16, DateTime<Utc>)> = rows
+        .iter()
+        .filter_map(|r| r.position.map(|p| (r.message_id, p, r.at)))
+        .collect();
 
     // Counters: per subscriber, the latest human open and click of the batch.
     let mut engaged: HashMap<i64, LatestHuman> = HashMap::new();
@@ -329,12 +446,34 @@ pub async fn record(
     let engaged_ids: Vec<i64> = engaged.iter().map(|(sid, _)| *sid).collect();
     let opens: Vec<Option<DateTime<Utc>>> = engaged.iter().map(|(_, (o, _))| *o).collect();
     let clicks: Vec<Option<DateTime<Utc>>> = engaged.iter().map(|(_, (_, c))| *c).collect();
+    Ok(Judged {
+        found,
+        clicks: clicks_judged,
+        rows: Rows {
+            sids,
+            mids,
+            kinds,
+            ats,
+            datas,
+            burst_mids,
+            burst_froms,
+            engaged_ids,
+            opens,
+            clicks,
+        },
+    })
+}
 
-    // One write, one statement, so one implicit transaction and one commit: re-judge
-    // stored clicks of bursts (the statement's snapshot does not see the rows it
-    // inserts), insert the events, move the counters of human events. The
-    // `cardinality(…) > 0` gates are evaluated once, so an empty part scans nothing
-    // whatever plan PostgreSQL picked.
+/// Writes a judged batch in one statement, so one implicit transaction and one commit:
+/// re-judge stored clicks of bursts (the statement's snapshot does not see the rows it
+/// inserts), insert the events, move the counters of human events. The
+/// `cardinality(…) > 0` gates are evaluated once, so an empty part scans nothing
+/// whatever plan PostgreSQL picked.
+pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Result<()> {
+    let r = &judged.rows;
+    if r.mids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "WITH rejudged AS (
              UPDATE events e
@@ -360,19 +499,19 @@ pub async fn record(
          )
          SELECT (SELECT count(*) FROM inserted)",
     )
-    .bind(&sids)
-    .bind(&mids)
-    .bind(&kinds)
-    .bind(&ats)
-    .bind(&datas)
-    .bind(&burst_mids)
-    .bind(&burst_froms)
-    .bind(&engaged_ids)
-    .bind(&opens)
-    .bind(&clicks)
+    .bind(&r.sids)
+    .bind(&r.mids)
+    .bind(&r.kinds)
+    .bind(&r.ats)
+    .bind(&r.datas)
+    .bind(&r.burst_mids)
+    .bind(&r.burst_froms)
+    .bind(&r.engaged_ids)
+    .bind(&r.opens)
+    .bind(&r.clicks)
     .execute(&mut *conn)
     .await?;
-    Ok(found)
+    Ok(())
 }
 
 /// A subscriber's latest human open and latest human click in a batch.
@@ -397,27 +536,35 @@ pub enum RecordError {
 /// Most reactions written in one transaction.
 const MAX_BATCH: usize = 512;
 
-type Pending = (Reaction, oneshot::Sender<Result<bool, RecordError>>);
+type Pending = (Reaction, Reply);
 
-/// Group commit for opens and clicks. Requests hand their reaction to one writer task
-/// per process and wait for its answer; the writer takes everything that has arrived
-/// (up to [`MAX_BATCH`]), records it with [`record`] in one transaction, and answers
-/// each request after the commit. So every event is durable before its response, and
-/// under load one commit (one WAL flush) serves hundreds of requests. Batches are
-/// written one after another, so each sees the clicks committed before it. A batch the
-/// database refused is retried one reaction at a time, so one bad row fails only its
-/// own request; a lost connection fails the batch at once.
+/// Group commit for opens and clicks. Requests hand their reaction to one writer per
+/// process and wait for its answer; the writer takes everything that has arrived (up
+/// to [`MAX_BATCH`]), records it in one transaction, and answers each request after the
+/// commit. So every event is durable before its response, and under load one commit
+/// (one WAL flush) serves hundreds of requests.
+///
+/// The writer is a two-stage pipeline, each stage on a connection it keeps while there
+/// is work: the next batch is read and judged while the previous one is being written
+/// and committed, so a batch cycle costs the longer of the two, not their sum. Writes
+/// stay one after another, in arrival order, so each sees the clicks committed before
+/// it; a batch judged while its predecessor was still in flight also counts that
+/// predecessor's clicks (held in memory until the window passes) for the link-burst
+/// rule. A batch the database refused is retried one reaction at a time, so one bad row
+/// fails only its own request; a lost connection fails the batch at once.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Pending>,
 }
 
 impl Recorder {
-    /// Starts the writer task on the current Tokio runtime. It ends when the last
+    /// Starts the writer tasks on the current Tokio runtime. They end when the last
     /// `Recorder` clone is dropped, after answering everything queued.
     pub fn start(pool: PgPool, privacy: Privacy) -> Self {
         let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
-        tokio::spawn(write_batches(pool, privacy, rx));
+        let (judged_tx, judged_rx) = mpsc::channel(1);
+        tokio::spawn(judge_batches(pool.clone(), privacy.clone(), rx, judged_tx));
+        tokio::spawn(write_batches(pool, privacy, judged_rx));
         Self { tx }
     }
 
@@ -433,36 +580,134 @@ impl Recorder {
     }
 }
 
-async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Pending>) {
+type Reply = oneshot::Sender<Result<bool, RecordError>>;
+
+/// What the judging stage hands to the writing stage.
+enum Work {
+    /// Judged: write it, then answer (the reactions are kept for a one-by-one retry).
+    Judged(Vec<Reaction>, Judged, Vec<Reply>),
+    /// The database refused to read for this batch: record each on its own.
+    OneByOne(Vec<Reaction>, Vec<Reply>),
+}
+
+/// A connection a stage keeps while it has work, and gives back to the pool when the
+/// queue runs dry or after an error (so a broken one is never reused).
+struct Held {
+    pool: PgPool,
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl Held {
+    async fn get(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    fn release(&mut self) {
+        self.conn = None;
+    }
+}
+
+fn fail_all(replies: Vec<Reply>, e: sqlx::Error) {
+    let e = std::sync::Arc::new(e);
+    for reply in replies {
+        let _ = reply.send(Err(RecordError::Batch(e.clone())));
+    }
+}
+
+async fn judge_batches(
+    pool: PgPool,
+    privacy: Privacy,
+    mut rx: mpsc::Receiver<Pending>,
+    out: mpsc::Sender<Work>,
+) {
+    let mut held = Held { pool, conn: None };
+    let mut judging = Judging::default();
     let mut pending: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (reactions, replies): (Vec<Reaction>, Vec<_>) = pending.drain(..).unzip();
-        match record(&pool, &reactions, &privacy).await {
-            Ok(found) => {
-                for (reply, found) in replies.into_iter().zip(found) {
-                    let _ = reply.send(Ok(found));
-                }
-            }
-            // A statement the database refused (a row it would not take): find which by
-            // trying each on its own. Anything else (no connection, the pool timed
-            // out) would fail each retry the same way, slowly: answer at once.
+        let judged = match held.get().await {
+            Ok(conn) => judging.judge(conn, &reactions, &privacy).await,
+            Err(e) => Err(e),
+        };
+        let work = match judged {
+            Ok(judged) => Work::Judged(reactions, judged, replies),
             Err(sqlx::Error::Database(e)) if reactions.len() > 1 => {
-                tracing::warn!(error = %e, batch = reactions.len(), "recording a batch of opens and clicks failed; retrying one by one");
-                for (reaction, reply) in reactions.into_iter().zip(replies) {
-                    let result = record(&pool, std::slice::from_ref(&reaction), &privacy)
-                        .await
-                        .map(|found| found[0])
-                        .map_err(RecordError::from);
-                    let _ = reply.send(result);
-                }
+                tracing::warn!(error = %e, batch = reactions.len(), "judging a batch of opens and clicks failed; recording them one by one");
+                Work::OneByOne(reactions, replies)
             }
             Err(e) => {
-                let e = std::sync::Arc::new(e);
-                for reply in replies {
-                    let _ = reply.send(Err(RecordError::Batch(e.clone())));
+                held.release();
+                fail_all(replies, e);
+                continue;
+            }
+        };
+        if rx.is_empty() {
+            held.release();
+        }
+        if out.send(work).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Work>) {
+    let mut held = Held {
+        pool: pool.clone(),
+        conn: None,
+    };
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Judged(reactions, judged, replies) => {
+                let written = match held.get().await {
+                    Ok(conn) => write(conn, &judged).await,
+                    Err(e) => Err(e),
+                };
+                match written {
+                    Ok(()) => {
+                        for (reply, found) in replies.into_iter().zip(judged.found) {
+                            let _ = reply.send(Ok(found));
+                        }
+                    }
+                    // A statement the database refused (a row it would not take): find
+                    // which by recording each on its own. Anything else (no
+                    // connection, the pool timed out) would fail each retry the same
+                    // way, slowly: answer at once.
+                    Err(sqlx::Error::Database(e)) if replies.len() > 1 => {
+                        tracing::warn!(error = %e, batch = replies.len(), "recording a batch of opens and clicks failed; retrying one by one");
+                        held.release();
+                        one_by_one(&pool, &privacy, reactions, replies).await;
+                    }
+                    Err(e) => {
+                        held.release();
+                        fail_all(replies, e);
+                    }
                 }
             }
+            Work::OneByOne(reactions, replies) => {
+                one_by_one(&pool, &privacy, reactions, replies).await;
+            }
         }
+        if rx.is_empty() {
+            held.release();
+        }
+    }
+}
+
+async fn one_by_one(
+    pool: &PgPool,
+    privacy: &Privacy,
+    reactions: Vec<Reaction>,
+    replies: Vec<Reply>,
+) {
+    for (reaction, reply) in reactions.into_iter().zip(replies) {
+        let result = record(pool, std::slice::from_ref(&reaction), privacy)
+            .await
+            .map(|found| found[0])
+            .map_err(RecordError::from);
+        let _ = reply.send(result);
     }
 }
 

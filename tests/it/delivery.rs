@@ -796,3 +796,69 @@ async fn a_batch_is_judged_as_if_its_reactions_came_one_after_another() {
             .unwrap();
     assert_eq!(last_click, Some(now + chrono::Duration::seconds(30)));
 }
+
+#[tokio::test]
+async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_clicks() {
+    // The recorder judges the next batch while the previous one is being written: the
+    // link-burst rule must count the clicks of batches not committed yet, and the
+    // burst's re-judging must reach them once they are.
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "pipeline@example.kr", "", "active").await;
+    let five = sent_message(&app, sid, 5).await;
+    let privacy = &app.state.privacy;
+    let now = app.clock.now();
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    let click = |position, secs: i64| events::Reaction::Click {
+        click: click_of(five, sid, position),
+        req: req.clone(),
+        at: now + chrono::Duration::seconds(secs),
+    };
+    let mut judging = events::Judging::default();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let a = judging
+        .judge(&mut conn, &[click(1, 0)], privacy)
+        .await
+        .unwrap();
+    let b = judging
+        .judge(&mut conn, &[click(2, 1)], privacy)
+        .await
+        .unwrap();
+    let c = judging
+        .judge(&mut conn, &[click(3, 2)], privacy)
+        .await
+        .unwrap();
+    for batch in [&a, &b, &c] {
+        assert_eq!(batch.found(), [true]);
+        events::write(&mut conn, batch).await.unwrap();
+    }
+    let rows: Vec<(i64, bool, String, bool)> = sqlx::query_as(
+        "SELECT (data->>'position')::bigint, (data->>'human')::bool, data->>'reason',
+                coalesce((data->>'rejudged')::bool, false)
+         FROM events WHERE kind = 'clicked' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expect = |pos, rejudged| (pos, false, "link_burst".to_string(), rejudged);
+    assert_eq!(rows, [expect(1, true), expect(2, true), expect(3, false)]);
+
+    // A fresh judge (another process, say) sees only what is stored: a click long
+    // after the window is human again.
+    let mut other = events::Judging::default();
+    let d = other
+        .judge(&mut conn, &[click(4, 60)], privacy)
+        .await
+        .unwrap();
+    events::write(&mut conn, &d).await.unwrap();
+    let last: (bool, String) = sqlx::query_as(
+        "SELECT (data->>'human')::bool, data->>'reason' FROM events WHERE kind = 'clicked' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(last, (true, "human".to_string()));
+}

@@ -11,6 +11,7 @@ mod delivery;
 mod errors;
 mod imports;
 mod jobs;
+mod large_import;
 mod process;
 mod routes;
 mod segments;
