@@ -585,7 +585,7 @@ type Reply = oneshot::Sender<Result<bool, RecordError>>;
 /// What the judging stage hands to the writing stage.
 enum Work {
     /// Judged: write it, then answer (the reactions are kept for a one-by-one retry).
-    Judged(Vec<Reaction>, Judged, Vec<Reply>),
+    Judged(Vec<Reaction>, Box<Judged>, Vec<Reply>),
     /// The database refused to read for this batch: record each on its own.
     OneByOne(Vec<Reaction>, Vec<Reply>),
 }
@@ -633,7 +633,7 @@ async fn judge_batches(
             Err(e) => Err(e),
         };
         let work = match judged {
-            Ok(judged) => Work::Judged(reactions, judged, replies),
+            Ok(judged) => Work::Judged(reactions, Box::new(judged), replies),
             Err(sqlx::Error::Database(e)) if reactions.len() > 1 => {
                 tracing::warn!(error = %e, batch = reactions.len(), "judging a batch of opens and clicks failed; recording them one by one");
                 Work::OneByOne(reactions, replies)

@@ -14,7 +14,7 @@ const NOTE_BYTES: usize = 10_800;
 const BAD_EVERY: usize = 10_000;
 
 fn row(i: usize, note: &str) -> String {
-    if i % BAD_EVERY == 0 {
+    if i.is_multiple_of(BAD_EVERY) {
         format!("not-an-address-{i},깨진 행 {i},{note}\n")
     } else {
         format!("big{i}@example.kr,대용량 {i},{note}\n")
