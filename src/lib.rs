@@ -18,6 +18,13 @@ pub mod signing;
 pub mod startup;
 pub mod telemetry;
 pub mod tracking;
+
+/// mimalloc instead of the system allocator, for every binary that links Loopline (the
+/// server, the benchmarks, the tests): request handling, rendering and encoding
+/// allocate many small short-lived buffers across Tokio's worker threads, where glibc's
+/// malloc spent about a fifth of the click path's CPU (docs/BENCHMARKS.md, click).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod web;
 
 pub use error::{AppError, AppResult};

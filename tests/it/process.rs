@@ -196,6 +196,9 @@ async fn the_binary_runs_its_own_postgres_survives_kill_9_and_shuts_down_cleanly
     // A request id is on the request's log lines.
     let log_line = request_with_id(&first.url("/login"), "req-test-4242");
     assert_eq!(log_line, 200);
+    // A click's path carries a subscriber's token: not logged at the default level.
+    let click = request_with_id(&first.url("/c/not-a-real-token"), "req-click-4343");
+    assert_eq!(click, 404);
 
     // A second Loopline on the same directory is refused with a clear message.
     let second = loopline(&data, free_port()).output().unwrap();
@@ -221,6 +224,10 @@ async fn the_binary_runs_its_own_postgres_survives_kill_9_and_shuts_down_cleanly
             serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"));
         assert_eq!(v["span"]["request_id"], "req-test-4242");
     }
+    assert!(
+        !logs.contains("req-click-4343") && !logs.contains("not-a-real-token"),
+        "a tracking request was logged:\n{logs}"
+    );
 
     // kill -9: no cleanup at all. The next start recovers on its own.
     kill(Pid::from_raw(first.child.id() as i32), Signal::SIGKILL).unwrap();
