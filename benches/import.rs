@@ -50,7 +50,9 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query("ALTER SYSTEM SET log_min_duration_statement = 0")
             .execute(&pool)
             .await?;
-        sqlx::query("SELECT pg_reload_conf()").execute(&pool).await?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&pool)
+            .await?;
     }
 
     // Loopline: upload (stored in chunks), inspect, queue, run the job.
