@@ -2,7 +2,8 @@
 //! 2 tags) imported through the same code path as the dashboard (stored upload →
 //! inspect → confirm mapping → the import job), against the limit measured in the same
 //! run: psql's `\copy` of the same file into a bare table with the same unique email
-//! index. `--quick`: 100,000 rows.
+//! index. `--quick`: 100,000 rows. `IMPORT_BENCH_PG_LOG=path` keeps PostgreSQL's log
+//! with every statement's duration.
 
 mod common;
 
@@ -42,6 +43,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let size = std::fs::metadata(&file)?.len();
+    // IMPORT_BENCH_PG_LOG=path: log every statement's duration and keep the server log
+    // there (for timing a batch statement by statement).
+    let pg_log = std::env::var_os("IMPORT_BENCH_PG_LOG");
+    if pg_log.is_some() {
+        sqlx::query("ALTER SYSTEM SET log_min_duration_statement = 0")
+            .execute(&pool)
+            .await?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&pool)
+            .await?;
+    }
 
     // Loopline: upload (stored in chunks), inspect, queue, run the job.
     let started = Instant::now();
@@ -59,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (id, _) = upload.finish().await?;
+    let upload_secs = started.elapsed().as_secs_f64();
     imports::inspect(&pool, id).await?;
     let imp = imports::get(&pool, id).await?.expect("import row");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -107,13 +120,17 @@ async fn main() -> anyhow::Result<()> {
 
     let ours = n as f64 / ours_secs;
     let limit = n as f64 / limit_secs;
+    if let Some(dest) = pg_log {
+        std::fs::copy(bench.dir.join("postgres.log"), dest)?;
+    }
     bench.stop().await;
     println!(
         "import: {n} rows ({:.1} MB CSV), 3 custom fields, 2 tags per row",
         size as f64 / 1e6
     );
     println!(
-        "  loopline import (upload + job) : {ours:>10.0} rows/s  ({ours_secs:.1} s), peak RSS {peak:.0} MiB"
+        "  loopline import (upload + job) : {ours:>10.0} rows/s  ({ours_secs:.1} s: upload {upload_secs:.1} s, job {:.1} s), peak RSS {peak:.0} MiB",
+        ours_secs - upload_secs
     );
     println!("  psql \\copy into bare table     : {limit:>10.0} rows/s  ({limit_secs:.1} s)");
     println!(

@@ -303,21 +303,26 @@ pub async fn apply_batch(
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS import_stage (
              line bigint, email text, email_hash bytea, name text, status subscriber_status, subscribed_at timestamptz,
-             tag_ids bigint[], fields jsonb, subscriber_id bigint, is_new boolean NOT NULL DEFAULT false
+             tag_ids bigint[], fields jsonb, subscriber_id bigint
          ) ON COMMIT DELETE ROWS",
     )
     .execute(&mut *conn)
     .await?;
 
-    let mut data = String::with_capacity(rows.len() * 96);
+    // The COPY text, written in place: numbers and the hash without a string each, the
+    // fields serialized straight from the row (this runs once per row on the runtime).
+    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut data = String::with_capacity(rows.len() * 200);
     let mut ids: Vec<i64> = Vec::new();
+    let mut json = Vec::with_capacity(256);
     for r in rows {
-        data.push_str(&r.line.to_string());
-        data.push('\t');
+        let _ = write!(data, "{}\t", r.line);
         copy_escape(&mut data, &r.email);
         data.push_str("\t\\\\x");
         for b in super::subscribers::email_hash(&r.email) {
-            data.push_str(&format!("{b:02x}"));
+            data.push(HEX[usize::from(b >> 4)] as char);
+            data.push(HEX[usize::from(b & 15)] as char);
         }
         data.push('\t');
         copy_escape(&mut data, &r.name);
@@ -343,13 +348,13 @@ pub async fn apply_batch(
             if i > 0 {
                 data.push(',');
             }
-            data.push_str(&id.to_string());
+            let _ = write!(data, "{id}");
         }
         data.push_str("}\t");
-        copy_escape(
-            &mut data,
-            &serde_json::Value::Object(r.fields.clone()).to_string(),
-        );
+        json.clear();
+        serde_json::to_writer(&mut json, &r.fields)
+            .map_err(|e| sqlx::Error::Protocol(format!("encoding fields: {e}")))?;
+        copy_escape(&mut data, &String::from_utf8_lossy(&json));
         data.push('\n');
     }
     let mut copy = conn
@@ -378,56 +383,81 @@ pub async fn apply_batch(
     .execute(&mut *conn)
     .await?
     .rows_affected() as i64;
-    sqlx::query("UPDATE import_stage st SET subscriber_id = s.id FROM subscribers s WHERE lower(s.email) = lower(st.email)").execute(&mut *conn).await?;
-    match mode {
-        Mode::AddOnly => {
+    // Who is already in the list. Adding modes find out from the insert itself (its
+    // unique-index check is the lookup, so new addresses are probed once, not twice);
+    // only the rows it did not insert are then matched, one index probe each (a join
+    // would hash the whole table per batch).
+    let source = format!("import:{import_id}");
+    let existing: Vec<i64> = match mode {
+        Mode::UpdateOnly => Vec::new(),
+        Mode::AddUpdate | Mode::AddOnly => {
+            let (added, not_inserted): (i64, Vec<i64>) = sqlx::query_as(
+                "WITH ins AS (
+                     INSERT INTO subscribers (email, name, status, fields, tag_ids, source, consent_at, consent_method, confirmed_at, unsubscribed_at, created_at)
+                     SELECT st.email, st.name, st.status, st.fields, st.tag_ids, $1, coalesce(st.subscribed_at, $2), 'import',
+                            CASE WHEN st.status = 'active' THEN coalesce(st.subscribed_at, $2) END,
+                            CASE WHEN st.status = 'unsubscribed' THEN $2 END,
+                            coalesce(st.subscribed_at, $2)
+                     FROM import_stage st
+                     ON CONFLICT (lower(email)) DO NOTHING
+                     RETURNING lower(email) AS e)
+                 SELECT (SELECT count(*) FROM ins),
+                        ARRAY(SELECT st.line FROM import_stage st WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.e = lower(st.email)))",
+            )
+            .bind(&source)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            stats.added += added;
+            not_inserted
+        }
+    };
+    if mode == Mode::AddOnly {
+        if !existing.is_empty() {
             stats.skipped += report(
                 "already in the list (mode: add new only)",
-                "st.subscriber_id IS NOT NULL",
+                "st.line = ANY($4)",
             )
+            .bind(&existing)
             .execute(&mut *conn)
             .await?
             .rows_affected() as i64;
         }
-        Mode::UpdateOnly => {
-            stats.skipped += report(
-                "not in the list (mode: update existing only)",
-                "st.subscriber_id IS NULL",
-            )
-            .execute(&mut *conn)
-            .await?
-            .rows_affected() as i64;
-        }
-        Mode::AddUpdate => {}
+        return Ok(stats);
     }
-
-    let source = format!("import:{import_id}");
-    let added = sqlx::query(
-        "WITH ins AS (
-             INSERT INTO subscribers (email, name, status, fields, tag_ids, source, consent_at, consent_method, confirmed_at, unsubscribed_at, created_at)
-             SELECT st.email, st.name, st.status, st.fields, st.tag_ids, $1, coalesce(st.subscribed_at, $2), 'import',
-                    CASE WHEN st.status = 'active' THEN coalesce(st.subscribed_at, $2) END,
-                    CASE WHEN st.status = 'unsubscribed' THEN $2 END,
-                    coalesce(st.subscribed_at, $2)
-             FROM import_stage st WHERE st.subscriber_id IS NULL
-             ON CONFLICT (lower(email)) DO NOTHING
-             RETURNING id, email)
-         UPDATE import_stage st SET subscriber_id = ins.id, is_new = true FROM ins WHERE lower(ins.email) = lower(st.email)",
+    if mode == Mode::AddUpdate && existing.is_empty() {
+        return Ok(stats);
+    }
+    // Rows inserted above were new (a second row for the same address in one batch
+    // counts as that address, as before); the rest are matched to their subscriber.
+    let only_lines = mode == Mode::AddUpdate;
+    sqlx::query(
+        "UPDATE import_stage st SET subscriber_id = (SELECT s.id FROM subscribers s WHERE lower(s.email) = lower(st.email))
+         WHERE NOT $1 OR st.line = ANY($2)",
     )
-    .bind(&source)
-    .bind(now)
+    .bind(only_lines)
+    .bind(&existing)
     .execute(&mut *conn)
-    .await?
-    .rows_affected() as i64;
-    stats.added += added;
-    // Lost a race with a signup of the same address in the same instant: report, not fail.
-    stats.skipped += report(
-        "added by someone else while importing; import again to update",
-        "st.subscriber_id IS NULL",
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected() as i64;
+    .await?;
+    if only_lines {
+        // Not inserted yet not there: deleted by someone else while importing.
+        stats.skipped += report(
+            "changed by someone else while importing; import again to update",
+            "st.line = ANY($4) AND st.subscriber_id IS NULL",
+        )
+        .bind(&existing)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected() as i64;
+    } else {
+        stats.skipped += report(
+            "not in the list (mode: update existing only)",
+            "st.subscriber_id IS NULL",
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected() as i64;
+    }
 
     // Existing subscribers: fill in, never re-activate anyone who unsubscribed, bounced or
     // complained; a row saying they left is respected.
@@ -438,7 +468,7 @@ pub async fn apply_batch(
              tag_ids = CASE WHEN st.tag_ids <@ s.tag_ids THEN s.tag_ids ELSE tag_ids_add(s.tag_ids, st.tag_ids) END,
              status = CASE WHEN st.status IN ('unsubscribed', 'bounced', 'complained') AND s.status IN ('active', 'unconfirmed') THEN st.status ELSE s.status END,
              unsubscribed_at = CASE WHEN st.status = 'unsubscribed' AND s.status IN ('active', 'unconfirmed') THEN $1 ELSE s.unsubscribed_at END
-         FROM import_stage st WHERE st.subscriber_id = s.id AND NOT st.is_new",
+         FROM import_stage st WHERE st.subscriber_id = s.id",
     )
     .bind(now)
     .execute(&mut *conn)
@@ -450,7 +480,7 @@ pub async fn apply_batch(
     sqlx::query(
         "INSERT INTO events (subscriber_id, kind, at, data)
          SELECT subscriber_id, 'import_updated', $1, jsonb_build_object('import', $2::bigint, 'line', line)
-         FROM import_stage WHERE NOT is_new",
+         FROM import_stage WHERE subscriber_id IS NOT NULL",
     )
     .bind(now)
     .bind(import_id)
