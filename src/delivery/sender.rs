@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{
     outbox::parse_format,
-    render::{self, Draft, Link},
+    render::{Draft, Link, RenderCache},
     smtp::{SendError, SmtpPool},
 };
 use crate::{
@@ -92,6 +92,8 @@ pub struct Sender {
     transport: Transport,
     settings: Arc<SendSettings>,
     worker: Uuid,
+    /// What every message of a body shares, rendered once (see `render::RenderCache`).
+    renders: RenderCache,
 }
 
 /// A claimed message with everything needed to send it.
@@ -178,6 +180,7 @@ impl Sender {
             transport,
             settings: Arc::new(settings),
             worker: Uuid::new_v4(),
+            renders: RenderCache::default(),
         }
     }
 
@@ -505,7 +508,10 @@ impl Sender {
                 format!("{base}/c/{token}")
             })
         };
-        let rendered = render::render(&draft, &data, &mut track).map_err(|e| e.to_string())?;
+        let rendered = self
+            .renders
+            .render(&draft, &data, &mut track)
+            .map_err(|e| e.to_string())?;
         let mut html = rendered.html;
         if tracked {
             let pixel = format!(
