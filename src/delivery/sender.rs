@@ -9,14 +9,20 @@
 //! bounce suppresses the address. When the server cannot be reached at all, messages go
 //! back to the queue without spending an attempt and the sender pauses.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use lettre::message::{Mailbox, Message, MultiPart, header::HeaderName, header::HeaderValue};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -79,6 +85,15 @@ pub struct Round {
 }
 
 impl Round {
+    fn add(&mut self, other: &Round) {
+        self.sent += other.sent;
+        self.deferred += other.deferred;
+        self.bounced += other.bounced;
+        self.failed += other.failed;
+        self.suppressed += other.suppressed;
+        self.unreachable += other.unreachable;
+    }
+
     pub fn total(&self) -> usize {
         self.sent + self.deferred + self.bounced + self.failed + self.suppressed + self.unreachable
     }
@@ -189,16 +204,11 @@ impl Sender {
         let mut total = Round::default();
         loop {
             self.reclaim_expired().await?;
-            let round = self.round().await?;
+            let round = self.drain().await?;
             if round.total() == 0 {
                 return Ok(total);
             }
-            total.sent += round.sent;
-            total.deferred += round.deferred;
-            total.bounced += round.bounced;
-            total.failed += round.failed;
-            total.suppressed += round.suppressed;
-            total.unreachable += round.unreachable;
+            total.add(&round);
             if round.unreachable > 0 {
                 return Ok(total);
             }
@@ -226,7 +236,7 @@ impl Sender {
                 }
                 last_reclaim = std::time::Instant::now();
             }
-            let pause = match self.round().await {
+            let pause = match self.drain().await {
                 Ok(r) if r.unreachable > 0 => Duration::from_secs(5),
                 Ok(r) if r.total() > 0 => continue,
                 Ok(_) => self.time_until_due().await,
@@ -376,25 +386,102 @@ impl Sender {
         Ok(claimed)
     }
 
-    /// One claim, sent concurrently, outcomes recorded in one transaction.
-    async fn round(&self) -> anyhow::Result<Round> {
-        let claimed = self.claim().await?;
-        if claimed.is_empty() {
-            return Ok(Round::default());
-        }
+    /// Sends until nothing is due (or the SMTP server cannot be reached), as a pipeline:
+    /// the next claim is taken while the last messages of the current one are out, and
+    /// outcomes are recorded (one transaction for whatever has arrived) while the next
+    /// messages are sent. At most one claim's worth of messages (4 × concurrency) is
+    /// sent or sending and not yet recorded, as before: that bounds what a crash can
+    /// send twice. When the server is unreachable, claimed messages not yet tried go
+    /// back unspent.
+    async fn drain(&self) -> anyhow::Result<Round> {
         let concurrency = self.settings.concurrency.max(1);
-        let outcomes: Vec<(Claimed, Outcome)> = stream::iter(claimed)
-            .map(|m| async move {
-                let outcome = self.deliver(&m).await;
-                (m, outcome)
+        let window = Arc::new(Semaphore::new(4 * concurrency));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (to_record, mut outcomes) =
+            mpsc::channel::<(Claimed, Outcome, OwnedSemaphorePermit)>(4 * concurrency);
+        let recorder = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut round = Round::default();
+                let mut error = None;
+                let mut arrived = Vec::new();
+                while outcomes.recv_many(&mut arrived, 4 * concurrency).await > 0 {
+                    let (batch, permits): (Vec<_>, Vec<_>) =
+                        arrived.drain(..).map(|(m, o, p)| ((m, o), p)).unzip();
+                    match me.record_patiently(&batch).await {
+                        Ok(r) => round.add(&r),
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
+                    }
+                    drop(permits);
+                }
+                (round, error)
+            })
+        };
+        // Claims are taken ahead by their own task, at most about one claim ahead.
+        let (to_send, mut claimed) = mpsc::channel::<Claimed>(4 * concurrency);
+        let claimer = {
+            let (me, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match me.claim().await {
+                        Ok(batch) if batch.is_empty() => break,
+                        Ok(batch) => {
+                            for m in batch {
+                                if to_send.send(m).await.is_err() {
+                                    return None;
+                                }
+                            }
+                        }
+                        Err(e) => return Some(anyhow::Error::from(e)),
+                    }
+                }
+                None
+            })
+        };
+        let claims = stream::poll_fn(move |cx| claimed.poll_recv(cx));
+        claims
+            .map(|m| {
+                let (window, stop) = (window.clone(), stop.clone());
+                async move {
+                    let permit = window.acquire_owned().await.expect("never closed");
+                    let outcome = if stop.load(Ordering::Relaxed) {
+                        Outcome::Unreachable {
+                            reason: "not tried: the SMTP server was unreachable".into(),
+                        }
+                    } else {
+                        self.deliver(&m).await
+                    };
+                    if matches!(outcome, Outcome::Unreachable { .. }) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    (m, outcome, permit)
+                }
             })
             .buffer_unordered(concurrency)
-            .collect()
+            .for_each(|done| {
+                let to_record = &to_record;
+                async move {
+                    // Only fails if the recorder panicked; its error is reported below.
+                    let _ = to_record.send(done).await;
+                }
+            })
             .await;
-        // The mail is out, so its outcomes must be kept: dropped, it would all go again
-        // when the lease ends. While the database is away (a restart, a failover), retry,
-        // for at most half the lease (another sender could take the mail after it) and
-        // 30 s (so a shutdown is not held up for long).
+        drop(to_record);
+        let (round, record_error) = recorder.await?;
+        let claim_error = claimer.await?;
+        match claim_error.or(record_error) {
+            Some(e) => Err(e),
+            None => Ok(round),
+        }
+    }
+
+    /// Records outcomes of mail that is out, so they must be kept: dropped, it would all
+    /// go again when the lease ends. While the database is away (a restart, a failover),
+    /// retry, for at most half the lease (another sender could take the mail after it)
+    /// and 30 s (so a shutdown is not held up for long).
+    async fn record_patiently(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
         let patience = (self.settings.lease / 2)
             .to_std()
             .unwrap_or_default()
@@ -402,7 +489,7 @@ impl Sender {
         let give_up = tokio::time::Instant::now() + patience;
         let mut wait = Duration::from_millis(200);
         loop {
-            match self.record(&outcomes).await {
+            match self.record(outcomes).await {
                 Err(e) if tokio::time::Instant::now() + wait < give_up => {
                     tracing::warn!(error = %format!("{e:#}"), messages = outcomes.len(), "recording sent mail failed; retrying");
                     tokio::time::sleep(wait).await;
