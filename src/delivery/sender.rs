@@ -8,6 +8,9 @@
 //! 4xx replies retry with backoff; 5xx replies mark the message bounced, and a hard
 //! bounce suppresses the address. When the server cannot be reached at all, messages go
 //! back to the queue without spending an attempt and the sender pauses.
+//!
+//! Claiming, sending and recording overlap (see `Sender::drain`); rendering goes
+//! through a per-sender [`RenderCache`].
 
 use std::{
     sync::{
@@ -204,7 +207,7 @@ impl Sender {
         let mut total = Round::default();
         loop {
             self.reclaim_expired().await?;
-            let round = self.drain().await?;
+            let round = self.drain(CancellationToken::new()).await?;
             if round.total() == 0 {
                 return Ok(total);
             }
@@ -236,7 +239,7 @@ impl Sender {
                 }
                 last_reclaim = std::time::Instant::now();
             }
-            let pause = match self.drain().await {
+            let pause = match self.drain(shutdown.clone()).await {
                 Ok(r) if r.unreachable > 0 => Duration::from_secs(5),
                 Ok(r) if r.total() > 0 => continue,
                 Ok(_) => self.time_until_due().await,
@@ -353,13 +356,32 @@ impl Sender {
     async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
         let now = self.clock.now();
         let want = (self.settings.concurrency * 4).max(1) as i64;
+        if self.settings.per_second <= 0 && self.settings.per_hour <= 0 {
+            // No shared windows to read and take from: one statement, its own transaction.
+            let mut conn = self.pool.acquire().await?;
+            return self.claim_rows(&mut conn, want, now).await;
+        }
         let mut tx = self.pool.begin().await?;
         let n = self.allowance(&mut tx, want, now).await?;
         if n == 0 {
             tx.commit().await?;
             return Ok(vec![]);
         }
-        let claimed: Vec<Claimed> = sqlx::query_as(
+        let claimed = self.claim_rows(&mut tx, n, now).await?;
+        self.take_allowance(&mut tx, claimed.len() as i64, now)
+            .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Takes up to `n` due messages as this worker's lease.
+    async fn claim_rows(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        n: i64,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<Claimed>> {
+        sqlx::query_as(
             "WITH c AS (
                  SELECT id FROM messages WHERE status = 'queued' AND run_at <= $1
                  ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -378,12 +400,8 @@ impl Sender {
         .bind(n)
         .bind(self.worker)
         .bind(now + self.settings.lease)
-        .fetch_all(&mut *tx)
-        .await?;
-        self.take_allowance(&mut tx, claimed.len() as i64, now)
-            .await?;
-        tx.commit().await?;
-        Ok(claimed)
+        .fetch_all(&mut *conn)
+        .await
     }
 
     /// Sends until nothing is due (or the SMTP server cannot be reached), as a pipeline:
@@ -392,8 +410,8 @@ impl Sender {
     /// messages are sent. At most one claim's worth of messages (4 × concurrency) is
     /// sent or sending and not yet recorded, as before: that bounds what a crash can
     /// send twice. When the server is unreachable, claimed messages not yet tried go
-    /// back unspent.
-    async fn drain(&self) -> anyhow::Result<Round> {
+    /// back unspent. `shutdown` stops claiming; what is claimed is finished.
+    async fn drain(&self, shutdown: CancellationToken) -> anyhow::Result<Round> {
         let concurrency = self.settings.concurrency.max(1);
         let window = Arc::new(Semaphore::new(4 * concurrency));
         let stop = Arc::new(AtomicBool::new(false));
@@ -424,7 +442,7 @@ impl Sender {
         let claimer = {
             let (me, stop) = (self.clone(), stop.clone());
             tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
                     match me.claim().await {
                         Ok(batch) if batch.is_empty() => break,
                         Ok(batch) => {
@@ -504,12 +522,20 @@ impl Sender {
         if let Some(reason) = suppressed(m) {
             return Outcome::Suppressed { reason };
         }
-        let built = {
-            let me = self.clone();
-            let input = m.clone();
-            match tokio::task::spawn_blocking(move || me.build(&input)).await {
-                Ok(b) => b,
-                Err(e) => Err(format!("rendering stopped: {e}")),
+        // A body whose skeleton is cached renders in microseconds: right here. The rest
+        // (templates, layout, CSS) goes to a blocking thread.
+        let built = match self.build(m, true) {
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+            Ok(None) => {
+                let me = self.clone();
+                let input = m.clone();
+                match tokio::task::spawn_blocking(move || me.build(&input, false)).await {
+                    Ok(Ok(Some(b))) => Ok(b),
+                    Ok(Ok(None)) => Err("rendering stopped".into()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(format!("rendering stopped: {e}")),
+                }
             }
         };
         let b = match built {
@@ -541,7 +567,8 @@ impl Sender {
     }
 
     /// Renders and assembles the MIME message (blocking: templates, layout, CSS).
-    fn build(&self, m: &Claimed) -> Result<Built, String> {
+    /// `cached_only`: `Ok(None)` unless the body's skeleton is in the render cache.
+    fn build(&self, m: &Claimed, cached_only: bool) -> Result<Option<Built>, String> {
         let s = &self.settings;
         let base = s.public_url.trim_end_matches('/');
         let name = m.sub_name.as_deref().unwrap_or(&m.to_name);
@@ -595,10 +622,15 @@ impl Sender {
                 format!("{base}/c/{token}")
             })
         };
-        let rendered = self
-            .renders
-            .render(&draft, &data, &mut track)
-            .map_err(|e| e.to_string())?;
+        let rendered = if cached_only {
+            match self.renders.render_if_cached(&draft, &data, &mut track) {
+                Some(r) => r,
+                None => return Ok(None),
+            }
+        } else {
+            self.renders.render(&draft, &data, &mut track)
+        }
+        .map_err(|e| e.to_string())?;
         let mut html = rendered.html;
         if tracked {
             let pixel = format!(
@@ -673,7 +705,7 @@ impl Sender {
         if let Some(dkim) = &s.dkim {
             raw = dkim.sign(&raw, self.clock.now().timestamp())?;
         }
-        Ok(Built {
+        Ok(Some(Built {
             raw,
             envelope,
             message_id,
@@ -681,12 +713,22 @@ impl Sender {
             subject: rendered.subject,
             html,
             text,
-        })
+        }))
     }
 
     async fn record(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
         let now = self.clock.now();
         let mut round = Round::default();
+        if outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Sent { captured: None, .. }))
+        {
+            // Only accepted mail: one statement, its own transaction.
+            let all: Vec<_> = outcomes.iter().collect();
+            let mut conn = self.pool.acquire().await?;
+            round.sent = self.record_sent(&mut conn, &all, now).await?;
+            return Ok(round);
+        }
         let mut tx = self.pool.begin().await?;
         // The common case, mail handed to the SMTP server, in three set-based statements
         // instead of three per message; everything else row by row below.

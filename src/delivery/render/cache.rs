@@ -297,10 +297,21 @@ impl RenderCache {
         data: &serde_json::Value,
         track: &mut dyn FnMut(&Link) -> Option<String>,
     ) -> Result<Rendered, RenderError> {
-        match self.try_render(draft, data, track) {
+        match self.try_render(draft, data, track, false) {
             Ok(r) => Ok(r),
             Err(FullWay(_)) => super::render(draft, data, track),
         }
+    }
+
+    /// Only when the message's skeleton is already kept (cheap enough for an async
+    /// task); `None` otherwise (`track` may have been called).
+    pub fn render_if_cached(
+        &self,
+        draft: &Draft,
+        data: &serde_json::Value,
+        track: &mut dyn FnMut(&Link) -> Option<String>,
+    ) -> Option<Result<Rendered, RenderError>> {
+        self.try_render(draft, data, track, true).ok().map(Ok)
     }
 
     /// Messages rendered from a skeleton already kept.
@@ -326,6 +337,7 @@ impl RenderCache {
         draft: &Draft,
         data: &serde_json::Value,
         track: &mut dyn FnMut(&Link) -> Option<String>,
+        cached_only: bool,
     ) -> Result<Rendered, FullWay> {
         let sources = parts(draft);
         if sources
@@ -354,6 +366,9 @@ impl RenderCache {
             let rendered = assemble(&entry, &values, &footer, track)?;
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(rendered);
+        }
+        if cached_only {
+            return Err(FullWay(line!()));
         }
         let entry = match fill(&key, &footer) {
             Ok(entry) => entry,
