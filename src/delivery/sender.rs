@@ -41,6 +41,9 @@ use crate::{
     tracking::tokens,
 };
 
+/// How long the recorder waits for more outcomes before a small group is written.
+const GROUP_WAIT: Duration = Duration::from_millis(3);
+
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Transport {
@@ -424,6 +427,18 @@ impl Sender {
                 let mut error = None;
                 let mut arrived = Vec::new();
                 while outcomes.recv_many(&mut arrived, 4 * concurrency).await > 0 {
+                    // A commit costs about the same for one row as for thirty: let a group
+                    // build up for a moment (sends go on meanwhile, the window has room).
+                    let until = tokio::time::Instant::now() + GROUP_WAIT;
+                    while arrived.len() < 2 * concurrency {
+                        let room = 4 * concurrency - arrived.len();
+                        match tokio::time::timeout_at(until, outcomes.recv_many(&mut arrived, room))
+                            .await
+                        {
+                            Ok(n) if n > 0 => {}
+                            _ => break,
+                        }
+                    }
                     let (batch, permits): (Vec<_>, Vec<_>) =
                         arrived.drain(..).map(|(m, o, p)| ((m, o), p)).unzip();
                     match me.record_patiently(&batch).await {

@@ -785,33 +785,20 @@ impl TokenSink for ScanSink {
             Token::CharacterTokens(chars) => match s.raw.as_deref() {
                 None => {}
                 // Subject placeholders are text in the title.
-                Some("title") => {
-                    if chars.contains([LINK, UNSUBSCRIBE, PREFERENCES]) {
-                        s.bad = true;
-                    }
-                }
+                Some("title") => s.bad |= chars.contains([LINK, UNSUBSCRIBE, PREFERENCES]),
                 Some(element) => {
                     if element == "style" {
                         s.css.push_str(&chars);
                     }
-                    if has(&chars) {
-                        s.bad = true;
-                    }
+                    s.bad |= has(&chars);
                 }
             },
-            Token::CommentToken(c) => {
-                if has(&c) {
-                    s.bad = true;
-                }
-            }
+            Token::CommentToken(c) => s.bad |= has(&c),
             Token::DoctypeToken(d) => {
-                if [d.name, d.public_id, d.system_id]
+                s.bad |= [d.name, d.public_id, d.system_id]
                     .iter()
                     .flatten()
-                    .any(|t| has(t))
-                {
-                    s.bad = true;
-                }
+                    .any(|t| has(t));
             }
             _ => {}
         }

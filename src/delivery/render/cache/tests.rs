@@ -276,3 +276,34 @@ fn the_cache_starts_over_when_full() {
         assert!(cache.len() <= 2);
     }
 }
+
+#[test]
+fn render_if_cached_only_answers_from_a_kept_skeleton() {
+    let draft = Draft {
+        subject: "Hi {{ subscriber.name }}".into(),
+        preheader: String::new(),
+        body: BENCH_BODY.into(),
+        format: BodyFormat::Markdown,
+    };
+    let cache = RenderCache::new(8);
+    let ann = data("Ann", "en", "pro", "");
+    assert!(cache.render_if_cached(&draft, &ann, &mut tracker).is_none());
+    assert!(cache.is_empty());
+    cache.render(&draft, &ann, &mut tracker).unwrap();
+    let bob = data("Bob Stone 7", "en", "pro", "");
+    let cached = cache
+        .render_if_cached(&draft, &bob, &mut tracker)
+        .expect("kept")
+        .unwrap();
+    assert_eq!(
+        cached.html,
+        render(&draft, &bob, &mut tracker).unwrap().html
+    );
+    // Another branch of the `{% if %}` is another skeleton, not yet kept.
+    let free = data("Bob", "en", "free", "");
+    assert!(
+        cache
+            .render_if_cached(&draft, &free, &mut tracker)
+            .is_none()
+    );
+}
