@@ -35,6 +35,9 @@ use minijinja::{
 };
 use pulldown_cmark::{Options, Parser};
 
+mod cache;
+pub use cache::RenderCache;
+
 /// Work budget per template render: bounds loops and allocations (about
 /// 64 bytes per unit), so a runaway template fails in milliseconds.
 const FUEL: u64 = 100_000;
@@ -54,7 +57,7 @@ h1, h2, h3 { line-height: 1.3; margin: 24px 0 12px; }
 p, li { word-break: keep-all; overflow-wrap: break-word; }
 .footer a { color: #6b7280; }";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BodyFormat {
     Markdown,
     Html,
@@ -264,6 +267,10 @@ fn format_value(
     if value.is_none() {
         return Ok(());
     }
+    // While a render cache records a skeleton, plain values become placeholders.
+    if cache::record(out, value)? {
+        return Ok(());
+    }
     let markdown = matches!(state.auto_escape(), AutoEscape::Custom(mode) if mode == MARKDOWN);
     if value.is_safe() || !markdown {
         return escape_formatter(out, state, value);
@@ -397,6 +404,16 @@ fn layout(
     preheader: &str,
     footer: &Footer,
 ) -> Result<String, RenderError> {
+    inline_css(&layout_document(body, subject, preheader, footer)?)
+}
+
+/// The layout rendered around the body, before its CSS is inlined.
+fn layout_document(
+    body: &str,
+    subject: &str,
+    preheader: &str,
+    footer: &Footer,
+) -> Result<String, RenderError> {
     let layout_error = |err: &dyn fmt::Display| RenderError::Layout(err.to_string());
     let preview = if preheader.is_empty() {
         String::new()
@@ -447,13 +464,18 @@ fn layout(
         .replacen(BODY_SLOT, body, 1)
         // mrml only writes the http-equiv form.
         .replacen("<head>", r#"<head><meta charset="utf-8">"#, 1);
+    Ok(html)
+}
+
+fn inline_css(html: &str) -> Result<String, RenderError> {
+    let layout_error = |err: &dyn fmt::Display| RenderError::Layout(err.to_string());
     // Keeps the <style> for what cannot be inlined (media queries, :hover).
     css_inline::CSSInliner::options()
         .load_remote_stylesheets(false)
         .keep_style_tags(true)
         .remove_inlined_selectors(true)
         .build()
-        .inline(&html)
+        .inline(html)
         .map_err(|e| layout_error(&e))
 }
 
@@ -475,6 +497,8 @@ fn rewrite_body<'a>(
         content: Content::Normal,
         title_labels,
         untracked,
+        untracked_hits: 0,
+        untrimmed_hrefs: 0,
         track,
     };
     let tokenizer = Tokenizer::new(Sink(RefCell::new(pass)), TokenizerOpts::default());
@@ -514,6 +538,10 @@ struct BodyPass<'a> {
     /// Take a label-shaped `title` as the label (Markdown bodies).
     title_labels: bool,
     untracked: &'a [&'a str],
+    /// Trackable links left alone because they are a footer link (see [`cache`]).
+    untracked_hits: usize,
+    /// Tracked links whose href has spaces around the URL (see [`cache`]).
+    untrimmed_hrefs: usize,
     track: &'a mut dyn FnMut(&Link) -> Option<String>,
 }
 
@@ -652,7 +680,13 @@ impl BodyPass<'_> {
         let no_track = take_attr(attrs, "data-no-track").is_some();
         let href = attrs.iter_mut().find(|a| is_attr(a, "href"))?;
         let url = href.value.trim().to_owned();
-        if !no_track && is_web_url(&url) && !self.untracked.contains(&url.as_str()) {
+        let trackable = !no_track && is_web_url(&url);
+        if trackable && self.untracked.contains(&url.as_str()) {
+            self.untracked_hits += 1;
+        } else if trackable {
+            if url.len() != href.value.len() {
+                self.untrimmed_hrefs += 1;
+            }
             let link = Link {
                 position: u32::try_from(self.links.len() + 1).unwrap_or(u32::MAX),
                 url,

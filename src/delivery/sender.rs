@@ -8,21 +8,30 @@
 //! 4xx replies retry with backoff; 5xx replies mark the message bounced, and a hard
 //! bounce suppresses the address. When the server cannot be reached at all, messages go
 //! back to the queue without spending an attempt and the sender pauses.
+//!
+//! Claiming, sending and recording overlap (see `Sender::drain`); rendering goes
+//! through a per-sender [`RenderCache`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use lettre::message::{Mailbox, Message, MultiPart, header::HeaderName, header::HeaderValue};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
     outbox::parse_format,
-    render::{self, Draft, Link},
+    render::{Draft, Link, RenderCache},
     smtp::{SendError, SmtpPool},
 };
 use crate::{
@@ -31,6 +40,9 @@ use crate::{
     signing::SigningKey,
     tracking::tokens,
 };
+
+/// How long the recorder waits for more outcomes before a small group is written.
+const GROUP_WAIT: Duration = Duration::from_millis(3);
 
 /// Where mail goes.
 #[derive(Clone)]
@@ -79,6 +91,15 @@ pub struct Round {
 }
 
 impl Round {
+    fn add(&mut self, other: &Round) {
+        self.sent += other.sent;
+        self.deferred += other.deferred;
+        self.bounced += other.bounced;
+        self.failed += other.failed;
+        self.suppressed += other.suppressed;
+        self.unreachable += other.unreachable;
+    }
+
     pub fn total(&self) -> usize {
         self.sent + self.deferred + self.bounced + self.failed + self.suppressed + self.unreachable
     }
@@ -92,6 +113,8 @@ pub struct Sender {
     transport: Transport,
     settings: Arc<SendSettings>,
     worker: Uuid,
+    /// What every message of a body shares, rendered once (see `render::RenderCache`).
+    renders: RenderCache,
 }
 
 /// A claimed message with everything needed to send it.
@@ -178,6 +201,7 @@ impl Sender {
             transport,
             settings: Arc::new(settings),
             worker: Uuid::new_v4(),
+            renders: RenderCache::default(),
         }
     }
 
@@ -186,16 +210,11 @@ impl Sender {
         let mut total = Round::default();
         loop {
             self.reclaim_expired().await?;
-            let round = self.round().await?;
+            let round = self.drain(CancellationToken::new()).await?;
             if round.total() == 0 {
                 return Ok(total);
             }
-            total.sent += round.sent;
-            total.deferred += round.deferred;
-            total.bounced += round.bounced;
-            total.failed += round.failed;
-            total.suppressed += round.suppressed;
-            total.unreachable += round.unreachable;
+            total.add(&round);
             if round.unreachable > 0 {
                 return Ok(total);
             }
@@ -223,7 +242,7 @@ impl Sender {
                 }
                 last_reclaim = std::time::Instant::now();
             }
-            let pause = match self.round().await {
+            let pause = match self.drain(shutdown.clone()).await {
                 Ok(r) if r.unreachable > 0 => Duration::from_secs(5),
                 Ok(r) if r.total() > 0 => continue,
                 Ok(_) => self.time_until_due().await,
@@ -340,13 +359,32 @@ impl Sender {
     async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
         let now = self.clock.now();
         let want = (self.settings.concurrency * 4).max(1) as i64;
+        if self.settings.per_second <= 0 && self.settings.per_hour <= 0 {
+            // No shared windows to read and take from: one statement, its own transaction.
+            let mut conn = self.pool.acquire().await?;
+            return self.claim_rows(&mut conn, want, now).await;
+        }
         let mut tx = self.pool.begin().await?;
         let n = self.allowance(&mut tx, want, now).await?;
         if n == 0 {
             tx.commit().await?;
             return Ok(vec![]);
         }
-        let claimed: Vec<Claimed> = sqlx::query_as(
+        let claimed = self.claim_rows(&mut tx, n, now).await?;
+        self.take_allowance(&mut tx, claimed.len() as i64, now)
+            .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Takes up to `n` due messages as this worker's lease.
+    async fn claim_rows(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        n: i64,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<Claimed>> {
+        sqlx::query_as(
             "WITH c AS (
                  SELECT id FROM messages WHERE status = 'queued' AND run_at <= $1
                  ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -365,33 +403,118 @@ impl Sender {
         .bind(n)
         .bind(self.worker)
         .bind(now + self.settings.lease)
-        .fetch_all(&mut *tx)
-        .await?;
-        self.take_allowance(&mut tx, claimed.len() as i64, now)
-            .await?;
-        tx.commit().await?;
-        Ok(claimed)
+        .fetch_all(&mut *conn)
+        .await
     }
 
-    /// One claim, sent concurrently, outcomes recorded in one transaction.
-    async fn round(&self) -> anyhow::Result<Round> {
-        let claimed = self.claim().await?;
-        if claimed.is_empty() {
-            return Ok(Round::default());
-        }
+    /// Sends until nothing is due (or the SMTP server cannot be reached), as a pipeline:
+    /// the next claim is taken while the last messages of the current one are out, and
+    /// outcomes are recorded (one transaction for whatever has arrived) while the next
+    /// messages are sent. At most one claim's worth of messages (4 × concurrency) is
+    /// sent or sending and not yet recorded, as before: that bounds what a crash can
+    /// send twice. When the server is unreachable, claimed messages not yet tried go
+    /// back unspent. `shutdown` stops claiming; what is claimed is finished.
+    async fn drain(&self, shutdown: CancellationToken) -> anyhow::Result<Round> {
         let concurrency = self.settings.concurrency.max(1);
-        let outcomes: Vec<(Claimed, Outcome)> = stream::iter(claimed)
-            .map(|m| async move {
-                let outcome = self.deliver(&m).await;
-                (m, outcome)
+        let window = Arc::new(Semaphore::new(4 * concurrency));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (to_record, mut outcomes) =
+            mpsc::channel::<(Claimed, Outcome, OwnedSemaphorePermit)>(4 * concurrency);
+        let recorder = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut round = Round::default();
+                let mut error = None;
+                let mut arrived = Vec::new();
+                while outcomes.recv_many(&mut arrived, 4 * concurrency).await > 0 {
+                    // A commit costs about the same for one row as for thirty: let a group
+                    // build up for a moment (sends go on meanwhile, the window has room).
+                    let until = tokio::time::Instant::now() + GROUP_WAIT;
+                    while arrived.len() < 2 * concurrency {
+                        let room = 4 * concurrency - arrived.len();
+                        match tokio::time::timeout_at(until, outcomes.recv_many(&mut arrived, room))
+                            .await
+                        {
+                            Ok(n) if n > 0 => {}
+                            _ => break,
+                        }
+                    }
+                    let (batch, permits): (Vec<_>, Vec<_>) =
+                        arrived.drain(..).map(|(m, o, p)| ((m, o), p)).unzip();
+                    match me.record_patiently(&batch).await {
+                        Ok(r) => round.add(&r),
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
+                    }
+                    drop(permits);
+                }
+                (round, error)
+            })
+        };
+        // Claims are taken ahead by their own task, at most about one claim ahead.
+        let (to_send, mut claimed) = mpsc::channel::<Claimed>(4 * concurrency);
+        let claimer = {
+            let (me, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
+                    match me.claim().await {
+                        Ok(batch) if batch.is_empty() => break,
+                        Ok(batch) => {
+                            for m in batch {
+                                if to_send.send(m).await.is_err() {
+                                    return None;
+                                }
+                            }
+                        }
+                        Err(e) => return Some(anyhow::Error::from(e)),
+                    }
+                }
+                None
+            })
+        };
+        let claims = stream::poll_fn(move |cx| claimed.poll_recv(cx));
+        claims
+            .map(|m| {
+                let (window, stop) = (window.clone(), stop.clone());
+                async move {
+                    let permit = window.acquire_owned().await.expect("never closed");
+                    let outcome = if stop.load(Ordering::Relaxed) {
+                        Outcome::Unreachable {
+                            reason: "not tried: the SMTP server was unreachable".into(),
+                        }
+                    } else {
+                        self.deliver(&m).await
+                    };
+                    if matches!(outcome, Outcome::Unreachable { .. }) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    (m, outcome, permit)
+                }
             })
             .buffer_unordered(concurrency)
-            .collect()
+            .for_each(|done| {
+                let to_record = &to_record;
+                async move {
+                    // Only fails if the recorder panicked; its error is reported below.
+                    let _ = to_record.send(done).await;
+                }
+            })
             .await;
-        // The mail is out, so its outcomes must be kept: dropped, it would all go again
-        // when the lease ends. While the database is away (a restart, a failover), retry,
-        // for at most half the lease (another sender could take the mail after it) and
-        // 30 s (so a shutdown is not held up for long).
+        drop(to_record);
+        let (round, record_error) = recorder.await?;
+        let claim_error = claimer.await?;
+        match claim_error.or(record_error) {
+            Some(e) => Err(e),
+            None => Ok(round),
+        }
+    }
+
+    /// Records outcomes of mail that is out, so they must be kept: dropped, it would all
+    /// go again when the lease ends. While the database is away (a restart, a failover),
+    /// retry, for at most half the lease (another sender could take the mail after it)
+    /// and 30 s (so a shutdown is not held up for long).
+    async fn record_patiently(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
         let patience = (self.settings.lease / 2)
             .to_std()
             .unwrap_or_default()
@@ -399,7 +522,7 @@ impl Sender {
         let give_up = tokio::time::Instant::now() + patience;
         let mut wait = Duration::from_millis(200);
         loop {
-            match self.record(&outcomes).await {
+            match self.record(outcomes).await {
                 Err(e) if tokio::time::Instant::now() + wait < give_up => {
                     tracing::warn!(error = %format!("{e:#}"), messages = outcomes.len(), "recording sent mail failed; retrying");
                     tokio::time::sleep(wait).await;
@@ -414,12 +537,20 @@ impl Sender {
         if let Some(reason) = suppressed(m) {
             return Outcome::Suppressed { reason };
         }
-        let built = {
-            let me = self.clone();
-            let input = m.clone();
-            match tokio::task::spawn_blocking(move || me.build(&input)).await {
-                Ok(b) => b,
-                Err(e) => Err(format!("rendering stopped: {e}")),
+        // A body whose skeleton is cached renders in microseconds: right here. The rest
+        // (templates, layout, CSS) goes to a blocking thread.
+        let built = match self.build(m, true) {
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+            Ok(None) => {
+                let me = self.clone();
+                let input = m.clone();
+                match tokio::task::spawn_blocking(move || me.build(&input, false)).await {
+                    Ok(Ok(Some(b))) => Ok(b),
+                    Ok(Ok(None)) => Err("rendering stopped".into()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(format!("rendering stopped: {e}")),
+                }
             }
         };
         let b = match built {
@@ -451,7 +582,8 @@ impl Sender {
     }
 
     /// Renders and assembles the MIME message (blocking: templates, layout, CSS).
-    fn build(&self, m: &Claimed) -> Result<Built, String> {
+    /// `cached_only`: `Ok(None)` unless the body's skeleton is in the render cache.
+    fn build(&self, m: &Claimed, cached_only: bool) -> Result<Option<Built>, String> {
         let s = &self.settings;
         let base = s.public_url.trim_end_matches('/');
         let name = m.sub_name.as_deref().unwrap_or(&m.to_name);
@@ -505,7 +637,15 @@ impl Sender {
                 format!("{base}/c/{token}")
             })
         };
-        let rendered = render::render(&draft, &data, &mut track).map_err(|e| e.to_string())?;
+        let rendered = if cached_only {
+            match self.renders.render_if_cached(&draft, &data, &mut track) {
+                Some(r) => r,
+                None => return Ok(None),
+            }
+        } else {
+            self.renders.render(&draft, &data, &mut track)
+        }
+        .map_err(|e| e.to_string())?;
         let mut html = rendered.html;
         if tracked {
             let pixel = format!(
@@ -580,7 +720,7 @@ impl Sender {
         if let Some(dkim) = &s.dkim {
             raw = dkim.sign(&raw, self.clock.now().timestamp())?;
         }
-        Ok(Built {
+        Ok(Some(Built {
             raw,
             envelope,
             message_id,
@@ -588,12 +728,22 @@ impl Sender {
             subject: rendered.subject,
             html,
             text,
-        })
+        }))
     }
 
     async fn record(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
         let now = self.clock.now();
         let mut round = Round::default();
+        if outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Sent { captured: None, .. }))
+        {
+            // Only accepted mail: one statement, its own transaction.
+            let all: Vec<_> = outcomes.iter().collect();
+            let mut conn = self.pool.acquire().await?;
+            round.sent = self.record_sent(&mut conn, &all, now).await?;
+            return Ok(round);
+        }
         let mut tx = self.pool.begin().await?;
         // The common case, mail handed to the SMTP server, in three set-based statements
         // instead of three per message; everything else row by row below.
