@@ -181,10 +181,7 @@ pub fn render(
     let pass = rewrite_body(&body, title_labels, &untracked, track);
     let html = layout(&pass.html, &subject, &preheader, &footer)?;
     let mut text = pass.text.out;
-    for (label, url) in footer.links() {
-        text.push_str(if text.is_empty() { "" } else { "\n\n" });
-        let _ = write!(text, "{label}: {url}");
-    }
+    append_footer_text(&mut text, &footer);
     Ok(Rendered {
         subject,
         preheader,
@@ -398,6 +395,15 @@ impl<'a> Footer<'a> {
 }
 
 /// Wraps the body in the MJML layout, renders it and inlines the CSS.
+/// The footer's lines at the end of the text part (`label: url`, a blank line apart).
+/// The render cache uses it too, so both paths end the text part the same way.
+fn append_footer_text(text: &mut String, footer: &Footer) {
+    for (label, url) in footer.links() {
+        text.push_str(if text.is_empty() { "" } else { "\n\n" });
+        let _ = write!(text, "{label}: {url}");
+    }
+}
+
 fn layout(
     body: &str,
     subject: &str,

@@ -38,7 +38,6 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -676,10 +675,7 @@ fn assemble(
     let html = fill(&entry.html, true)?;
     // Links keep their text-part form `text (url)`; the footer lines follow, as in `render`.
     let mut text = fill(&entry.text, false)?;
-    for (label, url) in footer.links() {
-        text.push_str(if text.is_empty() { "" } else { "\n\n" });
-        let _ = write!(text, "{label}: {url}");
-    }
+    super::append_footer_text(&mut text, footer);
     Ok(Rendered {
         subject,
         preheader,
