@@ -39,7 +39,19 @@ async fn import(
     );
     let target = location(&res);
     let id: i64 = target.rsplit('/').next().unwrap().parse().unwrap();
-    let page = c.page(&target).await;
+    (id, start_with_guessed_mapping(app, c, id, mode, tags).await)
+}
+
+/// Accepts the guessed mapping of an uploaded import as shown on its page, starts it,
+/// drains the job, and returns the import's page.
+pub(crate) async fn start_with_guessed_mapping(
+    app: &TestApp,
+    c: &TestClient,
+    id: i64,
+    mode: &str,
+    tags: &str,
+) -> Page {
+    let page = c.page(&format!("/audience/imports/{id}")).await;
     let sel = scraper::Selector::parse("#mapping-table select").unwrap();
     let mut fields: Vec<(String, String)> = Vec::new();
     for s in page.html.select(&sel) {
@@ -77,7 +89,7 @@ async fn import(
     if !errors.is_empty() {
         eprintln!("job errors: {errors:?}");
     }
-    (id, c.page(&format!("/audience/imports/{id}")).await)
+    c.page(&format!("/audience/imports/{id}")).await
 }
 
 const MAILERLITE: &str = "Subscriber,Name,Last name,Status,Subscribed,Groups\n\

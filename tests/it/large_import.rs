@@ -5,7 +5,10 @@ use futures_util::stream;
 use loopline::accounts::Role;
 use reqwest::{Body, StatusCode, multipart};
 
-use crate::harness::{TestApp, location};
+use crate::{
+    harness::{TestApp, location},
+    imports::start_with_guessed_mapping,
+};
 
 /// Rows in the file; each carries a long ignored column so the file passes 1 GiB.
 const ROWS: usize = 100_000;
@@ -74,47 +77,8 @@ async fn a_one_gigabyte_file_streams_through_and_imports_its_good_rows() {
     .unwrap();
     assert_eq!(stored as u64, len, "every byte stored");
 
-    // The mapping page guessed email and name; the notes column is left out.
-    let page = editor.page(&target).await;
-    let chosen = |column: &str| {
-        let sel = scraper::Selector::parse(&format!(
-            "#mapping-table select[name=\"{column}\"] option[selected]"
-        ))
-        .unwrap();
-        page.html
-            .select(&sel)
-            .next()
-            .and_then(|o| o.value().attr("value"))
-            .map(str::to_string)
-    };
-    let names: Vec<String> = {
-        let sel = scraper::Selector::parse("#mapping-table select").unwrap();
-        page.html
-            .select(&sel)
-            .map(|s| s.value().attr("name").unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(names.len(), 3, "{names:?}");
-    let mut form: Vec<(String, String)> = names
-        .iter()
-        .map(|n| (n.clone(), chosen(n).unwrap_or_else(|| "ignore".into())))
-        .collect();
-    form[2].1 = "ignore".into();
-    form.push(("mode".into(), "add_update".into()));
-    form.push(("tags".into(), "대용량".into()));
-    let borrowed: Vec<(&str, &str)> = form.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let res = editor
-        .post_form(&format!("/audience/imports/{id}/start"), &borrowed)
-        .await;
-    assert_eq!(
-        res.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        res.text().await.unwrap()
-    );
-    app.drain_jobs().await;
-
-    let page = editor.page(&format!("/audience/imports/{id}")).await;
+    // The mapping page guesses email and name and leaves the notes column out.
+    let page = start_with_guessed_mapping(&app, &editor, id, "add_update", "대용량").await;
     assert_eq!(page.select("#import-status"), vec!["done"]);
     let bad = ROWS / BAD_EVERY;
     assert_eq!(page.select("#import-added"), vec![(ROWS - bad).to_string()]);
