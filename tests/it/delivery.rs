@@ -310,7 +310,16 @@ async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscr
 #[tokio::test]
 async fn hard_bounces_suppress_temporary_failures_retry_and_an_unreachable_server_spends_no_attempt()
  {
-    let smtp = SmtpServer::start();
+    bounces_retries_and_an_unreachable_server(SmtpServer::start()).await;
+}
+
+/// The same replies when every command waits for its answer (no `PIPELINING`).
+#[tokio::test]
+async fn without_pipelining_bounces_retries_and_an_unreachable_server_are_told_apart_alike() {
+    bounces_retries_and_an_unreachable_server(SmtpServer::start_without_pipelining()).await;
+}
+
+async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer) {
     let app = app_with_smtp(&smtp).await;
     let bouncer = subscriber(&app, "bounce@example.kr", "", "active").await;
     let busy = subscriber(&app, "later@example.kr", "", "active").await;
@@ -354,8 +363,8 @@ async fn hard_bounces_suppress_temporary_failures_retry_and_an_unreachable_serve
     assert_eq!(row(l).await.1, 2);
 
     // The server goes away: mail waits without spending attempts, then goes out.
-    let port = smtp.port;
-    drop(smtp);
+    let mut smtp = smtp;
+    smtp.kill();
     let down = subscriber(&app, "down@example.kr", "", "active").await;
     let d = queue_marketing(&app, down, "c:d").await;
     let round = app.send_mail().await;
@@ -363,7 +372,7 @@ async fn hard_bounces_suppress_temporary_failures_retry_and_an_unreachable_serve
     assert!(round.unreachable >= 1, "{round:?}");
     let (st, attempts, _) = row(d).await;
     assert_eq!((st.as_str(), attempts), ("queued", 0));
-    let back = SmtpServer::start_on(port);
+    let back = smtp.restart();
     app.advance(chrono::Duration::minutes(1));
     let round = app.send_mail().await;
     assert_eq!(round.sent, 1, "{round:?}");

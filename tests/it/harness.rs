@@ -392,11 +392,20 @@ pub fn free_port() -> u16 {
 }
 
 /// aiosmtpd's Mailbox handler, answering like a real provider for some recipients:
-/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451.
+/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451. It offers
+/// `PIPELINING` (aiosmtpd reads commands from a buffered stream, so pipelined commands
+/// work; it only does not say so) unless `LOOPLINE_TEST_SMTP_PIPELINING=0`.
 const SMTP_HANDLER: &str = r#"
+import os
 from aiosmtpd.handlers import Mailbox
 
 class Handler(Mailbox):
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if os.environ.get('LOOPLINE_TEST_SMTP_PIPELINING') != '0':
+            responses.insert(len(responses) - 1, '250-PIPELINING')
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith('bounce'):
             return '550 5.1.1 No such user here'
@@ -411,6 +420,7 @@ pub struct SmtpServer {
     child: Child,
     pub port: u16,
     maildir: PathBuf,
+    pipelining: bool,
 }
 
 /// Makes `aiosmtpd` importable: the system's, or one pip-installed under the test root.
@@ -427,6 +437,22 @@ impl SmtpServer {
 
     /// On a given port (to bring a stopped server back where Loopline expects it).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, true)
+    }
+
+    /// One that does not offer `PIPELINING`, so Loopline sends command by command.
+    pub fn start_without_pipelining() -> Self {
+        Self::start_with(free_port(), false)
+    }
+
+    /// Brought back on its port, offering what it offered before.
+    pub fn restart(self) -> Self {
+        let (port, pipelining) = (self.port, self.pipelining);
+        drop(self);
+        Self::start_with(port, pipelining)
+    }
+
+    fn start_with(port: u16, pipelining: bool) -> Self {
         let maildir = tmp_root()
             .join("maildirs")
             .join(uuid::Uuid::new_v4().simple().to_string());
@@ -453,6 +479,10 @@ impl SmtpServer {
         let mut path = vec![handler_dir];
         path.extend(aiosmtpd_pythonpath());
         cmd.env("PYTHONPATH", std::env::join_paths(path).unwrap());
+        cmd.env(
+            "LOOPLINE_TEST_SMTP_PIPELINING",
+            if pipelining { "1" } else { "0" },
+        );
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("starting aiosmtpd");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -472,6 +502,7 @@ impl SmtpServer {
             child,
             port,
             maildir,
+            pipelining,
         }
     }
 
