@@ -362,8 +362,9 @@ async fn transact(
             };
             match reply {
                 Ok(_) => waiting_for_body = i == last,
-                // No reply at all (connection lost, garbage): nothing more to read.
-                Err(e) if e.status().is_none() => return Err(e),
+                // No reply at all (connection lost, garbage): nothing more to read; a
+                // refusal already read (say a 421 before the server hung up) says more.
+                Err(e) if e.status().is_none() => return Err(refused.unwrap_or(e)),
                 Err(e) => {
                     refused.get_or_insert(e);
                 }
