@@ -82,7 +82,14 @@ pub enum SendError {
     Session(smtp::Error),
     /// The server could not be reached (connect refused, no route, name not found).
     Connect(io::Error),
-    /// Connecting or the exchange took longer than the timeout.
+    /// The server took the connection but no session opened in time (no greeting, or
+    /// EHLO, TLS or login hung). Nothing was attempted for the message.
+    SessionTimeout,
+    /// The connection broke during a message's exchange on a session opened for it,
+    /// with no reply: the server may have taken the message (see `SmtpPool::send`).
+    Lost(smtp::Error),
+    /// The message's exchange took longer than the timeout (the server may have taken
+    /// the message if it went silent after the body).
     Timeout,
 }
 
@@ -92,6 +99,10 @@ impl fmt::Display for SendError {
             SendError::Smtp(e) => write!(f, "{e}"),
             SendError::Session(e) => write!(f, "could not open an SMTP session: {e}"),
             SendError::Connect(e) => write!(f, "connection error: {e}"),
+            SendError::SessionTimeout => f.write_str(
+                "timed out opening an SMTP session (no greeting, EHLO, TLS or login reply)",
+            ),
+            SendError::Lost(e) => write!(f, "connection lost during the message: {e}"),
             SendError::Timeout => f.write_str("timed out talking to the SMTP server"),
         }
     }
@@ -114,11 +125,25 @@ impl SendError {
 
     pub fn is_timeout(&self) -> bool {
         match self {
-            SendError::Smtp(e) => e.is_timeout(),
+            SendError::Smtp(e) | SendError::Lost(e) => e.is_timeout(),
             SendError::Session(_) => false,
             SendError::Connect(e) => e.kind() == io::ErrorKind::TimedOut,
-            SendError::Timeout => true,
+            SendError::SessionTimeout | SendError::Timeout => true,
         }
+    }
+
+    /// No session was opened, so nothing was attempted for the message: the server is
+    /// unreachable (refused, hung before or during EHLO/TLS/login, wrong password).
+    pub fn no_session(&self) -> bool {
+        matches!(
+            self,
+            SendError::Connect(_) | SendError::Session(_) | SendError::SessionTimeout
+        )
+    }
+
+    /// The connection broke mid-message on a session opened for it.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, SendError::Lost(_))
     }
 }
 
@@ -190,13 +215,21 @@ impl SmtpPool {
     }
 
     /// Sends one formatted message on a pooled connection (or a new one).
+    ///
+    /// A connection that breaks without a reply is read by where it was opened: a
+    /// pooled one may just have gone stale while idle (`Smtp`, tried again unspent); a
+    /// session opened for this message that breaks mid-message is `Lost` — the server
+    /// may have taken the message (it closed after the body), so the attempt counts.
     pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
         let timeout = self.server.timeout;
-        let mut conn = match self.take().await {
-            Some(c) => c,
-            None => tokio::time::timeout(timeout, self.connect())
-                .await
-                .map_err(|_| SendError::Timeout)??,
+        let (mut conn, fresh) = match self.take().await {
+            Some(c) => (c, false),
+            None => (
+                tokio::time::timeout(timeout, self.connect())
+                    .await
+                    .map_err(|_| SendError::SessionTimeout)??,
+                true,
+            ),
         };
         match tokio::time::timeout(timeout, conn.send(envelope, raw)).await {
             Ok(Ok(reply)) => {
@@ -204,6 +237,9 @@ impl SmtpPool {
                 Ok(reply)
             }
             // lettre ends the session (QUIT) on any error, so it is not reused.
+            Ok(Err(e)) if fresh && e.status().is_none() && !e.is_client() => {
+                Err(SendError::Lost(e))
+            }
             Ok(Err(e)) => Err(SendError::Smtp(e)),
             Err(_) => Err(SendError::Timeout),
         }
