@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         from_name: "Loopline 뉴스".into(),
         public_url: "https://loopline.example".into(),
         dkim: None,
+        echo_to: vec![],
     };
 
     // Subscribers: a Korean, an ASCII and a blank name (the fallback) in turn.
@@ -185,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
     let transport = Transport::from_url(
         &format!("smtp://127.0.0.1:{port}"),
         CONCURRENCY as u32,
+        Duration::from_secs(30),
         None,
     )?;
     let sender = Sender::new(

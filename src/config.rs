@@ -73,6 +73,9 @@ pub struct MailConfig {
     pub track_ip: crate::tracking::classify::IpPrivacy,
     /// Extra CA certificates (PEM) trusted for the SMTP server's TLS (`SMTP_CA_FILE`).
     pub smtp_ca: Option<Vec<u8>>,
+    /// How long opening an SMTP session, and then each message's exchange, may take
+    /// (`SMTP_TIMEOUT_SECS`).
+    pub smtp_timeout: Duration,
     /// DKIM signing identity, when DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE are set.
     pub dkim: Option<std::sync::Arc<crate::delivery::dkim::DkimSigner>>,
 }
@@ -206,6 +209,10 @@ impl Config {
         if lease_secs < 5 {
             return Err(err("SEND_LEASE_SECS", "must be at least 5"));
         }
+        let smtp_timeout: u64 = parse(&var, "SMTP_TIMEOUT_SECS", "30", "a number of seconds")?;
+        if smtp_timeout == 0 {
+            return Err(err("SMTP_TIMEOUT_SECS", "must be at least 1"));
+        }
         let smtp_ca = match var("SMTP_CA_FILE") {
             None => None,
             Some(file) => {
@@ -222,6 +229,7 @@ impl Config {
         };
         let mail = MailConfig {
             smtp_ca,
+            smtp_timeout: Duration::from_secs(smtp_timeout),
             dkim,
             from_email,
             from_name: var("MAIL_FROM_NAME").unwrap_or_else(|| "Loopline".into()),
@@ -385,6 +393,8 @@ mod tests {
             ("POSTMARK_WEBHOOK_PASSWORD", "password-without-user"),
             ("WEBHOOK_SECRET", "short"),
             ("SEND_LEASE_SECS", "1"),
+            ("SMTP_TIMEOUT_SECS", "0"),
+            ("SMTP_TIMEOUT_SECS", "soon"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k);

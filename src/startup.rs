@@ -56,6 +56,7 @@ pub async fn build(
         Some(smtp) => Transport::from_url(
             smtp.url.expose(),
             config.mail.concurrency as u32,
+            config.mail.smtp_timeout,
             config.mail.smtp_ca.as_deref(),
         )?,
         None => Transport::Capture,
@@ -75,6 +76,7 @@ pub async fn build(
             from_name: config.mail.from_name.clone(),
             public_url: config.public_url.clone(),
             dkim: config.mail.dkim.clone(),
+            echo_to: config.webhooks.echoing(),
         },
     );
     let state = AppState::new(pool, config, clock, keys);

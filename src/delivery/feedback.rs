@@ -16,17 +16,28 @@
 //! Every provider event is applied at most once: its id (or, where a provider has none,
 //! a hash of the event) is a row in `feedback_receipts`, written in the same
 //! transaction as its effects, so a provider's retry changes nothing.
+//!
+//! An event is tied to our outbox message by, in order: the message reference the
+//! provider echoes from its custom-data header ([`echo_headers`]: Postmark metadata,
+//! Mailgun variables, SendGrid unique args; needed where the provider replaces our
+//! `Message-ID`, as Postmark does), the `Message-ID` it echoes, or else the latest mail
+//! sent to the address. The reference ([`message_ref`]) is the outbox id with an HMAC
+//! over it and the recipient's subscriber id, so a webhook — even one with valid
+//! credentials — can only name a message really sent to the address it reports on.
 
 use std::fmt;
 
-use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as URL_B64},
+};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
-use crate::{audience::subscribers, secrets::Secret};
+use crate::{audience::subscribers, secrets::Secret, signing::SigningKey};
 
 /// How far a signed timestamp may be from our clock.
 pub const MAX_SKEW_SECS: i64 = 300;
@@ -35,6 +46,12 @@ const RECEIPT_DAYS: i64 = 30;
 /// How long after a send a recipient-matched report is still attributed to it.
 const MATCH_DAYS: i64 = 30;
 const MAX_REASON_CHARS: usize = 500;
+/// The key under which mail carries its [`message_ref`] to providers that echo custom
+/// data in their webhooks.
+pub const ECHO_KEY: &str = "loopline-message";
+/// Postmark's custom-metadata header for [`ECHO_KEY`] (`X-PM-Metadata-{key}`).
+const POSTMARK_ECHO_HEADER: &str = "X-PM-Metadata-loopline-message";
+const MESSAGE_REF: &str = "delivery/message-ref";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -80,6 +97,15 @@ pub struct WebhookKeys {
 }
 
 impl WebhookKeys {
+    /// The providers whose webhooks are configured and can echo a header's data back:
+    /// mail carries [`echo_headers`] for these.
+    pub fn echoing(&self) -> Vec<Provider> {
+        [Provider::Postmark, Provider::Mailgun, Provider::SendGrid]
+            .into_iter()
+            .filter(|p| self.enabled(*p))
+            .collect()
+    }
+
     pub fn enabled(&self, provider: Provider) -> bool {
         match provider {
             Provider::Mailgun => self.mailgun.is_some(),
@@ -347,6 +373,66 @@ pub fn mailgun_signature(key: &[u8], timestamp: i64, token: &str) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
+fn ref_payload(message_id: i64, subscriber_id: Option<i64>) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&message_id.to_be_bytes());
+    p[8..].copy_from_slice(&subscriber_id.unwrap_or(0).to_be_bytes());
+    p
+}
+
+/// A message's reference as it travels with the mail: `{outbox id}.{tag}`, the tag a
+/// 128-bit HMAC over the outbox id and the recipient's subscriber id. Stable across a
+/// message's attempts; also the local part of its `Message-ID`.
+pub fn message_ref(keys: &SigningKey, message_id: i64, subscriber_id: Option<i64>) -> String {
+    let tag = keys.short_tag(MESSAGE_REF, &ref_payload(message_id, subscriber_id));
+    format!("{message_id}.{}", URL_B64.encode(tag))
+}
+
+/// The outbox id in `reference`, if we made it for a message to `subscriber_id`.
+pub fn verify_message_ref(keys: &SigningKey, reference: &str, subscriber_id: i64) -> Option<i64> {
+    if reference.len() > 100 {
+        return None;
+    }
+    let (id, tag) = reference.split_once('.')?;
+    let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
+    let tag = URL_B64.decode(tag).ok()?;
+    keys.verify_short_tag(MESSAGE_REF, &ref_payload(id, Some(subscriber_id)), &tag)
+        .then_some(id)
+}
+
+/// Headers that make each provider in `providers` echo `reference` in its webhook
+/// events: Postmark's custom metadata, Mailgun's variables, SendGrid's unique args
+/// (each provider reads its own header when relaying; see [`WebhookKeys::echoing`]).
+pub fn echo_headers(providers: &[Provider], reference: &str) -> Vec<(&'static str, String)> {
+    providers
+        .iter()
+        .filter_map(|p| match p {
+            Provider::Postmark => Some((POSTMARK_ECHO_HEADER, reference.to_string())),
+            Provider::Mailgun => Some((
+                "X-Mailgun-Variables",
+                json!({ ECHO_KEY: reference }).to_string(),
+            )),
+            Provider::SendGrid => Some((
+                "X-SMTPAPI",
+                json!({ "unique_args": { ECHO_KEY: reference } }).to_string(),
+            )),
+            Provider::Generic => None,
+        })
+        .collect()
+}
+
+/// The reference a provider echoed under [`ECHO_KEY`] in `data` (its metadata object).
+fn echoed(data: Option<&Value>) -> Option<String> {
+    let (_, v) = data?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(ECHO_KEY))?;
+    v.as_str()
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && r.len() <= 100)
+        .map(str::to_string)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -412,6 +498,9 @@ pub struct Feedback {
     pub message_id: Option<String>,
     /// The provider's own id for the message.
     pub provider_message_id: Option<String>,
+    /// Our [`message_ref`] as the provider echoed it from its custom-data header
+    /// (unverified until applied).
+    pub reference: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
     /// Conversions: `value`, `currency` and `name`, as sent.
     pub details: Value,
@@ -586,6 +675,7 @@ fn mailgun_event(e: &Map<String, Value>, token: &str) -> Option<Feedback> {
         ]),
         message_id: bracketed(at_path(&v, "/message/headers/message-id")),
         provider_message_id: None,
+        reference: echoed(e.get("user-variables")),
         occurred_at: unix_time(timestamp),
         details: Value::Null,
     })
@@ -622,6 +712,8 @@ fn sendgrid_event(e: &Map<String, Value>) -> Option<Feedback> {
         ]),
         message_id: bracketed(text(e, "smtp-id")),
         provider_message_id: text(e, "sg_message_id"),
+        // Unique args arrive as top-level fields of each event.
+        reference: echoed(Some(&Value::Object(e.clone()))),
         occurred_at: unix_time(e.get("timestamp")),
         details: Value::Null,
     })
@@ -681,6 +773,7 @@ fn postmark_event(e: &Map<String, Value>) -> Option<Feedback> {
         reason: join_reason(&[text(e, "Description"), text(e, "Details")]),
         message_id: None,
         provider_message_id: pm_id,
+        reference: echoed(e.get("Metadata")),
         occurred_at: rfc3339(at),
         details: Value::Null,
     })
@@ -741,6 +834,7 @@ fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
         reason: join_reason(&[text(e, "reason")]),
         message_id: bracketed(text(e, "message_id")),
         provider_message_id: None,
+        reference: None,
         occurred_at,
         details,
     })
@@ -764,6 +858,7 @@ pub struct Applied {
 /// Applies a verified request's events in one transaction.
 pub async fn apply(
     pool: &PgPool,
+    signing: &SigningKey,
     provider: Provider,
     verified: &Verified,
     parsed: &Parsed,
@@ -837,7 +932,7 @@ pub async fn apply(
     // Subscriber rows are locked in address order, the same in every transaction.
     todo.sort_by_key(|f| (f.email.to_lowercase(), f.occurred_at));
     for f in todo {
-        if apply_one(&mut tx, provider, f, now).await? {
+        if apply_one(&mut tx, signing, provider, f, now).await? {
             out.recorded += 1;
         } else {
             out.unknown += 1;
@@ -855,6 +950,7 @@ pub async fn apply(
 /// `false` when the address is not a subscriber.
 async fn apply_one(
     tx: &mut PgConnection,
+    keys: &SigningKey,
     provider: Provider,
     f: &Feedback,
     now: DateTime<Utc>,
@@ -870,7 +966,8 @@ async fn apply_one(
     // A provider's clock may run ahead of ours; the timeline never shows the future.
     let at = f.occurred_at.filter(|t| *t <= now).unwrap_or(now);
 
-    // Our message: by the Message-ID the provider echoed, else the latest one sent to
+    // Our message: by the reference the provider echoed (valid only for a message sent
+    // to this subscriber), by the Message-ID it echoed, else the latest one sent to
     // this subscriber before the event.
     let mut matched = "";
     let mut message: Option<i64> = None;
@@ -880,7 +977,31 @@ async fn apply_one(
         if message.is_some() {
             matched = "last-human-click";
         }
-    } else if let Some(mid) = &f.message_id {
+    } else if let Some(reference) = &f.reference {
+        match verify_message_ref(keys, reference, sid) {
+            Some(id) => {
+                message = sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE id = $1 AND subscriber_id = $2",
+                )
+                .bind(id)
+                .bind(sid)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if message.is_some() {
+                    matched = "metadata";
+                }
+            }
+            None => tracing::debug!(
+                provider = provider.as_str(),
+                event = %f.key,
+                "echoed message reference is not one we sent to this address; ignored"
+            ),
+        }
+    }
+    if message.is_none()
+        && f.kind != Kind::Converted
+        && let Some(mid) = &f.message_id
+    {
         message = sqlx::query_scalar(
             "SELECT id FROM messages WHERE message_id = $1 AND subscriber_id = $2 LIMIT 1",
         )
@@ -1319,6 +1440,76 @@ mod tests {
         let p = parse(Provider::Postmark, &serde_json::to_vec(&open).unwrap()).unwrap();
         assert_eq!((p.events.len(), p.ignored), (0, 1));
         assert!(parse(Provider::Postmark, b"[]").is_err());
+    }
+
+    #[test]
+    fn message_refs_name_only_a_message_sent_to_that_subscriber() {
+        let k = SigningKey::from_bytes(b"k".repeat(32));
+        let r = message_ref(&k, 42, Some(7));
+        assert!(r.starts_with("42.") && r.len() < 80, "{r}");
+        assert_eq!(message_ref(&k, 42, Some(7)), r, "stable across attempts");
+        assert_eq!(verify_message_ref(&k, &r, 7), Some(42));
+        // Another subscriber, another id under the same tag, another key, junk: none.
+        assert_eq!(verify_message_ref(&k, &r, 8), None);
+        let (_, tag) = r.split_once('.').unwrap();
+        assert_eq!(verify_message_ref(&k, &format!("43.{tag}"), 7), None);
+        let other = SigningKey::from_bytes(b"o".repeat(32));
+        assert_eq!(verify_message_ref(&other, &r, 7), None);
+        for junk in ["", "42", "42.", "x.y", "-1.AAAA", &"9".repeat(200)] {
+            assert_eq!(verify_message_ref(&k, junk, 7), None, "{junk}");
+        }
+        // A test send (no subscriber) matches no subscriber's report.
+        assert_eq!(
+            verify_message_ref(&k, &message_ref(&k, 5, None), 0),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn echo_headers_are_each_providers_own_convention() {
+        assert!(echo_headers(&[], "1.x").is_empty());
+        assert!(echo_headers(&[Provider::Generic], "1.x").is_empty());
+        let h = echo_headers(
+            &[Provider::Postmark, Provider::Mailgun, Provider::SendGrid],
+            "1.x",
+        );
+        assert_eq!(h[0], ("X-PM-Metadata-loopline-message", "1.x".to_string()));
+        assert_eq!(h[1].0, "X-Mailgun-Variables");
+        let v: Value = serde_json::from_str(&h[1].1).unwrap();
+        assert_eq!(v, json!({ "loopline-message": "1.x" }));
+        assert_eq!(h[2].0, "X-SMTPAPI");
+        let v: Value = serde_json::from_str(&h[2].1).unwrap();
+        assert_eq!(v, json!({ "unique_args": { "loopline-message": "1.x" } }));
+        let mut keys = keys();
+        assert_eq!(keys.echoing(), [Provider::Postmark, Provider::Mailgun]);
+        keys.postmark = None;
+        assert_eq!(keys.echoing(), [Provider::Mailgun]);
+    }
+
+    #[test]
+    fn echoed_references_are_read_from_each_providers_payload() {
+        let pm = json!({ "RecordType": "Bounce", "ID": 1, "Type": "HardBounce", "Email": "a@example.com",
+                         "MessageID": "p", "Metadata": { "Loopline-Message": " 42.abc " } });
+        let p = parse(Provider::Postmark, &serde_json::to_vec(&pm).unwrap()).unwrap();
+        assert_eq!(p.events[0].reference.as_deref(), Some("42.abc"));
+        let mg = json!({ "signature": {}, "event-data": { "event": "complained", "id": "e", "recipient": "a@example.com",
+                         "user-variables": { "loopline-message": "42.abc" } } });
+        let p = parse(Provider::Mailgun, &serde_json::to_vec(&mg).unwrap()).unwrap();
+        assert_eq!(p.events[0].reference.as_deref(), Some("42.abc"));
+        let sg = json!([{ "event": "spamreport", "email": "a@example.com", "sg_event_id": "s", "loopline-message": "42.abc" }]);
+        let p = parse(Provider::SendGrid, &serde_json::to_vec(&sg).unwrap()).unwrap();
+        assert_eq!(p.events[0].reference.as_deref(), Some("42.abc"));
+        // Absent, not a string, or absurdly long: no reference (the event still counts).
+        for meta in [
+            json!({}),
+            json!({ "loopline-message": 42 }),
+            json!({ "loopline-message": "x".repeat(101) }),
+        ] {
+            let mut pm = pm.clone();
+            pm["Metadata"] = meta;
+            let p = parse(Provider::Postmark, &serde_json::to_vec(&pm).unwrap()).unwrap();
+            assert_eq!(p.events[0].reference, None);
+        }
     }
 
     #[test]

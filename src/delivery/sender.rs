@@ -55,9 +55,15 @@ pub enum Transport {
 impl Transport {
     /// From an `SMTP_URL`: `smtps://` is implicit TLS; `smtp://` requires STARTTLS unless
     /// the host is on this machine or the URL says `?tls=…` itself.
-    pub fn from_url(url: &str, pool_size: u32, extra_ca: Option<&[u8]>) -> anyhow::Result<Self> {
+    /// `timeout` bounds opening a session and each message's exchange (`SMTP_TIMEOUT_SECS`).
+    pub fn from_url(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        extra_ca: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
         let url = with_default_tls(url);
-        let pool = SmtpPool::from_url(&url, pool_size as usize, Duration::from_secs(30), extra_ca)?;
+        let pool = SmtpPool::from_url(&url, pool_size as usize, timeout, extra_ca)?;
         Ok(Self::Smtp(pool))
     }
 }
@@ -76,6 +82,9 @@ pub struct SendSettings {
     pub public_url: String,
     /// Signs every message when configured.
     pub dkim: Option<Arc<super::dkim::DkimSigner>>,
+    /// Providers whose webhooks are configured: mail carries the header each one echoes
+    /// back (`feedback::echo_headers`), so their reports find the message.
+    pub echo_to: Vec<super::feedback::Provider>,
 }
 
 /// Counts of one round, for tests and logs.
@@ -679,11 +688,10 @@ impl Sender {
             .from_email
             .rsplit_once('@')
             .map_or("localhost", |(_, d)| d);
-        let message_id = format!(
-            "<{}.{}@{domain}>",
-            m.id,
-            crate::signing::random_token::<9>()
-        );
+        // The same on every attempt: a receiver that got the message from an attempt we
+        // could not confirm (no final reply) can tell the retry is the same message.
+        let reference = super::feedback::message_ref(keys, m.id, m.subscriber_id);
+        let message_id = format!("<{reference}@{domain}>");
         let mut builder = Message::builder()
             .from(from)
             .to(to)
@@ -693,6 +701,9 @@ impl Sender {
                 "Feedback-ID",
                 format!("{}:{}:loopline", m.body_id, m.purpose),
             ));
+        for (name, value) in super::feedback::echo_headers(&s.echo_to, &reference) {
+            builder = builder.raw_header(header(name, value));
+        }
         if let Some(t) = &sub_token {
             builder = builder
                 .raw_header(header(
@@ -987,8 +998,9 @@ fn with_default_tls(url: &str) -> String {
     url
 }
 
-/// SMTP replies: 5xx is permanent (a bounce; hard when it is about the address), 4xx
-/// and timeouts retry; no reply at all means the server is unreachable.
+/// SMTP replies: 5xx is permanent (a bounce; hard when it is about the address), 4xx,
+/// timeouts and connections lost mid-message retry; no session at all means the server
+/// is unreachable.
 fn classify_error(e: &SendError) -> Outcome {
     let reply = e.to_string();
     match e.status() {
@@ -1000,7 +1012,14 @@ fn classify_error(e: &SendError) -> Outcome {
             Outcome::Bounced { reply, hard }
         }
         Some(_) => Outcome::Deferred { reply },
-        None if e.is_timeout() => Outcome::Deferred { reply },
+        // Nothing was attempted (no session): the server is unreachable, not the message.
+        None if e.no_session() => Outcome::Unreachable { reason: reply },
+        // The server went silent or hung up mid-message: it may have taken it, so the
+        // attempt counts (retries are bounded) and it goes again after the backoff.
+        None if e.is_timeout() || e.is_lost() => Outcome::Deferred { reply },
+        // The server lacks an extension this message needs: retrying cannot help, and
+        // the address is not at fault.
+        None if e.is_unsupported() => Outcome::Failed { reason: reply },
         None => Outcome::Unreachable { reason: reply },
     }
 }

@@ -97,8 +97,18 @@ pub enum SendError {
     Session(smtp::Error),
     /// The server could not be reached (connect refused, no route, name not found).
     Connect(io::Error),
-    /// Connecting or the exchange took longer than the timeout.
+    /// The server took the connection but no session opened in time (no greeting, or
+    /// EHLO, TLS or login hung). Nothing was attempted for the message.
+    SessionTimeout,
+    /// The connection broke during a message's exchange on a session opened for it,
+    /// with no reply: the server may have taken the message (see `SmtpPool::send`).
+    Lost(smtp::Error),
+    /// The message's exchange took longer than the timeout (the server may have taken
+    /// the message if it went silent after the body).
     Timeout,
+    /// The message needs an extension the server does not offer (SMTPUTF8 for a
+    /// non-ASCII address, 8BITMIME for a UTF-8 body): no retry can help.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for SendError {
@@ -107,7 +117,12 @@ impl fmt::Display for SendError {
             SendError::Smtp(e) => write!(f, "{e}"),
             SendError::Session(e) => write!(f, "could not open an SMTP session: {e}"),
             SendError::Connect(e) => write!(f, "connection error: {e}"),
+            SendError::SessionTimeout => f.write_str(
+                "timed out opening an SMTP session (no greeting, EHLO, TLS or login reply)",
+            ),
+            SendError::Lost(e) => write!(f, "connection lost during the message: {e}"),
             SendError::Timeout => f.write_str("timed out talking to the SMTP server"),
+            SendError::Unsupported(what) => write!(f, "the SMTP server does not support {what}"),
         }
     }
 }
@@ -129,11 +144,31 @@ impl SendError {
 
     pub fn is_timeout(&self) -> bool {
         match self {
-            SendError::Smtp(e) => e.is_timeout(),
+            SendError::Smtp(e) | SendError::Lost(e) => e.is_timeout(),
             SendError::Session(_) => false,
             SendError::Connect(e) => e.kind() == io::ErrorKind::TimedOut,
-            SendError::Timeout => true,
+            SendError::SessionTimeout | SendError::Timeout => true,
+            SendError::Unsupported(_) => false,
         }
+    }
+
+    /// The server cannot take this message as it is, however often it is tried.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, SendError::Unsupported(_))
+    }
+
+    /// No session was opened, so nothing was attempted for the message: the server is
+    /// unreachable (refused, hung before or during EHLO/TLS/login, wrong password).
+    pub fn no_session(&self) -> bool {
+        matches!(
+            self,
+            SendError::Connect(_) | SendError::Session(_) | SendError::SessionTimeout
+        )
+    }
+
+    /// The connection broke mid-message on a session opened for it.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, SendError::Lost(_))
     }
 }
 
@@ -205,13 +240,21 @@ impl SmtpPool {
     }
 
     /// Sends one formatted message on a pooled connection (or a new one).
+    ///
+    /// A connection that breaks without a reply is read by where it was opened: a
+    /// pooled one may just have gone stale while idle (`Smtp`, tried again unspent); a
+    /// session opened for this message that breaks mid-message is `Lost` — the server
+    /// may have taken the message (it closed after the body), so the attempt counts.
     pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
         let timeout = self.server.timeout;
-        let mut conn = match self.take().await {
-            Some(c) => c,
-            None => tokio::time::timeout(timeout, self.connect())
-                .await
-                .map_err(|_| SendError::Timeout)??,
+        let (mut conn, fresh) = match self.take().await {
+            Some(c) => (c, false),
+            None => (
+                tokio::time::timeout(timeout, self.connect())
+                    .await
+                    .map_err(|_| SendError::SessionTimeout)??,
+                true,
+            ),
         };
         match tokio::time::timeout(timeout, transact(&mut conn, envelope, raw)).await {
             Ok(Ok(reply)) => {
@@ -219,7 +262,10 @@ impl SmtpPool {
                 Ok(reply)
             }
             // The session has ended (see `transact`), so it is not reused.
-            Ok(Err(e)) => Err(SendError::Smtp(e)),
+            Ok(Err(SendError::Smtp(e))) if fresh && e.status().is_none() && !e.is_client() => {
+                Err(SendError::Lost(e))
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(SendError::Timeout),
         }
     }
@@ -315,25 +361,25 @@ impl SmtpPool {
 /// it), then the body. On any failure the session is over: ended with `QUIT` when the
 /// exchange is in step, or simply dropped when the server is waiting for a body (a
 /// `354` after a refused recipient), so nothing half-sent can be taken for a message.
-async fn transact(
-    conn: &mut Conn,
-    envelope: &Envelope,
-    raw: &[u8],
-) -> Result<Response, smtp::Error> {
-    let Some(body) = data_block(raw) else {
-        // Not UTF-8: lettre's own transaction takes bytes.
-        return conn.smtp.send(envelope, raw).await;
-    };
+async fn transact(conn: &mut Conn, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
     let info = conn.smtp.server_info();
     let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
     let utf8_envelope =
         envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii);
-    if (utf8_envelope && !info.supports_feature(Extension::SmtpUtfEight))
-        || (!raw.is_ascii() && !info.supports_feature(Extension::EightBitMime))
-    {
-        // lettre refuses these itself, with its own client error.
-        return conn.smtp.send(envelope, raw).await;
+    if utf8_envelope && !info.supports_feature(Extension::SmtpUtfEight) {
+        return Err(SendError::Unsupported(
+            "SMTPUTF8, needed for a non-ASCII address",
+        ));
     }
+    if !raw.is_ascii() && !info.supports_feature(Extension::EightBitMime) {
+        return Err(SendError::Unsupported(
+            "8BITMIME, needed for a UTF-8 message",
+        ));
+    }
+    let Some(body) = data_block(raw) else {
+        // Not UTF-8: lettre's own transaction takes bytes.
+        return conn.smtp.send(envelope, raw).await.map_err(SendError::Smtp);
+    };
     let mut options = Vec::new();
     if utf8_envelope {
         options.push(MailParameter::SmtpUtfEight);
@@ -364,7 +410,9 @@ async fn transact(
                 Ok(_) => waiting_for_body = i == last,
                 // No reply at all (connection lost, garbage): nothing more to read; a
                 // refusal already read (say a 421 before the server hung up) says more.
-                Err(e) if e.status().is_none() => return Err(refused.unwrap_or(e)),
+                Err(e) if e.status().is_none() => {
+                    return Err(SendError::Smtp(refused.unwrap_or(e)));
+                }
                 Err(e) => {
                     refused.get_or_insert(e);
                 }
@@ -374,7 +422,7 @@ async fn transact(
         for command in &commands {
             if let Err(e) = conn.smtp.command(Raw(command)).await {
                 if e.status().is_none() {
-                    return Err(e);
+                    return Err(SendError::Smtp(e));
                 }
                 refused = Some(e);
                 break;
@@ -385,9 +433,9 @@ async fn transact(
         if !waiting_for_body {
             conn.smtp.abort().await;
         }
-        return Err(e);
+        return Err(SendError::Smtp(e));
     }
-    conn.smtp.command(Raw(&body)).await
+    conn.smtp.command(Raw(&body)).await.map_err(SendError::Smtp)
 }
 
 /// A message as written after `DATA`: every line starting with `.` gets another (RFC

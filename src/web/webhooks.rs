@@ -67,7 +67,7 @@ pub async fn receive(
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    match feedback::apply(&state.pool, provider, &verified, &parsed, now).await {
+    match feedback::apply(&state.pool, &state.keys, provider, &verified, &parsed, now).await {
         Ok(applied) => {
             tracing::info!(
                 provider = provider.as_str(),

@@ -381,6 +381,42 @@ async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer) {
     assert_eq!(got.len(), 1);
 }
 
+/// aiosmtpd does not offer SMTPUTF8: mail to an address with a non-ASCII local part
+/// cannot go through it, so it fails at once (no retries, no pause, the address is not
+/// suppressed) while the rest of the queue goes out.
+#[tokio::test]
+async fn mail_the_server_cannot_take_fails_once_without_holding_up_the_queue() {
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    let korean = subscriber(&app, "홍길동@example.kr", "홍길동", "active").await;
+    let fine = subscriber(&app, "fine@example.kr", "", "active").await;
+    let k = queue_marketing(&app, korean, "c:k").await;
+    queue_marketing(&app, fine, "c:f").await;
+    let round = app.send_mail().await;
+    assert_eq!(
+        (round.sent, round.failed, round.unreachable),
+        (1, 1, 0),
+        "{round:?}"
+    );
+    let (status, attempts, reason): (String, i32, Option<String>) =
+        sqlx::query_as("SELECT status::text, attempts, smtp_reply FROM messages WHERE id = $1")
+            .bind(k)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    assert!(reason.unwrap_or_default().contains("SMTPUTF8"));
+    let st: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
+        .bind(korean)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(st, "active", "the address is not at fault");
+    app.advance(chrono::Duration::hours(1));
+    assert_eq!(app.send_mail().await.total(), 0, "nothing is retried");
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+}
+
 #[tokio::test]
 async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
     let app = TestApp::spawn().await;

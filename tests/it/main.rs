@@ -16,4 +16,5 @@ mod process;
 mod routes;
 mod segments;
 mod smtp;
+mod smtp_faults;
 mod webhooks;

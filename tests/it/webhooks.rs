@@ -662,3 +662,204 @@ async fn a_conversion_is_attributed_to_the_last_human_click() {
     let converted = events(&app, sid, "converted").await;
     assert_eq!((converted.len(), converted[1].0), (2, None));
 }
+
+/// Postmark sends under its own Message-ID, so its reports carry ours as the custom
+/// metadata it read from `X-PM-Metadata-loopline-message`. That reference finds the
+/// exact message — not the latest one to the address, as recipient matching would —
+/// and only for the address it was sent to: a reference copied into another address's
+/// report, or altered, is not trusted.
+#[tokio::test]
+async fn postmark_reports_find_their_message_by_the_metadata_the_mail_carried() {
+    use mailparse::MailHeaderMap;
+    let smtp = SmtpServer::start();
+    let sg = SendGridSigner::new();
+    let app = app(&sg, Some(&smtp)).await;
+    let kim = subscriber(&app, "kim@example.com").await;
+    let lee = subscriber(&app, "lee@example.com").await;
+    let first = queue(&app, kim, "c1:kim").await;
+    assert_eq!(app.send_mail().await.sent, 1);
+    app.advance(chrono::Duration::hours(1));
+    let second = queue(&app, kim, "c2:kim").await;
+    let lees = queue(&app, lee, "c2:lee").await;
+    assert_eq!(app.send_mail().await.sent, 2);
+
+    // Every received mail carries its reference the way each configured provider reads
+    // it; the reference is also its Message-ID's local part.
+    let received = smtp.wait_for(3).await;
+    assert_eq!(received.len(), 3);
+    let mut references = std::collections::HashMap::new();
+    for raw in &received {
+        let mail = mailparse::parse_mail(raw).unwrap();
+        let h = &mail.headers;
+        let reference = h
+            .get_first_value("X-PM-Metadata-loopline-message")
+            .expect("the Postmark metadata header");
+        let message_id = h.get_first_value("Message-ID").unwrap();
+        assert_eq!(message_id, format!("<{reference}@example.com>"));
+        let mailgun: Value =
+            serde_json::from_str(&h.get_first_value("X-Mailgun-Variables").unwrap()).unwrap();
+        assert_eq!(mailgun["loopline-message"], reference.as_str());
+        let sendgrid: Value =
+            serde_json::from_str(&h.get_first_value("X-SMTPAPI").unwrap()).unwrap();
+        assert_eq!(
+            sendgrid["unique_args"]["loopline-message"],
+            reference.as_str()
+        );
+        let id: i64 = reference.split('.').next().unwrap().parse().unwrap();
+        let stored: String = sqlx::query_scalar("SELECT message_id FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, message_id);
+        references.insert(id, reference);
+    }
+    let first_ref = references[&first].clone();
+
+    let basic = vec![(
+        "Authorization",
+        format!(
+            "Basic {}",
+            B64.encode(format!("{POSTMARK_USER}:{POSTMARK_PASSWORD}"))
+        ),
+    )];
+    let now = app.clock.now();
+    // Postmark's bounce webhook: its MessageID is one we never saw; only the metadata
+    // names our message.
+    let bounce = |id: i64, kind: &str, email: &str, reference: &str| {
+        serde_json::to_vec(&json!({
+            "RecordType": "Bounce", "MessageStream": "outbound", "ID": id, "Type": kind,
+            "TypeCode": 1, "Name": "Hard bounce", "Tag": "",
+            "MessageID": format!("b7bc2f4a-e38e-4336-af7d-e6c39{id:07}"),
+            "Metadata": { "loopline-message": reference },
+            "ServerID": 23, "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+            "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+            "Email": email, "From": "news@example.com", "BouncedAt": now.to_rfc3339(),
+            "DumpAvailable": false, "Inactive": true, "CanActivate": true, "Subject": "This week"
+        }))
+        .unwrap()
+    };
+    let (code, res) = post(
+        &app,
+        "postmark",
+        &basic,
+        &bounce(4001, "HardBounce", "kim@example.com", &first_ref),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["recorded"], 1);
+    assert_eq!(status(&app, kim).await, "bounced");
+    let bounced = events(&app, kim, "bounced").await;
+    assert_eq!(bounced.len(), 1);
+    assert_eq!(bounced[0].0, Some(first), "the message the metadata names");
+    assert_eq!(bounced[0].1["matched_by"], "metadata");
+    assert_eq!(bounced[0].1["hard"], true);
+    let message_status = |id: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status::text FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(message_status(first).await, "bounced");
+    assert_eq!(message_status(second).await, "sent");
+
+    // Kim's reference in a report about Lee (valid credentials, real reference): not
+    // trusted for Lee; matched the ordinary way, to Lee's own mail.
+    let (code, _) = post(
+        &app,
+        "postmark",
+        &basic,
+        &bounce(4002, "Transient", "lee@example.com", &first_ref),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let soft = events(&app, lee, "bounced").await;
+    assert_eq!(soft.len(), 1);
+    assert_eq!(soft[0].0, Some(lees));
+    assert_eq!(soft[0].1["matched_by"], "recipient");
+    // An altered reference (another id under the first one's tag): not trusted either.
+    let tag = first_ref.split_once('.').unwrap().1;
+    let (code, _) = post(
+        &app,
+        "postmark",
+        &basic,
+        &bounce(
+            4003,
+            "Transient",
+            "kim@example.com",
+            &format!("{second}.{tag}"),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let bounced = events(&app, kim, "bounced").await;
+    assert_eq!(bounced.len(), 2);
+    assert_eq!(bounced[1].1["matched_by"], "recipient");
+    assert_eq!(message_status(first).await, "bounced");
+    assert_eq!(message_status(second).await, "sent");
+
+    // On Kim's timeline, with the provider and its reason.
+    let (client, _) = app.signed_in(Role::Viewer).await;
+    let page = client.page(&format!("/audience/subscribers/{kim}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let items = page.select("#timeline li[data-kind=bounced]");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(
+        items
+            .iter()
+            .any(|i| i.contains("postmark") && i.contains("550 5.1.1")),
+        "{items:?}"
+    );
+}
+
+/// Mailgun and SendGrid echo the reference too (`user-variables`, unique args as event
+/// fields), which wins over a Message-ID they echo.
+#[tokio::test]
+async fn mailgun_and_sendgrid_reports_find_their_message_by_the_echoed_reference() {
+    let sg = SendGridSigner::new();
+    let app = app(&sg, None).await;
+    let park = subscriber(&app, "park@example.com").await;
+    let choi = subscriber(&app, "choi@example.com").await;
+    let (park_first, _) = sent(&app, park, "c1:park").await;
+    let (_, park_latest_header) = sent(&app, park, "c2:park").await;
+    let (choi_first, _) = sent(&app, choi, "c1:choi").await;
+    sent(&app, choi, "c2:choi").await;
+    let reference = |id: i64, sid: i64| feedback::message_ref(&app.state.keys, id, Some(sid));
+    let now = app.clock.now().timestamp();
+
+    let mut event = mailgun_failed("park@example.com", &park_latest_header, now);
+    event["user-variables"] = json!({ "loopline-message": reference(park_first, park) });
+    let body = mailgun_body(
+        MAILGUN_KEY,
+        now,
+        "token-0000000000000000000000000000000000000101",
+        event,
+    );
+    let (code, res) = post(&app, "mailgun", &[], &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    let bounced = events(&app, park, "bounced").await;
+    assert_eq!(bounced[0].0, Some(park_first));
+    assert_eq!(bounced[0].1["matched_by"], "metadata");
+
+    let batch = serde_json::to_vec(&json!([
+        { "email": "choi@example.com", "timestamp": now, "event": "spamreport", "sg_event_id": "sg-ref-1",
+          "sg_message_id": "sg-never-seen.filter0001", "loopline-message": reference(choi_first, choi) }
+    ]))
+    .unwrap();
+    let headers = vec![
+        (
+            "X-Twilio-Email-Event-Webhook-Signature",
+            sg.sign(now, &batch),
+        ),
+        ("X-Twilio-Email-Event-Webhook-Timestamp", now.to_string()),
+    ];
+    let (code, res) = post(&app, "sendgrid", &headers, &batch).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    let complained = events(&app, choi, "complained").await;
+    assert_eq!(complained[0].0, Some(choi_first));
+    assert_eq!(complained[0].1["matched_by"], "metadata");
+}

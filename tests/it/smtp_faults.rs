@@ -1,0 +1,345 @@
+//! SMTP servers that fail silently: one that takes the connection and never greets, one
+//! that takes a whole message and then says nothing (or hangs up) instead of the final
+//! reply. Nothing may be marked sent that was not confirmed, nothing may be lost, the
+//! first must cost no attempt, the second must count its attempts (the server may have
+//! kept the message, so retries stay bounded), and once a real server (aiosmtpd) is
+//! back on the same port the message goes out exactly once.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use loopline::{
+    clock::Clock,
+    config::SmtpConfig,
+    delivery::render::{BodyFormat, Draft},
+    secrets::Secret,
+    startup,
+};
+use mailparse::MailHeaderMap;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+use crate::harness::{SmtpServer, TestApp};
+
+/// The SMTP timeout the tests run with (`SMTP_TIMEOUT_SECS`, shortened).
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Accept the TCP connection, then say nothing at all.
+    NoGreeting,
+    /// Answer everything up to and including the message's end, then say nothing.
+    SilentAfterBody,
+    /// Answer everything up to the message's end, then close the connection.
+    HangUpAfterBody,
+}
+
+/// A network fault injector, not a stand-in for an SMTP library: a bare TCP listener
+/// that speaks just enough SMTP by hand to reach the point where a real server could
+/// fail, and fails there. Loopline's real client talks to it unchanged; real delivery
+/// is always checked against aiosmtpd.
+struct FaultyServer {
+    port: u16,
+    fault: Arc<Mutex<Fault>>,
+    /// What arrived after DATA, up to the terminating dot, per message.
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    connections: Arc<AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl FaultyServer {
+    async fn start(fault: Fault) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fault = Arc::new(Mutex::new(fault));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accept = {
+            let (fault, bodies, connections) = (fault.clone(), bodies.clone(), connections.clone());
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let fault = *fault.lock().unwrap();
+                    tokio::spawn(session(socket, fault, bodies.clone()));
+                }
+            })
+        };
+        Self {
+            port,
+            fault,
+            bodies,
+            connections,
+            accept,
+        }
+    }
+
+    fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    fn bodies(&self) -> Vec<Vec<u8>> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// Stops listening (the port is free for the real server once this returns).
+    async fn stop(self) -> u16 {
+        self.accept.abort();
+        let _ = self.accept.await;
+        self.port
+    }
+}
+
+async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>>>) {
+    let (read, mut write) = socket.into_split();
+    let mut lines = BufReader::new(read);
+    if fault == Fault::NoGreeting {
+        // Hold the connection open, silent, until the client gives up.
+        let _ = lines.read_to_end(&mut Vec::new()).await;
+        return;
+    }
+    let _ = write.write_all(b"220 faults.test ESMTP\r\n").await;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let command = String::from_utf8_lossy(&line).to_ascii_uppercase();
+        let reply: &[u8] = if command.starts_with("EHLO") {
+            b"250-faults.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+        } else if command.starts_with("HELO")
+            || command.starts_with("MAIL")
+            || command.starts_with("RCPT")
+            || command.starts_with("RSET")
+            || command.starts_with("NOOP")
+        {
+            b"250 OK\r\n"
+        } else if command.starts_with("QUIT") {
+            let _ = write.write_all(b"221 Bye\r\n").await;
+            return;
+        } else if command.starts_with("DATA") {
+            let _ = write
+                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                .await;
+            let mut body = Vec::new();
+            loop {
+                line.clear();
+                if lines.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == b".\r\n" {
+                    break;
+                }
+                body.extend_from_slice(&line);
+            }
+            bodies.lock().unwrap().push(body);
+            if fault == Fault::SilentAfterBody {
+                let _ = lines.read_to_end(&mut Vec::new()).await;
+            }
+            // HangUpAfterBody: dropping the socket closes the connection, no reply.
+            return;
+        } else {
+            b"500 Unknown command\r\n"
+        };
+        if write.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn app_sending_to(port: u16) -> TestApp {
+    TestApp::spawn_with(
+        move |c| {
+            c.smtp = Some(SmtpConfig {
+                url: Secret::new(format!("smtp://127.0.0.1:{port}")),
+            });
+            c.mail.from_email = "news@example.com".into();
+            c.mail.smtp_timeout = TIMEOUT;
+        },
+        startup::job_registry(),
+    )
+    .await
+}
+
+async fn queued_message(app: &TestApp, email: &str) -> (i64, i64) {
+    let sid: i64 = sqlx::query_scalar(
+        "INSERT INTO subscribers (email, status, created_at) VALUES ($1, 'active', now()) RETURNING id",
+    )
+    .bind(email)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let draft = Draft {
+        subject: "This week".into(),
+        preheader: String::new(),
+        body: "Hello {{ subscriber.name or \"reader\" }}.".into(),
+        format: BodyFormat::Markdown,
+    };
+    let id = crate::harness::queue_message(app, sid, &format!("faults:{email}"), draft).await;
+    (sid, id)
+}
+
+/// status, attempts, SMTP reply, seconds until due, Message-ID.
+async fn row(app: &TestApp, id: i64) -> (String, i32, String, i64, Option<String>) {
+    let (status, attempts, reply, run_at, message_id): (
+        String,
+        i32,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT status::text, attempts, smtp_reply, run_at, message_id FROM messages WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let due_in = (run_at - app.clock.now()).num_seconds();
+    (
+        status,
+        attempts,
+        reply.unwrap_or_default(),
+        due_in,
+        message_id,
+    )
+}
+
+async fn events(app: &TestApp, id: i64, kind: &str) -> Vec<Value> {
+    sqlx::query_scalar("SELECT data FROM events WHERE message_id = $1 AND kind = $2 ORDER BY id")
+        .bind(id)
+        .bind(kind)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+fn message_id_of(raw: &[u8]) -> String {
+    mailparse::parse_mail(raw)
+        .unwrap()
+        .headers
+        .get_first_value("Message-ID")
+        .unwrap_or_default()
+}
+
+/// Brings the real server up where the faulty one was and checks the message goes out
+/// exactly once, with the Message-ID it had on every attempt.
+async fn real_server_takes_it_once(
+    app: &TestApp,
+    faulty: FaultyServer,
+    id: i64,
+    expect_message_id: Option<&str>,
+) {
+    let port = faulty.stop().await;
+    let smtp = SmtpServer::start_on(port);
+    app.advance(chrono::Duration::hours(1));
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.total()), (1, 1), "{round:?}");
+    let received = smtp.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    let (status, _, reply, _, message_id) = row(app, id).await;
+    assert_eq!(status, "sent");
+    assert!(reply.starts_with("250"), "{reply}");
+    let message_id = message_id.unwrap();
+    assert_eq!(message_id_of(&received[0]), message_id);
+    if let Some(expected) = expect_message_id {
+        assert_eq!(message_id, expected, "one Message-ID on every attempt");
+    }
+    // Nothing left to send, nothing sent twice.
+    app.advance(chrono::Duration::hours(1));
+    assert_eq!(app.send_mail().await.total(), 0);
+    assert_eq!(smtp.count(), 1);
+    assert_eq!(events(app, id, "sent").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_never_greets_holds_mail_back_without_spending_an_attempt() {
+    let faulty = FaultyServer::start(Fault::NoGreeting).await;
+    let app = app_sending_to(faulty.port).await;
+    let (_, id) = queued_message(&app, "reader@example.com").await;
+
+    let started = Instant::now();
+    let round = app.send_mail().await;
+    assert!(started.elapsed() >= TIMEOUT, "it waited for the greeting");
+    assert!(
+        started.elapsed() < TIMEOUT * 10,
+        "and gave up: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (round.sent, round.deferred, round.unreachable),
+        (0, 0, 1),
+        "{round:?}"
+    );
+    assert!(faulty.connections.load(Ordering::SeqCst) >= 1);
+    assert!(faulty.bodies().is_empty());
+
+    // No session, so nothing was attempted: queued, attempt not spent, no `deferred`
+    // event, due again after the pause for an unreachable server.
+    let (status, attempts, reply, due_in, _) = row(&app, id).await;
+    assert_eq!((status.as_str(), attempts), ("queued", 0));
+    assert!(
+        reply.contains("timed out opening an SMTP session"),
+        "{reply}"
+    );
+    assert!((1..=30).contains(&due_in), "{due_in}");
+    assert!(events(&app, id, "deferred").await.is_empty());
+    assert!(events(&app, id, "sent").await.is_empty());
+    // Not due yet: nothing is tried meanwhile.
+    assert_eq!(app.send_mail().await.total(), 0);
+
+    real_server_takes_it_once(&app, faulty, id, None).await;
+}
+
+#[tokio::test]
+async fn a_server_silent_or_hanging_up_after_the_body_gets_the_message_again_and_once() {
+    let faulty = FaultyServer::start(Fault::SilentAfterBody).await;
+    let app = app_sending_to(faulty.port).await;
+    let (_, id) = queued_message(&app, "reader@example.com").await;
+
+    // Silent after the body: the whole message reached the server, the final reply
+    // never came. Not marked sent; deferred with the attempt counted.
+    let started = Instant::now();
+    let round = app.send_mail().await;
+    assert!(started.elapsed() >= TIMEOUT);
+    assert_eq!((round.sent, round.deferred), (0, 1), "{round:?}");
+    let bodies = faulty.bodies();
+    assert_eq!(bodies.len(), 1, "the server had the whole message");
+    let first_id = message_id_of(&bodies[0]);
+    assert!(first_id.starts_with(&format!("<{id}.")), "{first_id}");
+    let (status, attempts, reply, due_in, _) = row(&app, id).await;
+    assert_eq!((status.as_str(), attempts), ("queued", 1));
+    assert!(reply.contains("timed out"), "{reply}");
+    assert!(due_in >= 29, "retried after a backoff: {due_in}");
+    let deferred = events(&app, id, "deferred").await;
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(deferred[0]["attempt"], 1);
+    assert_eq!(app.send_mail().await.total(), 0, "not due yet");
+
+    // Next time it hangs up instead of answering: the same, second attempt counted.
+    faulty.set(Fault::HangUpAfterBody);
+    app.advance(chrono::Duration::minutes(5));
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.deferred), (0, 1), "{round:?}");
+    let (status, attempts, reply, due_in, _) = row(&app, id).await;
+    assert_eq!((status.as_str(), attempts), ("queued", 2));
+    assert!(reply.contains("connection lost"), "{reply}");
+    assert!(due_in >= 29, "{due_in}");
+    let deferred = events(&app, id, "deferred").await;
+    assert_eq!(deferred.len(), 2);
+    assert_eq!(deferred[1]["attempt"], 2);
+    let bodies = faulty.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(message_id_of(&bodies[1]), first_id);
+    assert!(events(&app, id, "sent").await.is_empty());
+
+    real_server_takes_it_once(&app, faulty, id, Some(&first_id)).await;
+}
