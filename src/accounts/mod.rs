@@ -55,6 +55,8 @@ pub struct User {
     pub email: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// The dashboard language the user chose (`en`, `ko`); `None` until they choose.
+    pub language: Option<String>,
 }
 
 pub async fn user_count(pool: &PgPool) -> sqlx::Result<i64> {
@@ -64,9 +66,11 @@ pub async fn user_count(pool: &PgPool) -> sqlx::Result<i64> {
 }
 
 pub async fn list_users(pool: &PgPool) -> sqlx::Result<Vec<User>> {
-    sqlx::query_as("SELECT id, email, role, created_at FROM users ORDER BY role DESC, lower(email)")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT id, email, role, created_at, language FROM users ORDER BY role DESC, lower(email)",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Creates a user. A duplicate email becomes a 409 with a readable message.
@@ -77,7 +81,7 @@ pub async fn create_user(
     role: Role,
 ) -> AppResult<User> {
     let hash = hash_password(password).await?;
-    Ok(sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id, email, role, created_at")
+    Ok(sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id, email, role, created_at, language")
         .bind(email.as_str())
         .bind(hash)
         .bind(role)
@@ -105,7 +109,7 @@ pub async fn create_first_owner(
             "Loopline is already set up; sign in instead".into(),
         ));
     }
-    let user: User = sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'owner') RETURNING id, email, role, created_at")
+    let user: User = sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'owner') RETURNING id, email, role, created_at, language")
         .bind(email.as_str())
         .bind(hash)
         .fetch_one(&mut *tx)
@@ -117,18 +121,20 @@ pub async fn create_first_owner(
 /// Checks a login. Always spends the time of one password verification, so response
 /// times do not reveal whether the address has an account.
 pub async fn authenticate(pool: &PgPool, email: &str, password: String) -> AppResult<Option<User>> {
-    let row: Option<(i64, String, Role, DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT id, email, role, created_at, password_hash FROM users WHERE lower(email) = lower($1)")
+    type Row = (i64, String, Role, DateTime<Utc>, Option<String>, String);
+    let row: Option<Row> =
+        sqlx::query_as("SELECT id, email, role, created_at, language, password_hash FROM users WHERE lower(email) = lower($1)")
             .bind(email.trim())
             .fetch_optional(pool)
             .await?;
     let (user, hash) = match row {
-        Some((id, email, role, created_at, hash)) => (
+        Some((id, email, role, created_at, language, hash)) => (
             Some(User {
                 id,
                 email,
                 role,
                 created_at,
+                language,
             }),
             hash,
         ),
@@ -185,6 +191,20 @@ pub async fn reset_password(pool: &PgPool, user_id: i64, new: NewPassword) -> Ap
     Ok(())
 }
 
+/// Sets the dashboard language a user chose (`None`: follow the browser). The caller
+/// passes a code Loopline has pages in.
+pub async fn set_language(pool: &PgPool, user_id: i64, language: Option<&str>) -> AppResult<()> {
+    let r = sqlx::query("UPDATE users SET language = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(language)
+        .execute(pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}
+
 /// Changes a role, refusing to leave the instance without an owner.
 pub async fn set_role(pool: &PgPool, user_id: i64, role: Role) -> AppResult<()> {
     let mut tx = pool.begin().await?;
@@ -238,8 +258,10 @@ async fn guard_last_owner(
 }
 
 pub async fn find_user_by_email(pool: &PgPool, email: &str) -> sqlx::Result<Option<User>> {
-    sqlx::query_as("SELECT id, email, role, created_at FROM users WHERE lower(email) = lower($1)")
-        .bind(email.trim())
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT id, email, role, created_at, language FROM users WHERE lower(email) = lower($1)",
+    )
+    .bind(email.trim())
+    .fetch_optional(pool)
+    .await
 }

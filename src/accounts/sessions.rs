@@ -84,11 +84,12 @@ pub async fn lookup_session(
         String,
         Role,
         DateTime<Utc>,
+        Option<String>,
         DateTime<Utc>,
         DateTime<Utc>,
     );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT u.id, u.email, u.role, u.created_at, s.expires_at, s.last_seen_at
+        "SELECT u.id, u.email, u.role, u.created_at, u.language, s.expires_at, s.last_seen_at
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id = $1 AND s.expires_at > $2",
     )
@@ -96,7 +97,7 @@ pub async fn lookup_session(
     .bind(now)
     .fetch_optional(pool)
     .await?;
-    let Some((id, email, role, created_at, mut expires_at, last_seen)) = row else {
+    let Some((id, email, role, created_at, language, mut expires_at, last_seen)) = row else {
         return Ok(None);
     };
     if now - last_seen > chrono::Duration::minutes(1) {
@@ -115,6 +116,7 @@ pub async fn lookup_session(
             email,
             role,
             created_at,
+            language,
         },
         expires_at,
     }))

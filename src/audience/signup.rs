@@ -25,6 +25,18 @@ use crate::{
 /// How long a confirmation link works.
 pub const CONFIRM_VALID_DAYS: i64 = 7;
 
+/// Why a signup was refused. `Display` reads in English; pages show it in the
+/// visitor's language (`web::i18n`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SignupError {
+    #[error(transparent)]
+    Address(#[from] crate::address::AddressError),
+    #[error("the name is too long")]
+    NameTooLong,
+    #[error("the name contains characters that are not allowed")]
+    NameNotAllowed,
+}
+
 /// A validated signup.
 #[derive(Debug, Clone)]
 pub struct Signup {
@@ -40,14 +52,14 @@ impl Signup {
         name: &str,
         language: Option<&str>,
         ip: &str,
-    ) -> Result<Self, String> {
-        let email = EmailAddress::parse(email).map_err(|e| e.to_string())?;
+    ) -> Result<Self, SignupError> {
+        let email = EmailAddress::parse(email)?;
         let name = name.trim();
         if name.chars().count() > 200 {
-            return Err("the name is too long".into());
+            return Err(SignupError::NameTooLong);
         }
         if name.chars().any(|c| c.is_control()) {
-            return Err("the name contains characters that are not allowed".into());
+            return Err(SignupError::NameNotAllowed);
         }
         let language = language
             .map(str::trim)

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{
     AppState, ClientIp, SESSION_COOKIE, anon_cookie, current_session,
-    i18n::{Strings, strings},
+    i18n::{Lang, Strings, strings_for},
     pages::render,
     safe_next, set_cookie,
 };
@@ -36,11 +36,12 @@ fn auth_chrome(
     notice: Option<&str>,
 ) -> (AuthChrome, Option<axum::http::HeaderValue>) {
     let (cookie, fresh) = anon_cookie(headers);
+    let t = strings_for(Lang::pick([Lang::from_headers(headers)]));
     let chrome = AuthChrome {
-        t: strings(),
+        t,
         csrf: state.anon_csrf(&cookie),
         asset_v: super::assets::version(),
-        notice: notice.and_then(|n| strings().notice(n)),
+        notice: notice.and_then(|n| t.notice(n)),
     };
     let set = fresh.then(|| set_cookie(&state.config, super::ANON_COOKIE, &cookie, None));
     (chrome, set)
@@ -219,6 +220,7 @@ pub async fn login_submit(
 ) -> AppResult<Response> {
     let now = state.clock.now();
     let next = safe_next(Some(&form.next));
+    let t = strings_for(Lang::pick([Lang::from_headers(&headers)]));
     let refuse = |status: StatusCode, error: String| -> AppResult<Response> {
         let (a, cookie) = auth_chrome(&state, &headers, None);
         let page = render(LoginPage {
@@ -231,7 +233,7 @@ pub async fn login_submit(
     };
     // Nothing a database would refuse (NUL, absurd length) reaches a query.
     if form.email.contains('\0') || form.email.len() > 320 || form.password.len() > 4096 {
-        return refuse(StatusCode::UNAUTHORIZED, strings().login_failed.to_string());
+        return refuse(StatusCode::UNAUTHORIZED, t.login_failed.to_string());
     }
     match state
         .throttle
@@ -252,7 +254,7 @@ pub async fn login_submit(
             tracing::info!(user_id = user.id, "signed in");
             sign_in(&state, user.id, &ip.0, &headers, &next).await
         }
-        None => refuse(StatusCode::UNAUTHORIZED, strings().login_failed.to_string()),
+        None => refuse(StatusCode::UNAUTHORIZED, t.login_failed.to_string()),
     }
 }
 

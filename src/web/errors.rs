@@ -10,7 +10,7 @@ use axum::{
     response::{Html, IntoResponse, Json, Response},
 };
 
-use super::i18n::{Strings, strings};
+use super::i18n::{Lang, Strings, UiLang, strings_for};
 use crate::error::ErrorInfo;
 
 #[derive(Template)]
@@ -25,7 +25,10 @@ struct ErrorPage {
 pub async fn render(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let is_api = path == "/api" || path.starts_with("/api/");
+    let accept = Lang::from_headers(req.headers());
     let res = next.run(req).await;
+    // A signed-in user's own choice, else the browser's.
+    let lang = Lang::pick([res.extensions().get::<UiLang>().map(|l| l.0), accept]);
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -66,7 +69,7 @@ pub async fn render(req: Request, next: Next) -> Response {
         (info.status, Json(serde_json::json!({ "error": { "status": info.status.as_u16(), "message": info.message } }))).into_response()
     } else {
         let page = ErrorPage {
-            t: strings(),
+            t: strings_for(lang),
             status: info.status.as_u16(),
             reason: info.status.canonical_reason().unwrap_or(""),
             message: info.message,

@@ -1,7 +1,126 @@
-//! Every string the dashboard shows, in one place, so a Korean (or any) translation is
-//! one more table of the same shape. Templates read them through `chrome.t`.
+//! Every string Loopline's pages show, in one place: one table per language, all of the
+//! same shape (`Strings` for the dashboard, `PublicStrings` for the pages subscribers
+//! see), so a string missing from a translation is a compile error, never an English
+//! fallback at run time. Templates read them through `chrome.t` / `p`.
+//!
+//! Which table a request gets: [`Lang`] from a stored choice (the subscriber's
+//! `language`, the dashboard user's), else from the `Accept-Language` header, else
+//! English. The mail Loopline writes itself has its own texts in `delivery::system`.
+
+use std::convert::Infallible;
+
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, header, request::Parts},
+};
+
+/// A language Loopline's pages are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ko,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::Ko];
+
+    /// The BCP 47 code, as stored and as written into `<html lang>`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ko => "ko",
+        }
+    }
+
+    /// The language's name in itself, for language pickers.
+    pub fn native_name(self) -> &'static str {
+        match self {
+            Lang::En => "English",
+            Lang::Ko => "한국어",
+        }
+    }
+
+    /// A language tag (`ko`, `ko-KR`, `EN_us`) read by its primary subtag; `None` for a
+    /// language Loopline has no pages in.
+    pub fn from_tag(tag: &str) -> Option<Lang> {
+        let primary = tag.trim().split(['-', '_']).next().unwrap_or("");
+        Lang::ALL
+            .into_iter()
+            .find(|l| primary.eq_ignore_ascii_case(l.code()))
+    }
+
+    /// The supported language the `Accept-Language` header prefers most: highest
+    /// q-value first, the header's order among equals; `q=0` means "not this one".
+    /// Unreadable entries are skipped; `*` picks nothing (the default applies).
+    pub fn from_accept_language(header: &str) -> Option<Lang> {
+        let mut best: Option<(Lang, u16)> = None;
+        for item in header.split(',').take(64) {
+            let mut parts = item.split(';');
+            let tag = parts.next().unwrap_or("").trim();
+            let mut q = Some(1000u16);
+            for param in parts {
+                if let Some((k, v)) = param.split_once('=')
+                    && k.trim().eq_ignore_ascii_case("q")
+                {
+                    q = parse_qvalue(v.trim());
+                }
+            }
+            let (Some(q), Some(lang)) = (q, Lang::from_tag(tag)) else {
+                continue;
+            };
+            if q > 0 && best.is_none_or(|(_, b)| q > b) {
+                best = Some((lang, q));
+            }
+        }
+        best.map(|(l, _)| l)
+    }
+
+    /// The language named by a request's `Accept-Language` header, if any.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Lang> {
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Lang::from_accept_language)
+    }
+
+    /// The first language found among `choices` (most wanted first), else English.
+    pub fn pick(choices: impl IntoIterator<Item = Option<Lang>>) -> Lang {
+        choices.into_iter().flatten().next().unwrap_or(Lang::En)
+    }
+}
+
+/// An RFC 9110 qvalue (`0`, `0.5`, `1.000`) in thousandths; `None` if malformed.
+fn parse_qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if !matches!(int, "0" | "1") || frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{frac:0<3}").parse::<u16>().ok()?;
+    let q = if int == "1" {
+        1000 + thousandths
+    } else {
+        thousandths
+    };
+    (q <= 1000).then_some(q)
+}
+
+/// The language a signed-in user's dashboard speaks, as the guard decided it.
+#[derive(Debug, Clone, Copy)]
+pub struct UiLang(pub Lang);
+
+/// The language the request's `Accept-Language` header asks for, if Loopline has it.
+pub struct AcceptLanguage(pub Option<Lang>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AcceptLanguage {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(AcceptLanguage(Lang::from_headers(&parts.headers)))
+    }
+}
 
 pub struct Strings {
+    pub lang: Lang,
     pub app_name: &'static str,
     pub tagline: &'static str,
     pub nav_dashboard: &'static str,
@@ -216,9 +335,38 @@ pub struct Strings {
     pub out_older: &'static str,
     pub out_view: &'static str,
     pub out_test_queued: &'static str,
+    pub account_language: &'static str,
+    pub account_language_hint: &'static str,
+    pub account_language_save: &'static str,
+    pub notice_language_saved: &'static str,
+    /// Names of statuses and stages (subscribers, lifecycle, jobs, imports, messages).
+    pub states: StateLabels,
+}
+
+/// What templates show for the status and stage codes stored in the database.
+pub struct StateLabels {
+    pub unconfirmed: &'static str,
+    pub active: &'static str,
+    pub unsubscribed: &'static str,
+    pub bounced: &'static str,
+    pub complained: &'static str,
+    pub new: &'static str,
+    pub at_risk: &'static str,
+    pub churned: &'static str,
+    pub queued: &'static str,
+    pub running: &'static str,
+    pub done: &'static str,
+    pub dead: &'static str,
+    pub uploaded: &'static str,
+    pub failed: &'static str,
+    pub cancelled: &'static str,
+    pub sending: &'static str,
+    pub sent: &'static str,
+    pub suppressed: &'static str,
 }
 
 pub static EN: Strings = Strings {
+    lang: Lang::En,
     app_name: "Loopline",
     tagline: "Plan, send, learn, repeat — one loop.",
     nav_dashboard: "Dashboard",
@@ -283,7 +431,7 @@ pub static EN: Strings = Strings {
     account_change_password_hint: "Changing your password signs you out everywhere else.",
     account_submit: "Change password",
     settings_title: "Settings",
-    settings_account_blurb: "Your password and sessions.",
+    settings_account_blurb: "Your password, sessions and language.",
     settings_users_blurb: "Who can sign in, and what they may do.",
     settings_jobs_blurb: "Background work: queued, running and failed jobs.",
     role_owner: "Owner",
@@ -440,11 +588,288 @@ pub static EN: Strings = Strings {
     out_older: "Older",
     out_view: "View",
     out_test_queued: "Test message queued; it appears below once sent.",
+    account_language: "Language",
+    account_language_hint: "The language the dashboard speaks to you in. Until you choose one, it follows your browser.",
+    account_language_save: "Save language",
+    notice_language_saved: "Language saved.",
+    // English shows the codes themselves, as the pages always have.
+    states: StateLabels {
+        unconfirmed: "unconfirmed",
+        active: "active",
+        unsubscribed: "unsubscribed",
+        bounced: "bounced",
+        complained: "complained",
+        new: "new",
+        at_risk: "at-risk",
+        churned: "churned",
+        queued: "queued",
+        running: "running",
+        done: "done",
+        dead: "dead",
+        uploaded: "uploaded",
+        failed: "failed",
+        cancelled: "cancelled",
+        sending: "sending",
+        sent: "sent",
+        suppressed: "suppressed",
+    },
 };
 
-/// The strings for a request. One language today; the lookup is where others plug in.
-pub fn strings() -> &'static Strings {
-    &EN
+pub static KO: Strings = Strings {
+    lang: Lang::Ko,
+    app_name: "Loopline",
+    tagline: "계획하고, 보내고, 배우고, 다시 — 하나의 루프.",
+    nav_dashboard: "대시보드",
+    nav_calendar: "캘린더",
+    nav_audience: "구독자",
+    nav_campaigns: "캠페인",
+    nav_automations: "자동화",
+    nav_insights: "인사이트",
+    nav_settings: "설정",
+    soon: "준비 중",
+    sign_out: "로그아웃",
+    signed_in_as: "로그인 계정",
+    email: "이메일",
+    password: "비밀번호",
+    password_confirm: "비밀번호 확인",
+    password_hint: "10자 이상으로 정해 주세요. 문장형 비밀번호가 기억하기 쉽습니다.",
+    current_password: "현재 비밀번호",
+    new_password: "새 비밀번호",
+    role: "역할",
+    setup_title: "Loopline 설정",
+    setup_intro: "소유자 계정을 만드세요. 편집자와 열람자는 나중에 초대할 수 있습니다.",
+    setup_submit: "소유자 계정 만들기",
+    login_title: "로그인",
+    login_submit: "로그인",
+    login_failed: "이메일과 비밀번호가 일치하는 계정이 없습니다.",
+    dashboard_title: "대시보드",
+    dashboard_welcome: "다시 오신 것을 환영합니다",
+    loop_title: "루프",
+    loop_steps: [
+        "캘린더에서 콘텐츠 계획하기",
+        "시퀀스, 캠페인, RSS 뉴스레터 보내기",
+        "열람, 클릭, 답장, 구매 반응 모으기",
+        "행동에 태그를 달고 세그먼트 만들기",
+        "다음 단계로 분기하기",
+        "성과가 낮은 부분 고치기",
+    ],
+    getting_started: "시작하기",
+    jobs_title: "백그라운드 작업",
+    jobs_intro: "Loopline이 뒤에서 처리하는 작업입니다: 발송, 가져오기, 규칙. 실패한 작업은 간격을 늘려 가며 다시 시도하고, 계속 실패하는 작업은 확인하실 수 있도록 여기에 멈춰 둡니다.",
+    jobs_queued: "대기 중",
+    jobs_running: "실행 중",
+    jobs_done: "완료",
+    jobs_dead: "실패",
+    jobs_none: "대기 중이거나 실행 중이거나 실패한 작업이 없습니다.",
+    jobs_kind: "종류",
+    jobs_status: "상태",
+    jobs_attempts: "시도 횟수",
+    jobs_run_at: "다음 실행",
+    jobs_error: "마지막 오류",
+    jobs_progress: "진행률",
+    jobs_retry: "다시 시도",
+    users_title: "사용자",
+    users_intro: "소유자는 사용자와 설정을 관리하고, 편집자는 마케팅 작업을 바꾸고, 열람자는 읽기만 합니다.",
+    users_add: "사용자 추가",
+    users_add_submit: "사용자 추가",
+    users_change_role: "역할 변경",
+    users_delete: "삭제",
+    users_you: "나",
+    users_created: "추가한 날",
+    account_title: "내 계정",
+    account_change_password: "비밀번호 변경",
+    account_change_password_hint: "비밀번호를 바꾸면 다른 기기의 로그인은 모두 해제됩니다.",
+    account_submit: "비밀번호 변경",
+    settings_title: "설정",
+    settings_account_blurb: "비밀번호, 로그인 세션, 언어.",
+    settings_users_blurb: "누가 로그인할 수 있고 무엇을 할 수 있는지.",
+    settings_jobs_blurb: "백그라운드 작업: 대기 중, 실행 중, 실패한 작업.",
+    role_owner: "소유자",
+    role_editor: "편집자",
+    role_viewer: "열람자",
+    area_coming: "이 영역은 다음 릴리스에서 제공됩니다. 제공될 기능은 다음과 같습니다:",
+    area_calendar: "콘텐츠 캘린더: 대상 세그먼트(신규, 활성, 이탈 위험)별로 블로그 글, 메일, SNS 게시물을 계획합니다. 항목을 발행하면 알맞은 사람에게 보내지고, RSS 피드의 새 글은 뉴스레터가 됩니다.",
+    area_audience: "구독자, 수신 동의, 구독 신청 폼, 태그, 사용자 정의 필드, 세그먼트. MailerLite, Mailchimp, Kit, Brevo에서 가져오고 어떤 세그먼트든 내보낼 수 있습니다.",
+    area_campaigns: "Markdown 또는 HTML로 쓰는 일회성 캠페인: 병합 필드, 데스크톱·모바일 미리보기, 테스트 발송, 제목 A/B 테스트.",
+    area_automations: "환영 시퀀스와 행동 분기: 이틀 기다리고, 클릭을 확인하고, 태그를 달고, 분기합니다. 실제 구독자에게 닿기 전에 흐름 전체를 시험 실행할 수 있습니다.",
+    area_insights: "스캐너가 아닌 사람의 열람과 클릭, 성과가 낮은 단계, 보내기 가장 좋은 시간, A/B 테스트 승자.",
+    error_title: "문제가 생겼습니다",
+    error_back: "대시보드로 돌아가기",
+    notice_password_changed: "비밀번호를 바꿨습니다. 다른 세션은 로그아웃되었습니다.",
+    notice_user_created: "사용자를 추가했습니다.",
+    notice_role_changed: "역할을 바꿨습니다.",
+    notice_user_deleted: "사용자를 삭제했습니다.",
+    notice_job_retried: "작업을 다시 대기열에 넣었습니다.",
+    notice_signed_out: "로그아웃되었습니다.",
+    aud_title: "구독자",
+    aud_total: "명의 구독자",
+    aud_search: "이메일 또는 이름 검색",
+    aud_filter: "필터",
+    aud_any_status: "모든 상태",
+    aud_any_tag: "모든 태그",
+    aud_any_stage: "모든 단계",
+    aud_name: "이름",
+    aud_status: "상태",
+    aud_stage: "단계",
+    aud_created: "구독일",
+    aud_none: "조건에 맞는 구독자가 없습니다.",
+    aud_next: "다음 페이지",
+    aud_forms: "구독 신청 폼",
+    aud_profile: "구독자",
+    aud_fields: "필드",
+    aud_tags: "태그",
+    aud_consent: "수신 동의",
+    aud_consent_method: "방법",
+    aud_consent_when: "일시",
+    aud_consent_form: "폼",
+    aud_consent_ip: "접속 주소",
+    aud_source: "유입 경로",
+    aud_language: "언어",
+    aud_timezone: "시간대",
+    aud_timeline: "타임라인",
+    aud_no_events: "아직 아무 일도 없었습니다.",
+    aud_links: "이 구독자의 링크",
+    aud_unsubscribe: "구독 취소",
+    aud_export: "데이터 내보내기 (JSON)",
+    aud_erase: "개인정보 삭제",
+    aud_erase_hint: "주소, 이름, 필드를 영구히 삭제합니다. 익명 집계는 남습니다.",
+    forms_intro: "폼마다 호스팅 페이지와 사이트에 붙여 넣을 HTML 코드가 있습니다. 이중 확인(더블 옵트인)은 끄지 않는 한 켜져 있습니다.",
+    forms_none: "아직 폼이 없습니다.",
+    forms_name: "폼 이름",
+    forms_slug: "주소 (/f/ 뒤에 붙는 부분)",
+    forms_single: "단일 확인 (확인 메일 없음)",
+    forms_tags: "추가할 태그 (쉼표로 구분)",
+    forms_create: "폼 만들기",
+    forms_hosted: "호스팅 페이지",
+    forms_snippet: "삽입용 코드",
+    forms_doi: "이중 확인",
+    forms_soi: "단일 확인",
+    lc_title: "생애 주기 단계",
+    lc_intro: "단계는 반응(사람의 열람과 클릭)으로 정해집니다. 신규: 최근에 구독했고 아직 반응이 없음. 활성: 최근에 반응함. 이탈 위험: 한동안 반응이 없음. 이탈: 오랫동안 반응이 없음.",
+    lc_new_days: "신규로 보는 기간 (일)",
+    lc_active_days: "활성으로 보는 마지막 반응 이후 기간 (일)",
+    lc_churn_days: "이탈로 보는 무반응 기간 (일)",
+    lc_save: "저장",
+    settings_audience_blurb: "생애 주기 단계의 기준.",
+    notice_unsubscribed: "구독을 취소했습니다.",
+    notice_erased: "구독자의 개인정보를 삭제했습니다.",
+    notice_settings_saved: "설정을 저장했습니다.",
+    imp_title: "가져오기와 내보내기",
+    imp_intro: "MailerLite, Mailchimp, Kit, Brevo 또는 스프레드시트에서 내보낸 CSV를 올리세요(UTF-8, UTF-16, EUC-KR/CP949). 가져오기 전에 열을 확인하실 수 있고, 가져오지 못한 행은 보고서로 정리됩니다.",
+    imp_file: "파일",
+    imp_upload: "올리고 미리 보기",
+    imp_export_all: "전체를 CSV로 내보내기",
+    imp_added: "추가",
+    imp_updated: "갱신",
+    imp_skipped: "건너뜀",
+    imp_failed: "잘못됨",
+    imp_not_imported: "가져오지 못함",
+    imp_from: "내보낸 곳:",
+    imp_column: "열",
+    imp_import_as: "가져올 항목",
+    imp_examples: "예시",
+    imp_mode: "이미 있는 구독자",
+    imp_tags: "이 파일의 모든 구독자에게 붙일 태그 (쉼표로 구분)",
+    imp_start: "가져오기 시작",
+    imp_report: "가져오지 못한 행 보고서 내려받기 (CSV)",
+    imp_line: "줄",
+    imp_value: "값",
+    imp_reason: "이유",
+    imp_cancel: "가져오기 취소",
+    aud_imports: "가져오기 / 내보내기",
+    fields_title: "필드와 태그",
+    fields_custom: "사용자 정의 필드",
+    fields_none: "아직 사용자 정의 필드가 없습니다.",
+    fields_key: "키",
+    fields_label: "표시 이름",
+    fields_type: "형식",
+    fields_choices: "선택지 (선택형 필드일 때, 쉼표로 구분)",
+    fields_add: "필드 추가",
+    tags_intro: "태그는 폼, 가져오기, 규칙이 그때그때 만듭니다. 주제는 구독자가 수신 설정 페이지에서 고를 수 있는 태그입니다.",
+    tags_topic: "주제",
+    tags_toggle: "전환",
+    aud_fields_link: "필드와 태그",
+    bulk_title: "선택한 구독자 또는 세그먼트 전체에 대해",
+    bulk_selected: "선택한 구독자",
+    bulk_segment: "세그먼트 전체",
+    bulk_tag: "태그 추가",
+    bulk_untag: "태그 제거",
+    bulk_unsubscribe: "구독 취소",
+    bulk_delete: "삭제",
+    bulk_tag_name: "태그",
+    bulk_run: "실행",
+    notice_bulk_queued: "일괄 작업을 실행하고 있습니다. 진행 상황은 아래에 표시됩니다.",
+    seg_title: "세그먼트",
+    seg_name: "세그먼트 이름",
+    seg_count: "구독자 수",
+    seg_new: "새 세그먼트",
+    seg_match: "조건",
+    seg_all: "모든 조건을 만족",
+    seg_any: "하나 이상의 조건을 만족",
+    seg_advanced: "고급: JSON으로 정의하기 (중첩 그룹)",
+    seg_matching: "명이 조건에 맞습니다",
+    seg_preview: "세어 보기",
+    seg_save: "세그먼트 저장",
+    aud_segments: "세그먼트",
+    aud_any_segment: "모든 세그먼트",
+    nav_outbox: "보낸 편지함",
+    out_title: "보낸 편지함",
+    out_capture: "SMTP 서버가 설정되지 않아(SMTP_URL) 메일을 보내지 않고 여기에 보관합니다. 실제로 나갈 메일과 똑같습니다.",
+    out_smtp: "설정된 SMTP 서버로 메일을 보냅니다. 모든 메일과 상태, 서버 응답이 여기에 표시됩니다.",
+    out_empty: "아직 메일이 없습니다.",
+    out_to: "받는 사람",
+    out_subject: "제목",
+    out_preheader: "프리헤더 (미리 보기 문구)",
+    out_body: "본문",
+    out_format: "형식",
+    out_status: "상태",
+    out_reply: "서버 응답",
+    out_created: "대기열에 넣은 시각",
+    out_sent: "보낸 시각",
+    out_purpose: "종류",
+    out_test_title: "메일 작성과 테스트",
+    out_test_hint: "Markdown으로 쓰고, {{ subscriber.first_name or \"고객\" }} 같은 병합 필드를 쓸 수 있습니다. 세그먼트와 규칙에 쓸 링크에는 제목으로 라벨을 붙이세요: [구매](https://shop.example \"purchase\").",
+    out_send_test: "테스트 발송",
+    out_preview: "미리 보기",
+    out_desktop: "데스크톱",
+    out_mobile: "모바일",
+    out_text_part: "텍스트 본문",
+    out_raw: "원본 메일 내려받기 (.eml)",
+    out_older: "이전",
+    out_view: "보기",
+    out_test_queued: "테스트 메일을 대기열에 넣었습니다. 발송되면 아래에 표시됩니다.",
+    account_language: "언어",
+    account_language_hint: "대시보드에 표시할 언어입니다. 따로 고르기 전에는 브라우저 설정을 따릅니다.",
+    account_language_save: "언어 저장",
+    notice_language_saved: "언어를 저장했습니다.",
+    states: StateLabels {
+        unconfirmed: "미확인",
+        active: "활성",
+        unsubscribed: "구독 취소",
+        bounced: "반송",
+        complained: "스팸 신고",
+        new: "신규",
+        at_risk: "이탈 위험",
+        churned: "이탈",
+        queued: "대기 중",
+        running: "실행 중",
+        done: "완료",
+        dead: "실패",
+        uploaded: "업로드됨",
+        failed: "실패",
+        cancelled: "취소됨",
+        sending: "보내는 중",
+        sent: "보냄",
+        suppressed: "발송 제외",
+    },
+};
+
+/// The dashboard strings in a language.
+pub fn strings_for(lang: Lang) -> &'static Strings {
+    match lang {
+        Lang::En => &EN,
+        Lang::Ko => &KO,
+    }
 }
 
 impl Strings {
@@ -471,13 +896,41 @@ impl Strings {
             "erased" => self.notice_erased,
             "settings-saved" => self.notice_settings_saved,
             "bulk-queued" => self.notice_bulk_queued,
+            "language-saved" => self.notice_language_saved,
             _ => return None,
         })
+    }
+
+    /// The label of a stored status or stage code; an unknown code shows as itself.
+    pub fn state<'a>(&self, code: &'a str) -> &'a str {
+        let s = &self.states;
+        match code {
+            "unconfirmed" => s.unconfirmed,
+            "active" => s.active,
+            "unsubscribed" => s.unsubscribed,
+            "bounced" => s.bounced,
+            "complained" => s.complained,
+            "new" => s.new,
+            "at-risk" => s.at_risk,
+            "churned" => s.churned,
+            "queued" => s.queued,
+            "running" => s.running,
+            "done" => s.done,
+            "dead" => s.dead,
+            "uploaded" => s.uploaded,
+            "failed" => s.failed,
+            "cancelled" => s.cancelled,
+            "sending" => s.sending,
+            "sent" => s.sent,
+            "suppressed" => s.suppressed,
+            other => other,
+        }
     }
 }
 
 /// Strings of the pages subscribers see (signup, confirm, unsubscribe, preferences).
 pub struct PublicStrings {
+    pub lang: Lang,
     pub email: &'static str,
     pub name: &'static str,
     pub name_optional: &'static str,
@@ -492,7 +945,8 @@ pub struct PublicStrings {
     pub confirm_expired: &'static str,
     pub link_invalid: &'static str,
     pub unsub_title: &'static str,
-    pub unsub_question: &'static str,
+    /// Text before and after the address: "Stop sending mail to" … "?".
+    pub unsub_question: [&'static str; 2],
     pub unsub_button: &'static str,
     pub unsub_done: &'static str,
     pub unsub_already: &'static str,
@@ -513,10 +967,22 @@ pub struct PublicStrings {
     pub prefs_timezone_invalid: &'static str,
     pub data_link_sent: &'static str,
     pub data_link_expired: &'static str,
-    pub erase_question: &'static str,
+    /// Text before and after the address.
+    pub erase_question: [&'static str; 2],
+    pub prefs_language_auto: &'static str,
+    pub prefs_name_invalid: &'static str,
+    pub prefs_language_invalid: &'static str,
+    pub err_email_empty: &'static str,
+    pub err_email_shape: &'static str,
+    pub err_email_too_long: &'static str,
+    pub err_email_domain: &'static str,
+    pub err_email_local: &'static str,
+    pub err_name_too_long: &'static str,
+    pub err_name_not_allowed: &'static str,
 }
 
 pub static PUBLIC_EN: PublicStrings = PublicStrings {
+    lang: Lang::En,
     email: "Email",
     name: "Name",
     name_optional: "Name (optional)",
@@ -531,7 +997,7 @@ pub static PUBLIC_EN: PublicStrings = PublicStrings {
     confirm_expired: "This confirmation link has expired. Sign up again and we will send you a new one.",
     link_invalid: "This link is not valid. It may have been copied incompletely.",
     unsub_title: "Unsubscribe",
-    unsub_question: "Stop sending mail to",
+    unsub_question: ["Stop sending mail to", "?"],
     unsub_button: "Unsubscribe",
     unsub_done: "You are unsubscribed and will not receive any more mail from us.",
     unsub_already: "This address is already unsubscribed.",
@@ -552,9 +1018,329 @@ pub static PUBLIC_EN: PublicStrings = PublicStrings {
     prefs_timezone_invalid: "Choose a time zone from the list, like Asia/Seoul or Europe/Berlin.",
     data_link_sent: "We sent a link to your address. It works for one hour; if you did not ask, nothing happens.",
     data_link_expired: "This link has expired. Ask for a new one on your preferences page.",
-    erase_question: "Delete everything held about",
+    erase_question: ["Delete everything held about", "?"],
+    prefs_language_auto: "Automatic (your browser's)",
+    prefs_name_invalid: "the name is too long or contains characters that are not allowed",
+    prefs_language_invalid: "choose a language from the list",
+    err_email_empty: "enter an email address",
+    err_email_shape: "an email address needs one @ with something on both sides",
+    err_email_too_long: "that email address is too long",
+    err_email_domain: "the part after @ is not a valid domain",
+    err_email_local: "the part before @ contains characters that are not allowed",
+    err_name_too_long: "the name is too long",
+    err_name_not_allowed: "the name contains characters that are not allowed",
 };
 
-pub fn public_strings() -> &'static PublicStrings {
-    &PUBLIC_EN
+pub static PUBLIC_KO: PublicStrings = PublicStrings {
+    lang: Lang::Ko,
+    email: "이메일",
+    name: "이름",
+    name_optional: "이름 (선택)",
+    signup_submit: "구독하기",
+    signup_thanks: "구독해 주셔서 감사합니다.",
+    signup_check_inbox: "거의 다 되었습니다. 방금 보내 드린 메일의 링크를 눌러 구독을 확인해 주세요.",
+    signup_rate_limited: "지금 사용 중인 네트워크에서 구독 신청이 너무 많이 들어왔습니다. 잠시 후 다시 시도해 주세요.",
+    confirm_title: "구독 확인",
+    confirm_intro: "한 번만 누르시면 구독이 완료됩니다.",
+    confirm_button: "네, 구독하겠습니다",
+    confirm_done: "구독이 완료되었습니다. 감사합니다!",
+    confirm_expired: "확인 링크의 유효 기간이 지났습니다. 다시 구독을 신청해 주시면 새 링크를 보내 드리겠습니다.",
+    link_invalid: "올바르지 않은 링크입니다. 링크 주소가 일부만 복사되었을 수 있습니다.",
+    unsub_title: "구독 취소",
+    unsub_question: ["", " 주소로 더 이상 메일을 받지 않으시겠습니까?"],
+    unsub_button: "구독 취소하기",
+    unsub_done: "구독이 취소되었습니다. 앞으로 메일을 보내 드리지 않겠습니다.",
+    unsub_already: "이미 구독이 취소된 주소입니다.",
+    prefs_link: "구독을 취소하는 대신 수신 설정 바꾸기",
+    prefs_title: "수신 설정",
+    prefs_language: "언어",
+    prefs_topics: "받아 보고 싶은 주제",
+    prefs_save: "설정 저장",
+    prefs_saved: "수신 설정이 저장되었습니다.",
+    prefs_export: "내 정보 내려받기",
+    prefs_export_intro: "보관 중인 내 정보 전체를 JSON 파일로 받으실 수 있습니다. 내려받기 링크는 메일로 보내 드립니다.",
+    prefs_erase_title: "내 정보 삭제",
+    prefs_erase_intro: "이메일 주소, 이름 등 내 정보를 완전히 삭제합니다. 삭제 후에는 메일을 더 이상 받지 않습니다. 확인 링크를 메일로 보내 드립니다.",
+    prefs_erase_button: "내 정보 모두 삭제하기",
+    erased_done: "정보가 삭제되었습니다.",
+    prefs_timezone: "시간대",
+    prefs_timezone_hint: "하루 중 알맞은 때에 메일을 보내 드리는 데 사용합니다(예: Asia/Seoul). 비워 두시면 자동으로 추정합니다.",
+    prefs_timezone_invalid: "목록에서 시간대를 골라 주세요(예: Asia/Seoul, Europe/Berlin).",
+    data_link_sent: "메일로 링크를 보내 드렸습니다. 링크는 1시간 동안 유효합니다. 직접 요청하지 않으셨다면 아무 일도 일어나지 않습니다.",
+    data_link_expired: "링크의 유효 기간이 지났습니다. 수신 설정 페이지에서 새 링크를 요청해 주세요.",
+    erase_question: ["", " 주소에 관해 보관된 정보를 모두 삭제하시겠습니까?"],
+    prefs_language_auto: "자동 (브라우저 설정)",
+    prefs_name_invalid: "이름이 너무 길거나 사용할 수 없는 문자가 들어 있습니다.",
+    prefs_language_invalid: "목록에서 언어를 골라 주세요.",
+    err_email_empty: "이메일 주소를 입력해 주세요.",
+    err_email_shape: "이메일 주소에는 @가 하나 있어야 하고, 그 앞뒤에 내용이 있어야 합니다.",
+    err_email_too_long: "이메일 주소가 너무 깁니다.",
+    err_email_domain: "@ 뒤의 도메인이 올바르지 않습니다.",
+    err_email_local: "@ 앞부분에 사용할 수 없는 문자가 들어 있습니다.",
+    err_name_too_long: "이름이 너무 깁니다.",
+    err_name_not_allowed: "이름에 사용할 수 없는 문자가 들어 있습니다.",
+};
+
+/// The subscriber-facing strings in a language.
+pub fn public_strings_for(lang: Lang) -> &'static PublicStrings {
+    match lang {
+        Lang::En => &PUBLIC_EN,
+        Lang::Ko => &PUBLIC_KO,
+    }
+}
+
+impl PublicStrings {
+    /// Why a signup was refused, in this language.
+    pub fn signup_error(&self, e: &crate::audience::signup::SignupError) -> &'static str {
+        use crate::audience::signup::SignupError as E;
+        match e {
+            E::Address(a) => self.address_error(a),
+            E::NameTooLong => self.err_name_too_long,
+            E::NameNotAllowed => self.err_name_not_allowed,
+        }
+    }
+
+    /// Why an address was refused, in this language.
+    pub fn address_error(&self, e: &crate::address::AddressError) -> &'static str {
+        use crate::address::AddressError as E;
+        match e {
+            E::Empty => self.err_email_empty,
+            E::Shape => self.err_email_shape,
+            E::TooLong => self.err_email_too_long,
+            E::Domain => self.err_email_domain,
+            E::Local => self.err_email_local,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_is_read_by_q_value_then_order() {
+        let l = Lang::from_accept_language;
+        assert_eq!(l("ko-KR,ko;q=0.9,en;q=0.8"), Some(Lang::Ko));
+        assert_eq!(l("ko"), Some(Lang::Ko));
+        assert_eq!(l("en-US"), Some(Lang::En));
+        assert_eq!(l("en-US,en;q=0.9"), Some(Lang::En));
+        // The q-value decides, not the position.
+        assert_eq!(l("en;q=0.5, ko;q=0.8"), Some(Lang::Ko));
+        assert_eq!(l("de-DE, en;q=0.3, ko;q=0.7"), Some(Lang::Ko));
+        // Equal weights: the header's order.
+        assert_eq!(l("en, ko"), Some(Lang::En));
+        assert_eq!(l("ko;q=0.5, en;q=0.500"), Some(Lang::Ko));
+        // q=0 means "not this one"; `*` and unknown languages pick nothing.
+        assert_eq!(l("ko;q=0, en;q=0.1"), Some(Lang::En));
+        assert_eq!(l("ko;q=0"), None);
+        assert_eq!(l("*"), None);
+        assert_eq!(l("de, fr;q=0.9"), None);
+        assert_eq!(l(""), None);
+        // Malformed q-values skip the entry rather than guess.
+        assert_eq!(l("ko;q=2, en;q=0.2"), Some(Lang::En));
+        assert_eq!(l("ko;q=abc"), None);
+        assert_eq!(l("ko;q=0.1234"), None);
+        assert_eq!(l(" KO-kr ; Q=1.0 "), Some(Lang::Ko));
+        // Korean is never matched by accident.
+        assert_eq!(l("kok, kos"), None);
+    }
+
+    #[test]
+    fn tags_are_read_by_their_primary_subtag() {
+        assert_eq!(Lang::from_tag("ko"), Some(Lang::Ko));
+        assert_eq!(Lang::from_tag("ko-KR"), Some(Lang::Ko));
+        assert_eq!(Lang::from_tag("ko_kr"), Some(Lang::Ko));
+        assert_eq!(Lang::from_tag("EN-gb"), Some(Lang::En));
+        assert_eq!(Lang::from_tag("ja"), None);
+        assert_eq!(Lang::from_tag(""), None);
+        assert_eq!(Lang::pick([None, Some(Lang::Ko), Some(Lang::En)]), Lang::Ko);
+        assert_eq!(Lang::pick([None, None]), Lang::En);
+    }
+
+    #[test]
+    fn every_table_says_which_language_it_is() {
+        for l in Lang::ALL {
+            assert_eq!(strings_for(l).lang, l);
+            assert_eq!(public_strings_for(l).lang, l);
+        }
+    }
+
+    /// Every string of a public table. The destructuring names every field (no `..`),
+    /// so a string added to the struct but not to this check does not compile.
+    fn public_all(p: &PublicStrings) -> Vec<&'static str> {
+        let PublicStrings {
+            lang: _,
+            email,
+            name,
+            name_optional,
+            signup_submit,
+            signup_thanks,
+            signup_check_inbox,
+            signup_rate_limited,
+            confirm_title,
+            confirm_intro,
+            confirm_button,
+            confirm_done,
+            confirm_expired,
+            link_invalid,
+            unsub_title,
+            unsub_question,
+            unsub_button,
+            unsub_done,
+            unsub_already,
+            prefs_link,
+            prefs_title,
+            prefs_language,
+            prefs_topics,
+            prefs_save,
+            prefs_saved,
+            prefs_export,
+            prefs_export_intro,
+            prefs_erase_title,
+            prefs_erase_intro,
+            prefs_erase_button,
+            erased_done,
+            prefs_timezone,
+            prefs_timezone_hint,
+            prefs_timezone_invalid,
+            data_link_sent,
+            data_link_expired,
+            erase_question,
+            prefs_language_auto,
+            prefs_name_invalid,
+            prefs_language_invalid,
+            err_email_empty,
+            err_email_shape,
+            err_email_too_long,
+            err_email_domain,
+            err_email_local,
+            err_name_too_long,
+            err_name_not_allowed,
+        } = *p;
+        vec![
+            email,
+            name,
+            name_optional,
+            signup_submit,
+            signup_thanks,
+            signup_check_inbox,
+            signup_rate_limited,
+            confirm_title,
+            confirm_intro,
+            confirm_button,
+            confirm_done,
+            confirm_expired,
+            link_invalid,
+            unsub_title,
+            unsub_question[1],
+            unsub_button,
+            unsub_done,
+            unsub_already,
+            prefs_link,
+            prefs_title,
+            prefs_language,
+            prefs_topics,
+            prefs_save,
+            prefs_saved,
+            prefs_export,
+            prefs_export_intro,
+            prefs_erase_title,
+            prefs_erase_intro,
+            prefs_erase_button,
+            erased_done,
+            prefs_timezone,
+            prefs_timezone_hint,
+            prefs_timezone_invalid,
+            data_link_sent,
+            data_link_expired,
+            erase_question[1],
+            prefs_language_auto,
+            prefs_name_invalid,
+            prefs_language_invalid,
+            err_email_empty,
+            err_email_shape,
+            err_email_too_long,
+            err_email_domain,
+            err_email_local,
+            err_name_too_long,
+            err_name_not_allowed,
+        ]
+    }
+
+    fn is_hangul(c: char) -> bool {
+        ('\u{AC00}'..='\u{D7A3}').contains(&c)
+    }
+
+    #[test]
+    fn korean_public_strings_are_all_korean_and_none_is_left_in_english() {
+        let (en, ko) = (public_all(&PUBLIC_EN), public_all(&PUBLIC_KO));
+        assert_eq!(en.len(), ko.len());
+        for (e, k) in en.iter().zip(&ko) {
+            assert!(!k.trim().is_empty(), "empty Korean string for {e:?}");
+            assert_ne!(e, k, "{e:?} is not translated");
+            assert!(k.chars().any(is_hangul), "{k:?} has no Korean in it");
+        }
+        // A few known pairs, so a shuffled table cannot pass.
+        assert_eq!(PUBLIC_EN.unsub_title, "Unsubscribe");
+        assert_eq!(PUBLIC_KO.unsub_title, "구독 취소");
+        assert_eq!(PUBLIC_KO.signup_thanks, "구독해 주셔서 감사합니다.");
+        assert_eq!(PUBLIC_KO.signup_submit, "구독하기");
+        assert_eq!(PUBLIC_KO.prefs_title, "수신 설정");
+        // The address goes between the two halves of a question.
+        assert_eq!(PUBLIC_EN.unsub_question, ["Stop sending mail to", "?"]);
+        assert!(PUBLIC_KO.unsub_question[0].is_empty());
+    }
+
+    #[test]
+    fn korean_dashboard_strings_are_translated() {
+        let pairs = |t: &Strings| {
+            vec![
+                t.nav_dashboard,
+                t.nav_audience,
+                t.nav_settings,
+                t.nav_outbox,
+                t.sign_out,
+                t.login_title,
+                t.account_title,
+                t.account_language,
+                t.aud_title,
+                t.aud_status,
+                t.aud_stage,
+                t.error_title,
+                t.notice_language_saved,
+                t.jobs_title,
+                t.seg_title,
+                t.imp_title,
+                t.out_title,
+                t.role_owner,
+                t.states.active,
+                t.states.at_risk,
+                t.states.unsubscribed,
+                t.states.queued,
+            ]
+        };
+        for (e, k) in pairs(&EN).into_iter().zip(pairs(&KO)) {
+            assert!(!k.trim().is_empty());
+            assert_ne!(e, k, "{e:?} is not translated");
+            assert!(k.chars().any(is_hangul), "{k:?} has no Korean in it");
+        }
+        for (e, k) in EN.loop_steps.iter().zip(KO.loop_steps) {
+            assert_ne!(*e, k);
+        }
+        assert_eq!((EN.nav_audience, KO.nav_audience), ("Audience", "구독자"));
+        assert_eq!((EN.nav_settings, KO.nav_settings), ("Settings", "설정"));
+        assert_eq!(KO.state("at-risk"), "이탈 위험");
+        assert_eq!(EN.state("at-risk"), "at-risk");
+        assert_eq!(KO.state("no-such-state"), "no-such-state");
+        assert_eq!(KO.notice("language-saved"), Some("언어를 저장했습니다."));
+    }
+
+    #[test]
+    fn address_errors_have_their_own_words_in_each_language() {
+        use crate::address::EmailAddress;
+        let e = EmailAddress::parse("nope").unwrap_err();
+        assert_eq!(PUBLIC_EN.address_error(&e), e.to_string());
+        assert!(PUBLIC_KO.address_error(&e).contains('@'));
+        assert_ne!(PUBLIC_KO.address_error(&e), PUBLIC_EN.address_error(&e));
+    }
 }

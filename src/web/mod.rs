@@ -38,7 +38,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-pub use i18n::{Strings, strings};
+pub use i18n::{Lang, Strings, strings_for};
 
 use crate::{
     AppError,
@@ -216,6 +216,7 @@ fn table() -> Vec<Entry> {
         entry(g.clone(), "/settings", Signed(Viewer), get(pages::settings)),
         entry(g.clone(), "/settings/account", Signed(Viewer), get(pages::account)),
         entry(p.clone(), "/settings/account/password", Signed(Viewer), post(pages::change_password)),
+        entry(p.clone(), "/settings/account/language", Signed(Viewer), post(pages::set_language)),
         entry(g.clone(), "/settings/jobs", Signed(Viewer), get(pages::jobs)),
         entry(p.clone(), "/settings/jobs/{id}/retry", Signed(Editor), post(pages::retry_job)),
         entry(g.clone(), "/settings/users", Signed(Owner), get(pages::users)),
@@ -332,7 +333,16 @@ async fn guard(
     next: Next,
 ) -> Response {
     match guard_inner(&state, access, req).await {
-        Ok(req) => next.run(req).await,
+        Ok(req) => {
+            // The signed-in user's language travels on the response to the error
+            // renderer, which runs outside this guard.
+            let lang = req.extensions().get::<i18n::UiLang>().copied();
+            let mut res = next.run(req).await;
+            if let Some(lang) = lang {
+                res.extensions_mut().insert(lang);
+            }
+            res
+        }
         Err(res) => res,
     }
 }
@@ -366,7 +376,7 @@ async fn guard_inner(
             let session = current_session(state, req.headers())
                 .await
                 .map_err(IntoResponse::into_response)?;
-            let Some(session) = session else {
+            let Some(mut session) = session else {
                 let users = accounts::user_count(&state.pool)
                     .await
                     .map_err(|e| AppError::from(e).into_response())?;
@@ -380,9 +390,21 @@ async fn guard_inner(
                 };
                 return Err(Redirect::to(&target).into_response());
             };
-            if session.user.role < min {
-                return Err(AppError::Forbidden.into_response());
+            // Until the user chooses a language, the dashboard speaks the browser's.
+            if session.user.language.is_none() {
+                session.user.language = Lang::from_headers(req.headers()).map(|l| l.code().into());
             }
+            let lang = i18n::UiLang(Lang::pick([session
+                .user
+                .language
+                .as_deref()
+                .and_then(Lang::from_tag)]));
+            if session.user.role < min {
+                let mut res = AppError::Forbidden.into_response();
+                res.extensions_mut().insert(lang);
+                return Err(res);
+            }
+            req.extensions_mut().insert(lang);
             if unsafe_method {
                 let expected = Some(state.session_csrf(&session.token));
                 req = check_csrf(req, expected).await?;

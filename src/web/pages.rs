@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{
     AppState,
-    i18n::{Strings, strings},
+    i18n::{Lang, Strings, strings_for},
 };
 use crate::{
     AppError, AppResult,
@@ -45,7 +45,12 @@ impl Chrome {
         active: &'static str,
         notice: Option<&str>,
     ) -> Self {
-        let t = strings();
+        // The guard has already put the browser's language in place of a missing choice.
+        let t = strings_for(Lang::pick([session
+            .user
+            .language
+            .as_deref()
+            .and_then(Lang::from_tag)]));
         Self {
             t,
             email: session.user.email.clone(),
@@ -124,9 +129,10 @@ fn area(
     key: &'static str,
     pick: fn(&Strings) -> (&'static str, &'static str),
 ) -> AppResult<Html<String>> {
-    let (title, description) = pick(strings());
+    let chrome = Chrome::new(state, s, key, None);
+    let (title, description) = pick(chrome.t);
     render(AreaPage {
-        chrome: Chrome::new(state, s, key, None),
+        chrome,
         title,
         description,
     })
@@ -185,6 +191,18 @@ pub async fn settings(
 struct AccountPage {
     chrome: Chrome,
     errors: Vec<String>,
+    /// (code, name in itself) for the language picker.
+    languages: [(&'static str, &'static str); 2],
+}
+
+impl AccountPage {
+    fn new(chrome: Chrome, errors: Vec<String>) -> Self {
+        Self {
+            chrome,
+            errors,
+            languages: Lang::ALL.map(|l| (l.code(), l.native_name())),
+        }
+    }
 }
 
 pub async fn account(
@@ -192,10 +210,30 @@ pub async fn account(
     Extension(s): Extension<Session>,
     Query(q): Query<NoticeQuery>,
 ) -> AppResult<Html<String>> {
-    render(AccountPage {
-        chrome: Chrome::new(&state, &s, "settings", q.notice.as_deref()),
-        errors: vec![],
-    })
+    render(AccountPage::new(
+        Chrome::new(&state, &s, "settings", q.notice.as_deref()),
+        vec![],
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct LanguageForm {
+    #[serde(default)]
+    language: String,
+}
+
+/// The dashboard language a user chooses for themselves; the next page speaks it.
+pub async fn set_language(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<LanguageForm>,
+) -> AppResult<Redirect> {
+    let lang = Lang::ALL
+        .into_iter()
+        .find(|l| l.code() == f.language.trim())
+        .ok_or_else(|| AppError::Unprocessable("choose a language from the list".into()))?;
+    accounts::set_language(&state.pool, s.user.id, Some(lang.code())).await?;
+    Ok(Redirect::to("/settings/account?notice=language-saved"))
 }
 
 #[derive(Deserialize)]
@@ -223,10 +261,10 @@ pub async fn change_password(
     match result {
         Ok(()) => Ok(Redirect::to("/settings/account?notice=password-changed").into_response()),
         Err(AppError::Unprocessable(msg)) => {
-            let page = render(AccountPage {
-                chrome: Chrome::new(&state, &s, "settings", None),
-                errors: vec![msg],
-            })?;
+            let page = render(AccountPage::new(
+                Chrome::new(&state, &s, "settings", None),
+                vec![msg],
+            ))?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => Err(e),
@@ -287,11 +325,13 @@ async fn users_page(
     errors: Vec<String>,
 ) -> AppResult<Html<String>> {
     let users = accounts::list_users(&state.pool).await?;
+    let chrome = Chrome::new(state, s, "settings", notice);
+    let roles = role_options(chrome.t);
     render(UsersPage {
-        chrome: Chrome::new(state, s, "settings", notice),
+        chrome,
         me: s.user.id,
         users,
-        roles: role_options(strings()),
+        roles,
         email,
         errors,
     })

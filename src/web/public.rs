@@ -7,13 +7,13 @@ use axum::{
     Extension, Form, Json,
     extract::{Path, State},
     http::{StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 
 use super::{
     AppState, ClientIp,
-    i18n::{PublicStrings, public_strings},
+    i18n::{AcceptLanguage, Lang, PublicStrings, public_strings_for},
     pages::render,
 };
 use crate::{
@@ -22,12 +22,18 @@ use crate::{
         data_requests,
         forms::{self, Form as SignupForm},
         links::{self, ConfirmCheck, DataAction},
-        signup::{self, Signup, SignupContext},
-        subscribers::{self, Status},
+        signup::{self, Signup, SignupContext, SignupError},
+        subscribers::{self, Status, Subscriber},
         tags,
     },
     ratelimit,
 };
+
+/// The language of a page reached through a subscriber's own link: theirs if Loopline
+/// has it, else what the browser asks for, else English.
+fn lang_of(sub: &Subscriber, accept: Option<Lang>) -> Lang {
+    Lang::pick([sub.language.as_deref().and_then(Lang::from_tag), accept])
+}
 
 #[derive(Template)]
 #[template(path = "public/signup.html")]
@@ -38,17 +44,19 @@ struct SignupPage {
     email: String,
     name: String,
     message: Option<&'static str>,
-    error: Option<String>,
+    error: Option<&'static str>,
     show_form: bool,
 }
 
 #[derive(Template)]
 #[template(path = "public/message.html")]
 struct MessagePage {
+    p: &'static PublicStrings,
     title: &'static str,
     message: &'static str,
     action: Option<String>,
-    question: Option<&'static str>,
+    /// The words before and after the address.
+    question: Option<[&'static str; 2]>,
     email: String,
     button: &'static str,
     secondary: Option<String>,
@@ -56,8 +64,9 @@ struct MessagePage {
 }
 
 impl MessagePage {
-    fn plain(title: &'static str, message: &'static str) -> Self {
+    fn plain(p: &'static PublicStrings, title: &'static str, message: &'static str) -> Self {
         Self {
+            p,
             title,
             message,
             action: None,
@@ -67,6 +76,10 @@ impl MessagePage {
             secondary: None,
             secondary_label: "",
         }
+    }
+
+    fn respond(self, status: StatusCode) -> AppResult<Response> {
+        Ok((status, render(self)?).into_response())
     }
 }
 
@@ -79,10 +92,11 @@ async fn form_or_404(state: &AppState, slug: &str) -> AppResult<SignupForm> {
 pub async fn signup_page(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-) -> AppResult<Html<String>> {
+    AcceptLanguage(accept): AcceptLanguage,
+) -> AppResult<Response> {
     let form = form_or_404(&state, &slug).await?;
-    render(SignupPage {
-        p: public_strings(),
+    Ok(render(SignupPage {
+        p: public_strings_for(Lang::pick([accept])),
         form_name: form.name,
         slug: form.slug,
         email: String::new(),
@@ -90,7 +104,8 @@ pub async fn signup_page(
         message: None,
         error: None,
         show_form: true,
-    })
+    })?
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -106,10 +121,17 @@ pub struct SignupInput {
     website: String,
 }
 
+impl SignupInput {
+    /// The language to answer in: the one the form sent, else the browser's.
+    fn lang(&self, accept: Option<Lang>) -> Lang {
+        Lang::pick([self.language.as_deref().and_then(Lang::from_tag), accept])
+    }
+}
+
 /// What the visitor is told. With double opt-in every outcome reads the same.
 enum Reply {
     Done(&'static str),
-    Invalid(String),
+    Invalid(SignupError),
     Limited,
 }
 
@@ -118,9 +140,10 @@ async fn handle_signup(
     slug: &str,
     ip: &str,
     input: &SignupInput,
+    accept: Option<Lang>,
 ) -> AppResult<(SignupForm, Reply)> {
     let form = form_or_404(state, slug).await?;
-    let p = public_strings();
+    let p = public_strings_for(input.lang(accept));
     let thanks = if form.double_opt_in {
         p.signup_check_inbox
     } else {
@@ -135,7 +158,10 @@ async fn handle_signup(
         tracing::warn!(form = %form.slug, %ip, "signup rate limit reached");
         return Ok((form, Reply::Limited));
     }
-    let signup = match Signup::parse(&input.email, &input.name, input.language.as_deref(), ip) {
+    // Without a language in the form, the one the browser asked for (and the page was
+    // shown in) is the subscriber's: their confirmation mail and pages follow it.
+    let language = input.language.as_deref().or(accept.map(Lang::code));
+    let signup = match Signup::parse(&input.email, &input.name, language, ip) {
         Ok(s) => s,
         Err(e) => return Ok((form, Reply::Invalid(e))),
     };
@@ -156,10 +182,11 @@ pub async fn signup_submit(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Extension(ip): Extension<ClientIp>,
+    AcceptLanguage(accept): AcceptLanguage,
     Form(input): Form<SignupInput>,
 ) -> AppResult<Response> {
-    let (form, reply) = handle_signup(&state, &slug, &ip.0, &input).await?;
-    let p = public_strings();
+    let (form, reply) = handle_signup(&state, &slug, &ip.0, &input, accept).await?;
+    let p = public_strings_for(input.lang(accept));
     let mut page = SignupPage {
         p,
         form_name: form.name,
@@ -176,12 +203,12 @@ pub async fn signup_submit(
             StatusCode::OK
         }
         Reply::Invalid(e) => {
-            page.error = Some(e);
+            page.error = Some(p.signup_error(&e));
             page.show_form = true;
             StatusCode::UNPROCESSABLE_ENTITY
         }
         Reply::Limited => {
-            page.error = Some(p.signup_rate_limited.into());
+            page.error = Some(p.signup_rate_limited);
             StatusCode::TOO_MANY_REQUESTS
         }
     };
@@ -189,129 +216,149 @@ pub async fn signup_submit(
 }
 
 /// `POST /api/v1/forms/{slug}/subscribe` with a JSON body, for custom forms and apps.
+/// Messages are in the body's `language`, else the `Accept-Language` one, else English.
 pub async fn signup_json(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Extension(ip): Extension<ClientIp>,
+    AcceptLanguage(accept): AcceptLanguage,
     Json(input): Json<SignupInput>,
 ) -> AppResult<Response> {
-    let (_, reply) = handle_signup(&state, &slug, &ip.0, &input).await?;
+    let (_, reply) = handle_signup(&state, &slug, &ip.0, &input, accept).await?;
+    let p = public_strings_for(input.lang(accept));
     Ok(match reply {
         Reply::Done(m) => Json(serde_json::json!({ "status": "ok", "message": m })).into_response(),
-        Reply::Invalid(e) => return Err(AppError::Unprocessable(e)),
-        Reply::Limited => {
-            return Err(AppError::TooManyRequests(
-                public_strings().signup_rate_limited.into(),
-            ));
-        }
+        Reply::Invalid(e) => return Err(AppError::Unprocessable(p.signup_error(&e).into())),
+        Reply::Limited => return Err(AppError::TooManyRequests(p.signup_rate_limited.into())),
     })
 }
 
-/// Looks up the subscriber a confirmation token names and checks it against their address.
+/// The subscriber a confirmation token was issued to, when its signature holds (valid
+/// or expired). A forged token names nobody, so its page reveals nothing of anyone.
 async fn confirm_target(
     state: &AppState,
     token: &str,
-) -> AppResult<Result<subscribers::Subscriber, &'static str>> {
-    let p = public_strings();
+) -> AppResult<(Option<Subscriber>, ConfirmCheck)> {
     let Some(id) = links::confirm_token_id(token) else {
-        return Ok(Err(p.link_invalid));
+        return Ok((None, ConfirmCheck::Invalid));
     };
     let Some(sub) = subscribers::get(&state.pool, id).await? else {
-        return Ok(Err(p.link_invalid));
+        return Ok((None, ConfirmCheck::Invalid));
     };
     Ok(
         match links::check_confirm_token(&state.keys, token, &sub.email, state.clock.now()) {
-            ConfirmCheck::Valid => Ok(sub),
-            ConfirmCheck::Expired => Err(p.confirm_expired),
-            ConfirmCheck::Invalid => Err(p.link_invalid),
+            ConfirmCheck::Invalid => (None, ConfirmCheck::Invalid),
+            check => (Some(sub), check),
         },
     )
+}
+
+/// The page for a confirmation link that does not work (any more).
+fn confirm_problem(
+    sub: Option<&Subscriber>,
+    check: ConfirmCheck,
+    accept: Option<Lang>,
+) -> AppResult<Response> {
+    let p = public_strings_for(sub.map_or(Lang::pick([accept]), |s| lang_of(s, accept)));
+    let msg = if check == ConfirmCheck::Expired {
+        p.confirm_expired
+    } else {
+        p.link_invalid
+    };
+    MessagePage::plain(p, p.confirm_title, msg).respond(StatusCode::NOT_FOUND)
 }
 
 pub async fn confirm_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    let p = public_strings();
-    match confirm_target(&state, &token).await? {
-        Ok(sub) if sub.status == Status::Active => {
-            Ok(render(MessagePage::plain(p.confirm_title, p.confirm_done))?.into_response())
-        }
-        Ok(sub) => {
-            let page = MessagePage {
-                action: Some(format!("/confirm/{token}")),
-                email: sub.email,
-                button: p.confirm_button,
-                ..MessagePage::plain(p.confirm_title, p.confirm_intro)
-            };
-            Ok(render(page)?.into_response())
-        }
-        Err(msg) => Ok((
-            StatusCode::NOT_FOUND,
-            render(MessagePage::plain(p.confirm_title, msg))?,
-        )
-            .into_response()),
+    let (sub, check) = confirm_target(&state, &token).await?;
+    let sub = match (sub, check) {
+        (Some(sub), ConfirmCheck::Valid) => sub,
+        (sub, check) => return confirm_problem(sub.as_ref(), check, accept),
+    };
+    let p = public_strings_for(lang_of(&sub, accept));
+    if sub.status == Status::Active {
+        return MessagePage::plain(p, p.confirm_title, p.confirm_done).respond(StatusCode::OK);
     }
+    MessagePage {
+        action: Some(format!("/confirm/{token}")),
+        email: sub.email,
+        button: p.confirm_button,
+        ..MessagePage::plain(p, p.confirm_title, p.confirm_intro)
+    }
+    .respond(StatusCode::OK)
 }
 
 pub async fn confirm_submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
     Extension(ip): Extension<ClientIp>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    let p = public_strings();
-    match confirm_target(&state, &token).await? {
-        Ok(sub) => {
-            let issued = links::confirm_token_expiry(&token).unwrap_or_default()
-                - chrono::Duration::days(signup::CONFIRM_VALID_DAYS);
-            if !subscribers::confirm(&state.pool, sub.id, state.clock.now(), &ip.0, issued).await?
-                && sub.status != Status::Active
-            {
-                // They left after this link was sent: the old link does not bring them back.
-                return Ok((
-                    StatusCode::GONE,
-                    render(MessagePage::plain(p.confirm_title, p.confirm_expired))?,
-                )
-                    .into_response());
-            }
-            Ok(render(MessagePage::plain(p.confirm_title, p.confirm_done))?.into_response())
-        }
-        Err(msg) => Ok((
-            StatusCode::NOT_FOUND,
-            render(MessagePage::plain(p.confirm_title, msg))?,
-        )
-            .into_response()),
+    let (sub, check) = confirm_target(&state, &token).await?;
+    let sub = match (sub, check) {
+        (Some(sub), ConfirmCheck::Valid) => sub,
+        (sub, check) => return confirm_problem(sub.as_ref(), check, accept),
+    };
+    let p = public_strings_for(lang_of(&sub, accept));
+    let issued = links::confirm_token_expiry(&token).unwrap_or_default()
+        - chrono::Duration::days(signup::CONFIRM_VALID_DAYS);
+    if !subscribers::confirm(&state.pool, sub.id, state.clock.now(), &ip.0, issued).await?
+        && sub.status != Status::Active
+    {
+        // They left after this link was sent: the old link does not bring them back.
+        return MessagePage::plain(p, p.confirm_title, p.confirm_expired).respond(StatusCode::GONE);
     }
+    MessagePage::plain(p, p.confirm_title, p.confirm_done).respond(StatusCode::OK)
 }
 
-async fn subscriber_from_link(state: &AppState, token: &str) -> AppResult<subscribers::Subscriber> {
-    let id = links::verify_subscriber_token(&state.keys, token).ok_or(AppError::NotFound)?;
-    subscribers::get(&state.pool, id)
-        .await?
-        .ok_or(AppError::NotFound)
+/// The subscriber behind a signed link, or the 404 page (in the browser's language:
+/// a link that does not verify names nobody) to answer with instead.
+async fn subscriber_from_link(
+    state: &AppState,
+    token: &str,
+    accept: Option<Lang>,
+) -> AppResult<Result<Subscriber, Response>> {
+    let sub = match links::verify_subscriber_token(&state.keys, token) {
+        Some(id) => subscribers::get(&state.pool, id).await?,
+        None => None,
+    };
+    Ok(match sub {
+        Some(sub) => Ok(sub),
+        None => {
+            let p = public_strings_for(Lang::pick([accept]));
+            Err(MessagePage::plain(p, p.unsub_title, p.link_invalid)
+                .respond(StatusCode::NOT_FOUND)?)
+        }
+    })
 }
 
 pub async fn unsubscribe_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    let p = public_strings();
-    let sub = subscriber_from_link(&state, &token).await?;
-    let prefs = Some(format!("/p/{token}"));
+    let sub = match subscriber_from_link(&state, &token, accept).await? {
+        Ok(sub) => sub,
+        Err(page) => return Ok(page),
+    };
+    let p = public_strings_for(lang_of(&sub, accept));
     let page = if matches!(sub.status, Status::Active | Status::Unconfirmed) {
         MessagePage {
             action: Some(format!("/u/{token}")),
             question: Some(p.unsub_question),
             email: sub.email,
             button: p.unsub_button,
-            secondary: prefs,
+            secondary: Some(format!("/p/{token}")),
             secondary_label: p.prefs_link,
-            ..MessagePage::plain(p.unsub_title, "")
+            ..MessagePage::plain(p, p.unsub_title, "")
         }
     } else {
-        MessagePage::plain(p.unsub_title, p.unsub_already)
+        MessagePage::plain(p, p.unsub_title, p.unsub_already)
     };
-    Ok(render(page)?.into_response())
+    page.respond(StatusCode::OK)
 }
 
 /// The unsubscribe button, and RFC 8058 one-click (`List-Unsubscribe=One-Click` posted
@@ -319,14 +366,18 @@ pub async fn unsubscribe_page(
 pub async fn unsubscribe_submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
     body: axum::body::Bytes,
 ) -> AppResult<Response> {
-    let p = public_strings();
-    let sub = subscriber_from_link(&state, &token).await?;
+    let sub = match subscriber_from_link(&state, &token, accept).await? {
+        Ok(sub) => sub,
+        Err(page) => return Ok(page),
+    };
     let one_click = body.windows(26).any(|w| w == b"List-Unsubscribe=One-Click");
     let how = if one_click { "one-click" } else { "link" };
     subscribers::unsubscribe(&state.pool, sub.id, state.clock.now(), how).await?;
-    Ok(render(MessagePage::plain(p.unsub_title, p.unsub_done))?.into_response())
+    let p = public_strings_for(lang_of(&sub, accept));
+    MessagePage::plain(p, p.unsub_title, p.unsub_done).respond(StatusCode::OK)
 }
 
 #[derive(Template)]
@@ -336,74 +387,99 @@ struct PreferencesPage {
     token: String,
     email: String,
     name: String,
-    language: String,
-    languages: [(&'static str, &'static str); 3],
+    language: &'static str,
+    languages: Vec<(&'static str, &'static str)>,
     timezone: String,
     timezones: &'static [String],
     topics: Vec<(i64, String, bool)>,
     saved: bool,
-    error: Option<String>,
+    error: Option<&'static str>,
 }
 
-const LANGUAGES: [(&str, &str); 3] = [("", "—"), ("ko", "한국어"), ("en", "English")];
+/// A message on the preferences page, picked once the page's language is known.
+type PrefsError = fn(&PublicStrings) -> &'static str;
 
+/// The preferences page, in the subscriber's language as stored now (so a language
+/// just saved is the one the answer is written in).
 async fn preferences(
     state: &AppState,
     token: String,
+    accept: Option<Lang>,
     saved: bool,
-    error: Option<String>,
-) -> AppResult<Html<String>> {
-    let sub = subscriber_from_link(state, &token).await?;
+    error: Option<PrefsError>,
+) -> AppResult<Response> {
+    let sub = match subscriber_from_link(state, &token, accept).await? {
+        Ok(sub) => sub,
+        Err(page) => return Ok(page),
+    };
+    let p = public_strings_for(lang_of(&sub, accept));
     let topics = tags::topics_for(&state.pool, sub.id).await?;
-    render(PreferencesPage {
-        p: public_strings(),
+    let languages = std::iter::once(("", p.prefs_language_auto))
+        .chain(Lang::ALL.map(|l| (l.code(), l.native_name())))
+        .collect();
+    let page = PreferencesPage {
+        p,
         token,
         email: sub.email,
         name: sub.name,
-        language: sub.language.unwrap_or_default(),
-        languages: LANGUAGES,
+        language: sub
+            .language
+            .as_deref()
+            .and_then(Lang::from_tag)
+            .map_or("", Lang::code),
+        languages,
         timezone: sub.timezone.unwrap_or_default(),
         timezones: subscribers::timezones(&state.pool).await?,
         topics,
         saved,
-        error,
-    })
+        error: error.map(|e| e(p)),
+    };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, render(page)?).into_response())
 }
 
 pub async fn preferences_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
-) -> AppResult<Html<String>> {
-    preferences(&state, token, false, None).await
+    AcceptLanguage(accept): AcceptLanguage,
+) -> AppResult<Response> {
+    preferences(&state, token, accept, false, None).await
 }
 
 pub async fn preferences_submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
     form: super::FormPairs,
 ) -> AppResult<Response> {
-    let sub = subscriber_from_link(&state, &token).await?;
+    let sub = match subscriber_from_link(&state, &token, accept).await? {
+        Ok(sub) => sub,
+        Err(page) => return Ok(page),
+    };
     let get = |k: &str| form.get(k);
     let name = get("name");
-    let language = get("language");
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            preferences(
-                &state,
-                token,
-                false,
-                Some("the name is too long or contains characters that are not allowed".into()),
-            )
-            .await?,
-        )
-            .into_response());
+        return preferences(&state, token, accept, false, Some(|p| p.prefs_name_invalid)).await;
     }
-    let language = LANGUAGES
-        .iter()
-        .find(|(code, _)| *code == language)
-        .map(|(c, _)| *c)
-        .ok_or_else(|| AppError::Unprocessable("choose a language from the list".into()))?;
+    let language = get("language");
+    let language = if language.is_empty() {
+        ""
+    } else if let Some(l) = Lang::ALL.into_iter().find(|l| l.code() == language) {
+        l.code()
+    } else {
+        return preferences(
+            &state,
+            token,
+            accept,
+            false,
+            Some(|p| p.prefs_language_invalid),
+        )
+        .await;
+    };
     let timezone = get("timezone");
     let timezone = timezone.trim();
     if !timezone.is_empty()
@@ -412,12 +488,14 @@ pub async fn preferences_submit(
             .iter()
             .any(|z| z == timezone)
     {
-        let msg = public_strings().prefs_timezone_invalid.to_string();
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            preferences(&state, token, false, Some(msg)).await?,
+        return preferences(
+            &state,
+            token,
+            accept,
+            false,
+            Some(|p| p.prefs_timezone_invalid),
         )
-            .into_response());
+        .await;
     }
     let chosen: Vec<i64> = form.all("topic").filter_map(|v| v.parse().ok()).collect();
     let now = state.clock.now();
@@ -451,29 +529,37 @@ pub async fn preferences_submit(
     )
     .await?;
     tx.commit().await?;
-    Ok(preferences(&state, token, true, None)
-        .await?
-        .into_response())
+    preferences(&state, token, accept, true, None).await
 }
 
 /// POST from the preferences page: mails a one-hour export link to the address.
 pub async fn export_request(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    data_request(&state, &token, DataAction::Export).await
+    data_request(&state, &token, DataAction::Export, accept).await
 }
 
 /// POST from the preferences page: mails a one-hour erasure link to the address.
 pub async fn erase_request(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    data_request(&state, &token, DataAction::Erase).await
+    data_request(&state, &token, DataAction::Erase, accept).await
 }
 
-async fn data_request(state: &AppState, token: &str, action: DataAction) -> AppResult<Response> {
-    let sub = subscriber_from_link(state, token).await?;
+async fn data_request(
+    state: &AppState,
+    token: &str,
+    action: DataAction,
+    accept: Option<Lang>,
+) -> AppResult<Response> {
+    let sub = match subscriber_from_link(state, token, accept).await? {
+        Ok(sub) => sub,
+        Err(page) => return Ok(page),
+    };
     data_requests::request(
         &state.pool,
         &state.keys,
@@ -483,41 +569,52 @@ async fn data_request(state: &AppState, token: &str, action: DataAction) -> AppR
         state.clock.now(),
     )
     .await?;
-    let p = public_strings();
-    Ok(render(MessagePage::plain(data_title(action), p.data_link_sent))?.into_response())
+    let p = public_strings_for(lang_of(&sub, accept));
+    MessagePage::plain(p, data_title(p, action), p.data_link_sent).respond(StatusCode::OK)
 }
 
-fn data_title(action: DataAction) -> &'static str {
-    let p = public_strings();
+fn data_title(p: &PublicStrings, action: DataAction) -> &'static str {
     match action {
         DataAction::Export => p.prefs_export,
         DataAction::Erase => p.prefs_erase_title,
     }
 }
 
-/// The subscriber behind a mailed data link, or the page to show instead.
+/// The subscriber behind a mailed data link, or the page to show instead (in their
+/// language if the link was signed for them, else in the browser's).
 async fn data_target(
     state: &AppState,
     token: &str,
     action: DataAction,
-) -> AppResult<Result<i64, Response>> {
-    let p = public_strings();
-    let title = data_title(action);
-    match data_requests::verify(&state.pool, &state.keys, token, action, state.clock.now()).await? {
-        Ok(id) => Ok(Ok(id)),
-        Err(check) => {
-            let msg = if check == ConfirmCheck::Expired {
-                p.data_link_expired
-            } else {
-                p.link_invalid
-            };
-            Ok(Err((
-                StatusCode::NOT_FOUND,
-                render(MessagePage::plain(title, msg))?,
-            )
-                .into_response()))
-        }
+    accept: Option<Lang>,
+) -> AppResult<Result<Subscriber, Response>> {
+    let check =
+        data_requests::verify(&state.pool, &state.keys, token, action, state.clock.now()).await?;
+    let id = match check {
+        Ok(id) => Some(id),
+        // Expired but signed for them: the page may speak their language.
+        Err(ConfirmCheck::Expired) => links::confirm_token_id(token),
+        Err(_) => None,
+    };
+    let sub = match id {
+        Some(id) => subscribers::get(&state.pool, id).await?,
+        None => None,
+    };
+    if let (Ok(_), Some(sub)) = (check, &sub) {
+        return Ok(Ok(sub.clone()));
     }
+    let p = public_strings_for(
+        sub.as_ref()
+            .map_or(Lang::pick([accept]), |s| lang_of(s, accept)),
+    );
+    let msg = if check == Err(ConfirmCheck::Expired) {
+        p.data_link_expired
+    } else {
+        p.link_invalid
+    };
+    Ok(Err(
+        MessagePage::plain(p, data_title(p, action), msg).respond(StatusCode::NOT_FOUND)?
+    ))
 }
 
 /// GET of the mailed export link: the JSON download (reading only, so a link scanner
@@ -525,12 +622,13 @@ async fn data_target(
 pub async fn export_download(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    let id = match data_target(&state, &token, DataAction::Export).await? {
-        Ok(id) => id,
+    let sub = match data_target(&state, &token, DataAction::Export, accept).await? {
+        Ok(sub) => sub,
         Err(page) => return Ok(page),
     };
-    let data = subscribers::export(&state.pool, id).await?;
+    let data = subscribers::export(&state.pool, sub.id).await?;
     Ok((
         [(
             header::CONTENT_DISPOSITION,
@@ -545,34 +643,34 @@ pub async fn export_download(
 pub async fn erase_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    let p = public_strings();
-    let id = match data_target(&state, &token, DataAction::Erase).await? {
-        Ok(id) => id,
+    let sub = match data_target(&state, &token, DataAction::Erase, accept).await? {
+        Ok(sub) => sub,
         Err(page) => return Ok(page),
     };
-    let sub = subscribers::get(&state.pool, id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let page = MessagePage {
+    let p = public_strings_for(lang_of(&sub, accept));
+    MessagePage {
         action: Some(format!("/d/erase/{token}")),
         question: Some(p.erase_question),
         email: sub.email,
         button: p.prefs_erase_button,
-        ..MessagePage::plain(p.prefs_erase_title, p.prefs_erase_intro)
-    };
-    Ok(render(page)?.into_response())
+        ..MessagePage::plain(p, p.prefs_erase_title, p.prefs_erase_intro)
+    }
+    .respond(StatusCode::OK)
 }
 
 pub async fn erase_submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    AcceptLanguage(accept): AcceptLanguage,
 ) -> AppResult<Response> {
-    let p = public_strings();
-    let id = match data_target(&state, &token, DataAction::Erase).await? {
-        Ok(id) => id,
+    let sub = match data_target(&state, &token, DataAction::Erase, accept).await? {
+        Ok(sub) => sub,
         Err(page) => return Ok(page),
     };
-    subscribers::erase(&state.pool, id, state.clock.now()).await?;
-    Ok(render(MessagePage::plain(p.prefs_erase_title, p.erased_done))?.into_response())
+    // The language is read before erasure takes it with the rest.
+    let p = public_strings_for(lang_of(&sub, accept));
+    subscribers::erase(&state.pool, sub.id, state.clock.now()).await?;
+    MessagePage::plain(p, p.prefs_erase_title, p.erased_done).respond(StatusCode::OK)
 }

@@ -536,7 +536,8 @@ async fn preferences_export_and_erasure_are_self_service() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(Page::from_response(res).await.select("#public-message")[0].contains("one hour"));
+    // They chose Korean above, so the page is Korean: "the link works for one hour".
+    assert!(Page::from_response(res).await.select("#public-message")[0].contains("1시간"));
     let export_link = mailed_link(&app, "pref@example.com", "/d/export/").await;
     assert_eq!(
         c.get(&format!("/d/export/{token}")).await.status(),
@@ -561,7 +562,8 @@ async fn preferences_export_and_erasure_are_self_service() {
     app.advance(chrono::Duration::minutes(61));
     let res = c.get(&export_link).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert!(Page::from_response(res).await.select("#public-message")[0].contains("expired"));
+    // Expired, and in their language: the link was signed for them.
+    assert!(Page::from_response(res).await.select("#public-message")[0].contains("유효 기간"));
 
     // Erasure: asking does nothing by itself; the mailed link shows a button; only the
     // POST erases.

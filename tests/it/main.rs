@@ -13,6 +13,7 @@ mod imports;
 mod jobs;
 mod large_import;
 mod process;
+mod public;
 mod routes;
 mod segments;
 mod smtp;
