@@ -342,6 +342,24 @@ fn escaped(s: &str) -> String {
     out
 }
 
+/// Text mrml will also write into an attribute (the title becomes the body's
+/// `aria-label`): mrml 6 writes attribute values with Rust's `{:?}`, which would turn a
+/// backslash into `\\` and a variation selector (the U+FE0F of ❤️) or a zero-width joiner
+/// into `\u{fe0f}`. Such characters go in as numeric references instead, which the HTML
+/// parse in CSS inlining turns back into the characters themselves.
+fn attribute_safe(escaped: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(escaped.len());
+    for c in escaped.chars() {
+        if c != '\'' && c.escape_debug().count() > 1 {
+            let _ = write!(out, "&#x{:x};", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn is_web_url(url: &str) -> bool {
     url.split_once(':').is_some_and(|(scheme, _)| {
         scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
@@ -439,7 +457,7 @@ fn layout_document(
         )
     };
     let lang = footer.lang;
-    let title = escaped(subject);
+    let title = attribute_safe(&escaped(subject));
     let mjml = format!(
         r##"<mjml lang="{lang}">
   <mj-head>
@@ -907,6 +925,34 @@ mod tests {
             ),
             "[]"
         );
+    }
+
+    #[test]
+    fn a_subject_with_emoji_sequences_and_a_backslash_is_the_title_and_label_as_written() {
+        let subject = "❤️ 👨‍👩‍👧 세일 \\ \"끝\" & <b>";
+        let r = run(
+            &draft(BodyFormat::Markdown, subject, "본문"),
+            &data(json!("홍길동")),
+        )
+        .unwrap();
+        let doc = scraper::Html::parse_document(&r.html);
+        let title = scraper::Selector::parse("title").unwrap();
+        let labelled = scraper::Selector::parse("[aria-label]").unwrap();
+        assert_eq!(
+            doc.select(&title)
+                .next()
+                .unwrap()
+                .text()
+                .collect::<String>(),
+            subject
+        );
+        let labels: Vec<_> = doc
+            .select(&labelled)
+            .map(|e| e.value().attr("aria-label").unwrap())
+            .collect();
+        assert!(!labels.is_empty(), "{}", r.html);
+        assert!(labels.iter().all(|l| *l == subject), "{labels:?}");
+        assert!(!r.html.contains("\\u{"), "{}", r.html);
     }
 
     #[test]
