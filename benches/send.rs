@@ -194,6 +194,11 @@ async fn main() -> anyhow::Result<()> {
         transport,
         settings,
     );
+    // Table statistics of the set-up reach pg_stat_user_tables within about a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages_before = common::table_updates(&pool, "messages").await?;
+    let subscribers_before = common::table_updates(&pool, "subscribers").await?;
+    common::reset_statements(&pool).await?;
     let started = Instant::now();
     // On a runtime worker, as in the server (not on the bench's main thread).
     let round = tokio::spawn(async move { sender.run_until_idle().await }).await??;
@@ -217,6 +222,17 @@ async fn main() -> anyhow::Result<()> {
     assert_eq!(sent_events, n as i64);
     let sink_after_ours = sink.received_wait(n)?;
     assert_eq!(sink_after_ours, n, "smtp-sink counted {sink_after_ours}");
+    let statements = common::top_statements(&pool, 12).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hot = |before: (i64, i64), after: (i64, i64)| {
+        let (upd, hot) = (after.0 - before.0, after.1 - before.1);
+        format!("{upd} updates, {hot} heap-only ({:.0} %)", hot as f64 * 100.0 / upd.max(1) as f64)
+    };
+    let messages_hot = hot(messages_before, common::table_updates(&pool, "messages").await?);
+    let subscribers_hot = hot(
+        subscribers_before,
+        common::table_updates(&pool, "subscribers").await?,
+    );
 
     // The limit: smtp-source, same sink, same size, same concurrency, connections reused.
     let started = Instant::now();
@@ -253,6 +269,13 @@ async fn main() -> anyhow::Result<()> {
         "  smtp-source (-l {avg_size}) : {limit:>8.0} msg/s ({limit_secs:.1} s; sink counted {})",
         sink_total - sink_after_ours
     );
+    println!("  during our run: messages {messages_hot}; subscribers {subscribers_hot}");
+    if !statements.is_empty() {
+        println!("  PostgreSQL statements during our run (pg_stat_statements, by total time):");
+        for line in &statements {
+            println!("    {line}");
+        }
+    }
     println!(
         "{}",
         json!({ "name": "send", "unit": "msg/s", "ours": ours.round(), "limit": limit.round(), "ratio": (ours / limit * 100.0).round() / 100.0 })
