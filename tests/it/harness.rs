@@ -392,8 +392,10 @@ pub fn free_port() -> u16 {
 }
 
 /// aiosmtpd's Mailbox handler, answering like a real provider for some recipients:
-/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451.
+/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451, and mail to
+/// `slow…@` is stored at once but answered only 5 s later.
 const SMTP_HANDLER: &str = r#"
+import asyncio
 from aiosmtpd.handlers import Mailbox
 
 class Handler(Mailbox):
@@ -404,6 +406,12 @@ class Handler(Mailbox):
             return '451 4.3.0 Mailbox busy, try again later'
         envelope.rcpt_tos.append(address)
         return '250 OK'
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        if any(a.startswith('slow') for a in envelope.rcpt_tos):
+            await asyncio.sleep(5)
+        return reply
 "#;
 
 /// A real SMTP server (aiosmtpd) that stores each received message in a Maildir.
