@@ -108,7 +108,9 @@ pub struct MessageRow {
 /// The status as users see it: a message being sent is a queued row whose lease
 /// (`$now`, the parameter holding the current time) has not run out (see `sender`).
 fn shown_status(now: &str) -> String {
-    format!("CASE WHEN m.status = 'queued' AND m.lease_until > {now} THEN 'sending' ELSE m.status::text END")
+    format!(
+        "CASE WHEN m.status = 'queued' AND m.lease_until > {now} THEN 'sending' ELSE m.status::text END"
+    )
 }
 
 /// The subject as sent when the message was captured, the template otherwise.

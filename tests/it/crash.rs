@@ -367,9 +367,9 @@ async fn kill_9_during_a_10000_message_send_loses_nothing_and_repeats_only_what_
     let claimed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM messages WHERE status = 'queued' AND lease_until > now()",
     )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     first.kill_9();
     let at_kill = smtp.count();

@@ -975,7 +975,11 @@ async fn mail_claimed_by_a_sender_that_died_goes_out_once_its_lease_runs_out() {
     .await
     .unwrap();
 
-    assert_eq!(app.send_mail().await.total(), 0, "a held lease is respected");
+    assert_eq!(
+        app.send_mail().await.total(),
+        0,
+        "a held lease is respected"
+    );
     let (editor, _) = app.signed_in(Role::Editor).await;
     let page = editor.page("/outbox").await;
     assert_eq!(
