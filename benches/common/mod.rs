@@ -39,9 +39,14 @@ pub async fn start(name: &str, pool_size: u32) -> anyhow::Result<Bench> {
     let pool = db::pool(pg.connect_options("bench"), pool_size).await?;
     db::migrate(&pool).await?;
     // For trying a schema change in a benchmark before writing its migration.
-    if let Some(sql) = std::env::var("LOOPLINE_BENCH_SQL").ok().filter(|s| !s.is_empty()) {
+    if let Some(sql) = std::env::var("LOOPLINE_BENCH_SQL")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         eprintln!("{name}: applying LOOPLINE_BENCH_SQL after the migrations: {sql}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await?;
     }
     if statements_wanted() {
         sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
