@@ -868,10 +868,7 @@ async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_cl
 /// never takes the message over. One copy arrives, the row is sent once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_slower_than_the_lease_keeps_its_claim_and_is_not_sent_twice() {
-    use loopline::{
-        clock::{SharedClock, SystemClock},
-        delivery::sender::{SendSettings, Sender, Transport},
-    };
+    use loopline::clock::{SharedClock, SystemClock};
     use std::{sync::Arc, time::Duration};
 
     let smtp = SmtpServer::start();
@@ -879,26 +876,23 @@ async fn a_send_slower_than_the_lease_keeps_its_claim_and_is_not_sent_twice() {
     let sid = subscriber(&app, "slow@example.kr", "느린 독자", "active").await;
     let id = queue_marketing(&app, sid, "slow:1").await;
 
-    let clock: SharedClock = Arc::new(SystemClock);
-    let sender = || {
-        Sender::new(
-            app.pool.clone(),
-            clock.clone(),
-            app.state.keys.clone(),
-            Transport::from_url(&smtp.url(), 2, None).unwrap(),
-            SendSettings {
-                concurrency: 2,
-                per_second: 0,
-                per_hour: 0,
-                lease: chrono::Duration::seconds(2),
-                from_email: "news@example.kr".into(),
-                from_name: "루프라인 뉴스".into(),
-                public_url: app.base.clone(),
-                dkim: None,
-            },
-        )
+    // Two Loopline processes' senders on the real clock, with a 2 s lease (below what
+    // SEND_LEASE_SECS accepts, to keep the test short).
+    let sender = || async {
+        let mut config = crate::harness::test_config();
+        config.smtp = Some(SmtpConfig {
+            url: Secret::new(smtp.url()),
+        });
+        config.mail.lease = Duration::from_secs(2);
+        config.mail.concurrency = 2;
+        config.public_url = app.base.clone();
+        let clock: SharedClock = Arc::new(SystemClock);
+        startup::build(app.pool.clone(), config, clock, startup::job_registry())
+            .await
+            .unwrap()
+            .sender
     };
-    let (first, second) = (sender(), sender());
+    let (first, second) = (sender().await, sender().await);
     let sending = tokio::spawn(async move { first.run_until_idle().await.unwrap() });
 
     let lease = |pool: sqlx::PgPool| async move {

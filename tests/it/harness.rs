@@ -392,10 +392,8 @@ pub fn free_port() -> u16 {
 }
 
 /// aiosmtpd's Mailbox handler, answering like a real provider for some recipients:
-/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451, and mail to
-/// `slow…@` is stored at once but answered only 5 s later.
+/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451.
 const SMTP_HANDLER: &str = r#"
-import asyncio
 from aiosmtpd.handlers import Mailbox
 
 class Handler(Mailbox):
@@ -407,7 +405,9 @@ class Handler(Mailbox):
         envelope.rcpt_tos.append(address)
         return '250 OK'
 
+    # Mail to `slow…@` is stored at once but answered only 5 s later (lease renewal tests).
     async def handle_DATA(self, server, session, envelope):
+        import asyncio
         reply = await super().handle_DATA(server, session, envelope)
         if any(a.startswith('slow') for a in envelope.rcpt_tos):
             await asyncio.sleep(5)
