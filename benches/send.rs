@@ -17,6 +17,7 @@ use std::{
 
 use loopline::{
     clock::{SharedClock, SystemClock},
+    db,
     delivery::{
         outbox::{self, NewBody, NewMessage},
         render::{BodyFormat, Draft},
@@ -189,13 +190,30 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
         None,
     )?;
+    // The sender gets its own pool, closed after its run: a backend that ends reports
+    // its table statistics, so the update counts below are exactly those of our run.
+    // The set-up's connections end here for the same reason.
+    pool.close().await;
+    let pool = db::pool(bench.pg.connect_options("bench"), 4).await?;
+    let sender_pool = db::pool(bench.pg.connect_options("bench"), (CONCURRENCY + 4) as u32).await?;
+    {
+        // Connected before the clock starts, as a running server's pool would be.
+        let mut warm = Vec::new();
+        for _ in 0..CONCURRENCY + 4 {
+            warm.push(sender_pool.acquire().await?);
+        }
+    }
     let sender = Sender::new(
-        pool.clone(),
+        sender_pool.clone(),
         clock.clone(),
         keys.clone(),
         transport,
         settings,
     );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let messages_before = common::table_updates(&pool, "messages").await?;
+    let subscribers_before = common::table_updates(&pool, "subscribers").await?;
+    common::reset_statements(&pool).await?;
     let started = Instant::now();
     // On a runtime worker, as in the server (not on the bench's main thread).
     let round = tokio::spawn(async move { sender.run_until_idle().await }).await??;
@@ -219,6 +237,24 @@ async fn main() -> anyhow::Result<()> {
     assert_eq!(sent_events, n as i64);
     let sink_after_ours = sink.received_wait(n)?;
     assert_eq!(sink_after_ours, n, "smtp-sink counted {sink_after_ours}");
+    let statements = common::top_statements(&pool, 12).await?;
+    sender_pool.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hot = |before: (i64, i64), after: (i64, i64)| {
+        let (upd, hot) = (after.0 - before.0, after.1 - before.1);
+        format!(
+            "{upd} updates, {hot} heap-only ({:.0} %)",
+            hot as f64 * 100.0 / upd.max(1) as f64
+        )
+    };
+    let messages_hot = hot(
+        messages_before,
+        common::table_updates(&pool, "messages").await?,
+    );
+    let subscribers_hot = hot(
+        subscribers_before,
+        common::table_updates(&pool, "subscribers").await?,
+    );
 
     // The limit: smtp-source, same sink, same size, same concurrency, connections reused.
     let started = Instant::now();
@@ -235,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
     let sink_total = sink.received_wait(2 * n)?;
     assert_eq!(sink_total, 2 * n, "smtp-sink counted {sink_total}");
     drop(sink);
+    pool.close().await;
     bench.stop().await;
 
     println!(
@@ -255,6 +292,13 @@ async fn main() -> anyhow::Result<()> {
         "  smtp-source (-l {avg_size}) : {limit:>8.0} msg/s ({limit_secs:.1} s; sink counted {})",
         sink_total - sink_after_ours
     );
+    println!("  during our run: messages {messages_hot}; subscribers {subscribers_hot}");
+    if !statements.is_empty() {
+        println!("  PostgreSQL statements during our run (pg_stat_statements, by total time):");
+        for line in &statements {
+            println!("    {line}");
+        }
+    }
     println!(
         "{}",
         json!({ "name": "send", "unit": "msg/s", "ours": ours.round(), "limit": limit.round(), "ratio": (ours / limit * 100.0).round() / 100.0 })

@@ -23,11 +23,100 @@ pub async fn start(name: &str, pool_size: u32) -> anyhow::Result<Bench> {
         ephemeral: false,
         max_connections: 100,
     };
-    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;
+    let again = opts.clone();
+    let mut pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;
+    if statements_wanted() {
+        // pg_stat_statements must be loaded at server start: set it, then restart.
+        let pool = db::pool(pg.connect_options("postgres"), 1).await?;
+        sqlx::query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        drop(pg);
+        pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&again)).await??;
+    }
     db::ensure_database(pg.connect_options("postgres"), "bench").await?;
     let pool = db::pool(pg.connect_options("bench"), pool_size).await?;
     db::migrate(&pool).await?;
+    // For trying a schema change in a benchmark before writing its migration.
+    if let Some(sql) = std::env::var("LOOPLINE_BENCH_SQL")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        eprintln!("{name}: applying LOOPLINE_BENCH_SQL after the migrations: {sql}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await?;
+    }
+    if statements_wanted() {
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await?;
+    }
     Ok(Bench { pg, pool, dir })
+}
+
+/// `LOOPLINE_BENCH_STATEMENTS=1`: load `pg_stat_statements` for a per-statement breakdown
+/// of where PostgreSQL's time goes (it costs a little, so only on request).
+pub fn statements_wanted() -> bool {
+    std::env::var_os("LOOPLINE_BENCH_STATEMENTS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Forgets what `pg_stat_statements` has seen so far (no-op when it is not loaded).
+pub async fn reset_statements(pool: &PgPool) -> anyhow::Result<()> {
+    if statements_wanted() {
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The statements that took the most execution time since the last reset, one line each
+/// (empty when `pg_stat_statements` is not loaded).
+pub async fn top_statements(pool: &PgPool, n: i64) -> anyhow::Result<Vec<String>> {
+    if !statements_wanted() {
+        return Ok(vec![]);
+    }
+    let rows: Vec<(String, i64, f64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, total_exec_time, rows,
+                wal_records, shared_blks_dirtied
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+         ORDER BY total_exec_time DESC LIMIT $1",
+    )
+    .bind(n)
+    .fetch_all(pool)
+    .await?;
+    let total: f64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(total_exec_time), 0)::float8 FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await?;
+    let mut out = vec![format!(
+        "{:>9} {:>7} {:>9} {:>8} {:>8} {:>8}  statement (all statements: {total:.0} ms)",
+        "total ms", "calls", "µs/call", "rows", "WAL rec", "dirtied"
+    )];
+    for (q, calls, ms, rows, wal, dirtied) in rows {
+        let q: String = q.chars().take(110).collect();
+        out.push(format!(
+            "{ms:>9.0} {calls:>7} {:>9.0} {rows:>8} {wal:>8} {dirtied:>8}  {q}",
+            ms * 1000.0 / calls.max(1) as f64
+        ));
+    }
+    Ok(out)
+}
+
+/// Updates of `table` so far, and how many of them were heap-only (HOT). Statistics reach
+/// this view within about a second of a backend going idle.
+pub async fn table_updates(pool: &PgPool, table: &str) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or((0, 0)))
 }
 
 impl Bench {

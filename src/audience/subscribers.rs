@@ -325,8 +325,8 @@ pub async fn erase(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> 
         .await?;
     // Mail to them: what is queued is cancelled, and no copy keeps their address.
     sqlx::query(
-        "UPDATE messages SET status = CASE WHEN status IN ('queued', 'sending') THEN 'cancelled' ELSE status END,
-                to_email = '(erased)', to_name = '', data = '{}', claimed_by = NULL
+        "UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+                to_email = '(erased)', to_name = '', data = '{}', claimed_by = NULL, lease_until = NULL
          WHERE subscriber_id = $1",
     )
     .bind(id)

@@ -105,9 +105,22 @@ pub struct MessageRow {
     pub captured: bool,
 }
 
+/// The status as users see it: a message being sent is a queued row whose lease
+/// (`$now`, the parameter holding the current time) has not run out (see `sender`).
+fn shown_status(now: &str) -> String {
+    format!(
+        "CASE WHEN m.status = 'queued' AND m.lease_until > {now} THEN 'sending' ELSE m.status::text END"
+    )
+}
+
 /// The subject as sent when the message was captured, the template otherwise.
-const ROW: &str = "m.id, b.purpose, coalesce(c.subject, b.subject) AS subject, m.to_email, m.to_name, m.status::text AS status,
-     m.attempts, m.smtp_reply, m.created_at, m.sent_at, c.message_id IS NOT NULL AS captured";
+fn row(now: &str) -> String {
+    format!(
+        "m.id, b.purpose, coalesce(c.subject, b.subject) AS subject, m.to_email, m.to_name, {} AS status,
+         m.attempts, m.smtp_reply, m.created_at, m.sent_at, c.message_id IS NOT NULL AS captured",
+        shown_status(now)
+    )
+}
 const FROM: &str = "messages m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN captured_mail c ON c.message_id = m.id";
 
 /// The newest messages, before `before` (keyset paging).
@@ -115,21 +128,26 @@ pub async fn recent(
     pool: &PgPool,
     before: Option<i64>,
     limit: i64,
+    now: DateTime<Utc>,
 ) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW} FROM {FROM} WHERE ($1::bigint IS NULL OR m.id < $1) ORDER BY m.id DESC LIMIT $2"
+        "SELECT {} FROM {FROM} WHERE ($1::bigint IS NULL OR m.id < $1) ORDER BY m.id DESC LIMIT $2",
+        row("$3")
     )))
     .bind(before)
     .bind(limit)
+    .bind(now)
     .fetch_all(pool)
     .await
 }
 
-pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<MessageRow>> {
+pub async fn get(pool: &PgPool, id: i64, now: DateTime<Utc>) -> sqlx::Result<Option<MessageRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW} FROM {FROM} WHERE m.id = $1"
+        "SELECT {} FROM {FROM} WHERE m.id = $1",
+        row("$2")
     )))
     .bind(id)
+    .bind(now)
     .fetch_optional(pool)
     .await
 }
@@ -142,9 +160,14 @@ pub async fn captured(pool: &PgPool, id: i64) -> sqlx::Result<Option<Vec<u8>>> {
         .await
 }
 
-/// Counts by status, for the Outbox header.
-pub async fn counts(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as("SELECT status::text, count(*) FROM messages GROUP BY status ORDER BY status")
-        .fetch_all(pool)
-        .await
+/// Counts by status as users see it (queued, sending, sent, …), for the Outbox header.
+pub async fn counts(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT shown, count(*) FROM (SELECT {} AS shown FROM messages m) s
+         GROUP BY shown ORDER BY shown::message_status",
+        shown_status("$1")
+    )))
+    .bind(now)
+    .fetch_all(pool)
+    .await
 }

@@ -4,17 +4,24 @@
 //! Nothing is lost: a claim is a lease, so mail held by a process that died goes out
 //! after the lease expires (the only case where a recipient can get a message twice:
 //! it was handed to the SMTP server and the process died before recording that; a
-//! database that goes away for a moment is waited for, so its outcomes are kept). SMTP
+//! database that goes away for a moment is waited for, so its outcomes are kept). A
+//! living sender renews the leases of its unrecorded claims, so a send slower than the
+//! lease is not taken over and sent again by another process. SMTP
 //! 4xx replies retry with backoff; 5xx replies mark the message bounced, and a hard
 //! bounce suppresses the address. When the server cannot be reached at all, messages go
 //! back to the queue without spending an attempt and the sender pauses.
+//!
+//! A claim leaves `status` alone (a message being sent is a queued row with a live
+//! lease): it changes only unindexed columns, so PostgreSQL can make it a heap-only
+//! update instead of writing into every index of `messages`.
 //!
 //! Claiming, sending and recording overlap (see `Sender::drain`); rendering goes
 //! through a per-sender [`RenderCache`].
 
 use std::{
+    collections::HashSet,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -124,6 +131,9 @@ pub struct Sender {
     worker: Uuid,
     /// What every message of a body shares, rendered once (see `render::RenderCache`).
     renders: RenderCache,
+    /// Messages this sender has claimed and not yet recorded: their leases are renewed
+    /// while they wait, are sent, and are recorded.
+    held: Arc<Mutex<HashSet<i64>>>,
 }
 
 /// A claimed message with everything needed to send it.
@@ -148,6 +158,8 @@ struct Claimed {
     body: String,
     format: String,
     from_name: String,
+    /// The claim took over an expired lease (its sender died or stalled).
+    taken_over: bool,
 }
 
 /// What the local capture store keeps of a message.
@@ -211,6 +223,7 @@ impl Sender {
             settings: Arc::new(settings),
             worker: Uuid::new_v4(),
             renders: RenderCache::default(),
+            held: Arc::default(),
         }
     }
 
@@ -218,7 +231,6 @@ impl Sender {
     pub async fn run_until_idle(&self) -> anyhow::Result<Round> {
         let mut total = Round::default();
         loop {
-            self.reclaim_expired().await?;
             let round = self.drain(CancellationToken::new()).await?;
             if round.total() == 0 {
                 return Ok(total);
@@ -241,16 +253,7 @@ impl Sender {
             shutdown.clone(),
         ));
         tracing::info!(worker = %self.worker, "sender started");
-        let mut last_reclaim = std::time::Instant::now() - Duration::from_secs(3600);
         while !shutdown.is_cancelled() {
-            if last_reclaim.elapsed() >= Duration::from_secs(15) {
-                match self.reclaim_expired().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(messages = n, "took back mail whose sender died"),
-                    Err(e) => tracing::warn!(error = %e, "checking for expired mail claims failed"),
-                }
-                last_reclaim = std::time::Instant::now();
-            }
             let pause = match self.drain(shutdown.clone()).await {
                 Ok(r) if r.unreachable > 0 => Duration::from_secs(5),
                 Ok(r) if r.total() > 0 => continue,
@@ -267,43 +270,103 @@ impl Sender {
             }
         }
         listener.abort();
-        // Anything still claimed goes back at once rather than after the lease.
-        let _ = sqlx::query(
-            "UPDATE messages SET status = 'queued', attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
-             WHERE status = 'sending' AND claimed_by = $1",
-        )
-        .bind(self.worker)
-        .execute(&self.pool)
-        .await;
+        // Anything still claimed (normally nothing: a round finishes what it claimed)
+        // goes back at once rather than after the lease.
+        let held: Vec<i64> = self.held().drain().collect();
+        if !held.is_empty() {
+            let _ = sqlx::query(
+                "UPDATE messages SET attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
+                 WHERE id = ANY($1) AND status = 'queued' AND claimed_by = $2",
+            )
+            .bind(&held)
+            .bind(self.worker)
+            .execute(&self.pool)
+            .await;
+        }
         tracing::info!("sender stopped");
     }
 
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Until the next message may be claimed: the earliest due time of unleased mail or,
+    /// when there is none due, the earliest end of another sender's lease (mail whose
+    /// sender died goes out when its lease ends).
     async fn time_until_due(&self) -> Duration {
-        let next: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT min(run_at) FROM messages WHERE status = 'queued'")
-                .fetch_one(&self.pool)
-                .await
-                .unwrap_or(None);
+        let now = self.clock.now();
+        let next: sqlx::Result<Option<DateTime<Utc>>> = async {
+            // Both walk `messages_due` from its start; leased rows (in flight, few) are
+            // passed over by the first, and are all the second sees when nothing is due.
+            let unleased: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT run_at FROM messages
+                 WHERE status = 'queued' AND (lease_until IS NULL OR lease_until <= $1)
+                 ORDER BY run_at, id LIMIT 1",
+            )
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            if unleased.is_some_and(|t| t <= now) {
+                return Ok(unleased);
+            }
+            let lease_ends: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT min(lease_until) FROM messages
+                 WHERE status = 'queued' AND run_at <= $1 AND lease_until > $1",
+            )
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(unleased.into_iter().chain(lease_ends).min())
+        }
+        .await;
         let idle = Duration::from_secs(30);
-        match next {
+        match next.unwrap_or(None) {
             None => idle,
-            Some(t) => (t - self.clock.now())
+            Some(t) => (t - now)
                 .to_std()
                 .unwrap_or_default()
                 .clamp(Duration::from_millis(20), idle),
         }
     }
 
-    /// Claims whose sender died: back to the queue (the attempt stays counted).
-    pub async fn reclaim_expired(&self) -> sqlx::Result<u64> {
-        let r = sqlx::query(
-            "UPDATE messages SET status = 'queued', claimed_by = NULL, lease_until = NULL
-             WHERE status = 'sending' AND lease_until < $1",
-        )
-        .bind(self.clock.now())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+    /// Extends the leases of this sender's unrecorded claims (claimed ahead, being sent,
+    /// waiting to be recorded) every third of the lease, so a slow send is not taken over
+    /// and sent again by another process. Rows being recorded right now are locked and
+    /// skipped (their outcome is being written; waiting for them could deadlock).
+    async fn renew_leases(&self, done: CancellationToken) {
+        let every = (self.settings.lease / 3)
+            .to_std()
+            .unwrap_or_default()
+            .max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let ids: Vec<i64> = self.held().iter().copied().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let renewed = sqlx::query(
+                "UPDATE messages m SET lease_until = $3
+                 FROM (SELECT id FROM messages WHERE id = ANY($1) AND status = 'queued' AND claimed_by = $2
+                       FOR UPDATE SKIP LOCKED) r
+                 WHERE m.id = r.id",
+            )
+            .bind(&ids)
+            .bind(self.worker)
+            .bind(self.clock.now() + self.settings.lease)
+            .execute(&self.pool)
+            .await;
+            match renewed {
+                Ok(r) => tracing::debug!(
+                    held = ids.len(),
+                    renewed = r.rows_affected(),
+                    "renewed mail claims"
+                ),
+                Err(e) => tracing::warn!(error = %e, "renewing mail claims failed; retrying"),
+            }
+        }
     }
 
     /// How many messages the shared rate limits allow now, taken from the windows in
@@ -365,7 +428,21 @@ impl Sender {
         Ok(())
     }
 
+    /// Claims due messages and holds them (their leases are renewed until recorded).
     async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
+        let claimed = self.claim_due().await?;
+        let taken_over = claimed.iter().filter(|m| m.taken_over).count();
+        if taken_over > 0 {
+            tracing::warn!(
+                messages = taken_over,
+                "took over mail whose sender's lease ran out (it died or stalled)"
+            );
+        }
+        self.held().extend(claimed.iter().map(|m| m.id));
+        Ok(claimed)
+    }
+
+    async fn claim_due(&self) -> sqlx::Result<Vec<Claimed>> {
         let now = self.clock.now();
         let want = (self.settings.concurrency * 4).max(1) as i64;
         if self.settings.per_second <= 0 && self.settings.per_hour <= 0 {
@@ -386,7 +463,9 @@ impl Sender {
         Ok(claimed)
     }
 
-    /// Takes up to `n` due messages as this worker's lease.
+    /// Takes up to `n` due messages as this worker's lease: queued, due, and not leased
+    /// (or the lease ran out). Only unindexed columns change, so the update can be
+    /// heap-only; `status` stays `queued`.
     async fn claim_rows(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -395,16 +474,17 @@ impl Sender {
     ) -> sqlx::Result<Vec<Claimed>> {
         sqlx::query_as(
             "WITH c AS (
-                 SELECT id FROM messages WHERE status = 'queued' AND run_at <= $1
+                 SELECT id, lease_until FROM messages
+                 WHERE status = 'queued' AND run_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
                  ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
              ), m AS (
-                 UPDATE messages m SET status = 'sending', attempts = m.attempts + 1, claimed_by = $3, lease_until = $4
+                 UPDATE messages m SET attempts = m.attempts + 1, claimed_by = $3, lease_until = $4
                  FROM c WHERE m.id = c.id
-                 RETURNING m.*
+                 RETURNING m.*, c.lease_until IS NOT NULL AS taken_over
              )
              SELECT m.id, m.attempts, m.max_attempts, m.marketing, m.body_id, m.subscriber_id, m.to_email, m.to_name, m.data,
                     s.status::text AS sub_status, s.name AS sub_name, s.language AS sub_language, s.fields AS sub_fields,
-                    b.purpose, b.subject, b.preheader, b.body, b.format, b.from_name
+                    b.purpose, b.subject, b.preheader, b.body, b.format, b.from_name, m.taken_over
              FROM m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN subscribers s ON s.id = m.subscriber_id
              ORDER BY m.id",
         )
@@ -422,9 +502,16 @@ impl Sender {
     /// messages are sent. At most one claim's worth of messages (4 × concurrency) is
     /// sent or sending and not yet recorded, as before: that bounds what a crash can
     /// send twice. When the server is unreachable, claimed messages not yet tried go
-    /// back unspent. `shutdown` stops claiming; what is claimed is finished.
+    /// back unspent. `shutdown` stops claiming; what is claimed is finished. Meanwhile
+    /// the leases of what is claimed and not yet recorded are renewed.
     async fn drain(&self, shutdown: CancellationToken) -> anyhow::Result<Round> {
         let concurrency = self.settings.concurrency.max(1);
+        let done = CancellationToken::new();
+        let _stop_renewing = done.clone().drop_guard();
+        let _renewer = {
+            let me = self.clone();
+            tokio::spawn(async move { me.renew_leases(done).await })
+        };
         let window = Arc::new(Semaphore::new(4 * concurrency));
         let stop = Arc::new(AtomicBool::new(false));
         let (to_record, mut outcomes) =
@@ -450,7 +537,16 @@ impl Sender {
                     }
                     let (batch, permits): (Vec<_>, Vec<_>) =
                         arrived.drain(..).map(|(m, o, p)| ((m, o), p)).unzip();
-                    match me.record_patiently(&batch).await {
+                    let recorded = me.record_patiently(&batch).await;
+                    // Recorded, or given up on (then the lease runs out and the mail goes
+                    // again, as after a crash): either way no longer renewed.
+                    {
+                        let mut held = me.held();
+                        for (m, _) in &batch {
+                            held.remove(&m.id);
+                        }
+                    }
+                    match recorded {
                         Ok(r) => round.add(&r),
                         Err(e) => {
                             error.get_or_insert(e);
@@ -764,7 +860,7 @@ impl Sender {
         round.sent += self.record_sent(&mut tx, &sent, now).await?;
         for (m, outcome) in outcomes {
             // Only if the claim is still ours (a lease that expired may have been retaken).
-            let mine = "id = $1 AND status = 'sending' AND claimed_by = $2";
+            let mine = "id = $1 AND status = 'queued' AND claimed_by = $2";
             let (status, event, reply): (&str, Option<(&str, Value)>, String) = match &outcome {
                 Outcome::Sent { reply, .. } => (
                     "sent",
@@ -934,7 +1030,7 @@ impl Sender {
                  UPDATE messages m SET status = 'sent', smtp_reply = o.reply, sent_at = $6, message_id = o.message_id,
                         run_at = $6, claimed_by = NULL, lease_until = NULL,
                         data = CASE WHEN o.links > 0 THEN m.data || jsonb_build_object('links', o.links) ELSE m.data END
-                 FROM o WHERE m.id = o.id AND m.status = 'sending' AND m.claimed_by = $7
+                 FROM o WHERE m.id = o.id AND m.status = 'queued' AND m.claimed_by = $7
                  RETURNING m.id, m.subscriber_id, m.marketing, o.purpose
              ), counters AS (
                  -- N unopened in a row counts from here; a human open resets it.

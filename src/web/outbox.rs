@@ -99,14 +99,14 @@ async fn page(
     errors: Vec<String>,
     preview: Option<Preview>,
 ) -> AppResult<Html<String>> {
-    let messages = outbox::recent(&state.pool, before, PAGE).await?;
+    let messages = outbox::recent(&state.pool, before, PAGE, state.clock.now()).await?;
     let older = (messages.len() as i64 == PAGE)
         .then(|| messages.last().map(|m| m.id))
         .flatten();
     render(OutboxPage {
         chrome: Chrome::new(state, s, "outbox", notice),
         capture: state.config.smtp.is_none(),
-        counts: outbox::counts(&state.pool).await?,
+        counts: outbox::counts(&state.pool, state.clock.now()).await?,
         messages,
         older,
         draft,
@@ -233,7 +233,7 @@ pub async fn show(
     Extension(s): Extension<Session>,
     Path(id): Path<i64>,
 ) -> AppResult<Html<String>> {
-    let m = outbox::get(&state.pool, id)
+    let m = outbox::get(&state.pool, id, state.clock.now())
         .await?
         .ok_or(AppError::NotFound)?;
     let parts: Option<(String, String)> =

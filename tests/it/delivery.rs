@@ -907,3 +907,140 @@ async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_cl
     .unwrap();
     assert_eq!(last, (true, "human".to_string()));
 }
+
+/// Two senders on one database with a 2 s lease, and a server that answers 5 s after it
+/// took the message: the sender that claimed it keeps renewing its lease, so the other
+/// never takes the message over. One copy arrives, the row is sent once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_slower_than_the_lease_keeps_its_claim_and_is_not_sent_twice() {
+    use loopline::clock::{SharedClock, SystemClock};
+    use std::{sync::Arc, time::Duration};
+
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    let sid = subscriber(&app, "slow@example.kr", "느린 독자", "active").await;
+    let id = queue_marketing(&app, sid, "slow:1").await;
+
+    // Two Loopline processes' senders on the real clock, with a 2 s lease (below what
+    // SEND_LEASE_SECS accepts, to keep the test short).
+    let sender = || async {
+        let mut config = crate::harness::test_config();
+        config.smtp = Some(SmtpConfig {
+            url: Secret::new(smtp.url()),
+        });
+        config.mail.lease = Duration::from_secs(2);
+        config.mail.concurrency = 2;
+        config.public_url = app.base.clone();
+        let clock: SharedClock = Arc::new(SystemClock);
+        startup::build(app.pool.clone(), config, clock, startup::job_registry())
+            .await
+            .unwrap()
+            .sender
+    };
+    let (first, second) = (sender().await, sender().await);
+    let sending = tokio::spawn(async move { first.run_until_idle().await.unwrap() });
+
+    let lease = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT lease_until FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let first_lease = loop {
+        if let Some(l) = lease(app.pool.clone()).await {
+            break l;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // While the first sender waits for the server's answer, the second keeps trying.
+    let mut latest_lease = first_lease;
+    let mut taken = loopline::delivery::sender::Round::default();
+    while !sending.is_finished() {
+        let r = second.run_until_idle().await.unwrap();
+        taken.sent += r.sent;
+        taken.deferred += r.deferred;
+        if let Some(l) = lease(app.pool.clone()).await {
+            latest_lease = latest_lease.max(l);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let round = sending.await.unwrap();
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "the server answered quickly; nothing was tested"
+    );
+    assert_eq!(round.sent, 1, "{round:?}");
+    assert_eq!(
+        (taken.sent, taken.deferred),
+        (0, 0),
+        "the second sender took the message over"
+    );
+    assert!(
+        latest_lease - first_lease >= chrono::Duration::seconds(2),
+        "the lease was not renewed: {first_lease} → {latest_lease}"
+    );
+
+    assert_eq!(smtp.count(), 1, "the recipient got more than one copy");
+    let (status, attempts, claimed): (String, i32, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT status::text, attempts, claimed_by FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts, claimed), ("sent", 1, None));
+    assert_eq!(events(&app, "sent").await.len(), 1);
+}
+
+/// A sender that died leaves its claim behind: nobody sends that mail while the lease
+/// holds (the Outbox shows it as being sent), and the next sender sends it once the
+/// lease has run out, spending a second attempt.
+#[tokio::test]
+async fn mail_claimed_by_a_sender_that_died_goes_out_once_its_lease_runs_out() {
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "reader@example.kr", "독자", "active").await;
+    let id = queue_marketing(&app, sid, "dead:1").await;
+    // What a claim of a sender that then died leaves: a queued row with a live lease.
+    sqlx::query(
+        "UPDATE messages SET attempts = 1, claimed_by = gen_random_uuid(), lease_until = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(app.clock.now() + chrono::Duration::minutes(2))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    assert_eq!(
+        app.send_mail().await.total(),
+        0,
+        "a held lease is respected"
+    );
+    let (editor, _) = app.signed_in(Role::Editor).await;
+    let page = editor.page("/outbox").await;
+    assert_eq!(
+        page.select(&format!("tr[data-message-id=\"{id}\"] td.status")),
+        vec!["sending"]
+    );
+    assert!(page.exists("#outbox-counts .badge[data-status=\"sending\"]"));
+
+    app.advance(chrono::Duration::minutes(2) + chrono::Duration::seconds(1));
+    let round = app.send_mail().await;
+    assert_eq!(round.sent, 1, "{round:?}");
+    let (status, attempts, claimed): (String, i32, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT status::text, attempts, claimed_by FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts, claimed), ("sent", 2, None));
+    assert_eq!(app.send_mail().await.total(), 0);
+    let page = editor.page("/outbox").await;
+    assert_eq!(
+        page.select(&format!("tr[data-message-id=\"{id}\"] td.status")),
+        vec!["sent"]
+    );
+}

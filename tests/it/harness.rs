@@ -413,6 +413,14 @@ class Handler(Mailbox):
             return '451 4.3.0 Mailbox busy, try again later'
         envelope.rcpt_tos.append(address)
         return '250 OK'
+
+    # Mail to `slow…@` is stored at once but answered only 5 s later (lease renewal tests).
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+        reply = await super().handle_DATA(server, session, envelope)
+        if any(a.startswith('slow') for a in envelope.rcpt_tos):
+            await asyncio.sleep(5)
+        return reply
 "#;
 
 /// A real SMTP server (aiosmtpd) that stores each received message in a Maildir.
