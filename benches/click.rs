@@ -355,9 +355,11 @@ async fn main() -> anyhow::Result<()> {
     wrk_blocking(dir.clone(), url.clone(), warmup).await??;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = clicked(&pool).await?;
+    common::reset_statements(&pool).await?;
     let ours = wrk_blocking(dir.clone(), url.clone(), secs).await??;
     // Let requests cut off at wrk's end finish their writes.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let statements = common::top_statements(&pool, 8).await?;
     let stored = clicked(&pool).await? - before;
     let verdicts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT data->>'reason', count(*) FROM events WHERE kind = 'clicked' GROUP BY 1 ORDER BY 2 DESC",
@@ -406,6 +408,12 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !statements.is_empty() {
+        println!("  PostgreSQL statements during our run (pg_stat_statements, by total time):");
+        for line in &statements {
+            println!("    {line}");
+        }
+    }
     println!(
         "  loopline request log written: {:.1} MiB",
         log_bytes as f64 / 1048576.0
