@@ -82,8 +82,8 @@ pub enum Problem {
     Segment(crate::audience::segments::SegmentError),
     /// A row of the segment builder (counted from 1) that is not filled in right.
     SegmentRow { row: usize, problem: SegmentRowProblem },
-    /// The advanced JSON definition does not parse; the parser's words follow.
-    SegmentJson(String),
+    /// The advanced JSON definition does not parse (or is not a definition) here.
+    SegmentJson { line: usize, column: usize },
     ImportUnknownChoice { column: usize },
     ImportUnknownField { column: usize },
     ImportNoEmail,

@@ -494,7 +494,8 @@ pub struct ProblemTexts {
     pub seg_row_days: &'static str,
     pub seg_row_mails: &'static str,
     pub seg_row_unknown: &'static str,
-    pub seg_json: fn(&str) -> String,
+    /// (line, column) where the JSON stops making sense.
+    pub seg_json: fn(usize, usize) -> String,
     pub import_unknown_choice: fn(usize) -> String,
     pub import_unknown_field: fn(usize) -> String,
     pub import_no_email: &'static str,
@@ -957,7 +958,9 @@ pub static EN: Strings = Strings {
         seg_row_days: "not a number of days",
         seg_row_mails: "give a number of mails",
         seg_row_unknown: "unknown condition",
-        seg_json: |e| format!("the advanced definition is not valid: {e}"),
+        seg_json: |l, c| {
+            format!("the advanced definition is not valid JSON or not a definition (line {l}, column {c})")
+        },
         import_unknown_choice: |c| format!("column {c} has an unknown choice"),
         import_unknown_field: |c| format!("column {c} is set to a field that does not exist"),
         import_no_email: "map exactly one column to Email",
@@ -1417,7 +1420,9 @@ pub static KO: Strings = Strings {
         seg_row_days: "일수를 숫자로 입력해 주세요.",
         seg_row_mails: "메일 수를 숫자로 입력해 주세요.",
         seg_row_unknown: "알 수 없는 조건입니다.",
-        seg_json: |e| format!("고급 정의(JSON)가 올바르지 않습니다: {e}"),
+        seg_json: |l, c| {
+            format!("고급 정의(JSON)가 올바르지 않거나 정의의 형식이 아닙니다({l}번째 줄, {c}번째 글자).")
+        },
         import_unknown_choice: |c| format!("{c}번 열에 알 수 없는 항목이 선택되어 있습니다."),
         import_unknown_field: |c| format!("{c}번 열에 없는 필드가 선택되어 있습니다."),
         import_no_email: "이메일로 가져올 열을 정확히 하나 골라 주세요.",
@@ -1583,7 +1588,7 @@ impl Strings {
                 };
                 (t.seg_row)(*row, what)
             }
-            P::SegmentJson(e) => (t.seg_json)(e),
+            P::SegmentJson { line, column } => (t.seg_json)(*line, *column),
             P::ImportUnknownChoice { column } => (t.import_unknown_choice)(*column),
             P::ImportUnknownField { column } => (t.import_unknown_field)(*column),
             P::ImportNoEmail => s(t.import_no_email),

@@ -83,9 +83,10 @@ fn parse_input(form: &FormPairs) -> Input {
 /// Turns the builder's rows (or the advanced JSON, when given) into a condition tree.
 fn to_condition(input: &Input) -> Result<Condition, Problem> {
     if !input.advanced.trim().is_empty() {
-        // serde's own words (a line and column), the same in every language.
-        return serde_json::from_str(&input.advanced)
-            .map_err(|e| Problem::SegmentJson(e.to_string()));
+        return serde_json::from_str(&input.advanced).map_err(|e| Problem::SegmentJson {
+            line: e.line(),
+            column: e.column(),
+        });
     }
     let mut conditions = Vec::new();
     for (i, r) in input.rows.iter().enumerate() {
