@@ -57,7 +57,9 @@ pub enum Problem {
     CannotRemoveSelf,
     ChooseRole,
     ChooseLanguage,
-    SignInThrottled { minutes: i64 },
+    SignInThrottled {
+        minutes: i64,
+    },
     Password(crate::accounts::PasswordError),
     Address(crate::address::AddressError),
     JobNotFailed,
@@ -81,15 +83,32 @@ pub enum Problem {
     SegmentTaken,
     Segment(crate::audience::segments::SegmentError),
     /// A row of the segment builder (counted from 1) that is not filled in right.
-    SegmentRow { row: usize, problem: SegmentRowProblem },
+    SegmentRow {
+        row: usize,
+        problem: SegmentRowProblem,
+    },
     /// The advanced JSON definition does not parse (or is not a definition) here.
-    SegmentJson { line: usize, column: usize },
-    ImportUnknownChoice { column: usize },
-    ImportUnknownField { column: usize },
+    SegmentJson {
+        line: usize,
+        column: usize,
+    },
+    ImportUnknownChoice {
+        column: usize,
+    },
+    ImportUnknownField {
+        column: usize,
+    },
     ImportNoEmail,
-    ImportEmailTwice { first: usize, second: usize },
+    ImportEmailTwice {
+        first: usize,
+        second: usize,
+    },
     /// Two columns set to the same target (a `Target::key`, e.g. `status`).
-    ImportTargetTwice { target: String, first: usize, second: usize },
+    ImportTargetTwice {
+        target: String,
+        first: usize,
+        second: usize,
+    },
     ImportStarted,
     ImportFinished,
     // Outbox.

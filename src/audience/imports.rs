@@ -421,9 +421,9 @@ pub async fn apply_batch(
         if !existing.is_empty() {
             stats.skipped += report(ReportCode::Exists, "st.line = ANY($5)")
                 .bind(&existing)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected() as i64;
+                .execute(&mut *conn)
+                .await?
+                .rows_affected() as i64;
         }
         return Ok(stats);
     }
@@ -454,8 +454,8 @@ pub async fn apply_batch(
     } else {
         stats.skipped += report(ReportCode::Missing, "st.subscriber_id IS NULL")
             .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64;
+            .await?
+            .rows_affected() as i64;
     }
 
     // Existing subscribers: fill in, never re-activate anyone who unsubscribed, bounced or
@@ -722,8 +722,7 @@ pub fn check_mapping(mapping: &[String], fields: &[FieldDef]) -> Result<(), Prob
     use super::import::FileError;
     let mut columns = Vec::with_capacity(mapping.len());
     for (i, key) in mapping.iter().enumerate() {
-        let t =
-            Target::from_key(key).ok_or(Problem::ImportUnknownChoice { column: i + 1 })?;
+        let t = Target::from_key(key).ok_or(Problem::ImportUnknownChoice { column: i + 1 })?;
         if let Target::Field(k) = &t
             && !fields.iter().any(|f| &f.key == k)
         {

@@ -95,14 +95,27 @@ pub enum Condition {
 /// Why a definition is refused; worded per language by `web::i18n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentError {
-    TooManyConditions { max: usize },
-    TooDeep { max: usize },
-    NoField { key: String },
-    NotNumber { value: String },
-    NotDate { value: String },
+    TooManyConditions {
+        max: usize,
+    },
+    TooDeep {
+        max: usize,
+    },
+    NoField {
+        key: String,
+    },
+    NotNumber {
+        value: String,
+    },
+    NotDate {
+        value: String,
+    },
     NotBoolean,
     /// `op` and `field_type` are the JSON names (`greater_than`, `text`).
-    OpDoesNotApply { op: String, field_type: String },
+    OpDoesNotApply {
+        op: String,
+        field_type: String,
+    },
     Days,
     Mails,
     NeedLabel,

@@ -517,8 +517,8 @@ pub async fn toggle_topic(
 pub async fn bulk(State(state): State<AppState>, form: super::FormPairs) -> AppResult<Redirect> {
     use crate::audience::bulk::{self, Action, Bulk, Scope};
     let get = |k: &str| form.get(k);
-    let action = Action::parse(&get("action"))
-        .ok_or(AppError::Unprocessable(Problem::ChooseAction))?;
+    let action =
+        Action::parse(&get("action")).ok_or(AppError::Unprocessable(Problem::ChooseAction))?;
     let scope = match get("scope").as_str() {
         "segment" => Scope::Segment(
             get("segment")

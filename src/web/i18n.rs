@@ -959,7 +959,9 @@ pub static EN: Strings = Strings {
         seg_row_mails: "give a number of mails",
         seg_row_unknown: "unknown condition",
         seg_json: |l, c| {
-            format!("the advanced definition is not valid JSON or not a definition (line {l}, column {c})")
+            format!(
+                "the advanced definition is not valid JSON or not a definition (line {l}, column {c})"
+            )
         },
         import_unknown_choice: |c| format!("column {c} has an unknown choice"),
         import_unknown_field: |c| format!("column {c} is set to a field that does not exist"),
@@ -1421,7 +1423,9 @@ pub static KO: Strings = Strings {
         seg_row_mails: "메일 수를 숫자로 입력해 주세요.",
         seg_row_unknown: "알 수 없는 조건입니다.",
         seg_json: |l, c| {
-            format!("고급 정의(JSON)가 올바르지 않거나 정의의 형식이 아닙니다({l}번째 줄, {c}번째 글자).")
+            format!(
+                "고급 정의(JSON)가 올바르지 않거나 정의의 형식이 아닙니다({l}번째 줄, {c}번째 글자)."
+            )
         },
         import_unknown_choice: |c| format!("{c}번 열에 알 수 없는 항목이 선택되어 있습니다."),
         import_unknown_field: |c| format!("{c}번 열에 없는 필드가 선택되어 있습니다."),
@@ -1486,7 +1490,7 @@ pub fn group_digits(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -2183,6 +2187,117 @@ mod tests {
         assert_eq!(EN.state("at-risk"), "at-risk");
         assert_eq!(KO.state("no-such-state"), "no-such-state");
         assert_eq!(KO.notice("language-saved"), Some("언어를 저장했습니다."));
+    }
+
+    #[test]
+    fn problems_are_worded_in_korean_with_their_numbers_and_names_in_place() {
+        use crate::{
+            Problem as P, accounts::PasswordError, audience::segments::SegmentError as S,
+            error::SegmentRowProblem as R,
+        };
+        let all = [
+            P::FormUnreadable,
+            P::ChooseRole,
+            P::ChooseLanguage,
+            P::LastOwner,
+            P::WrongCurrentPassword,
+            P::SignInThrottled { minutes: 15 },
+            P::Password(PasswordError::TooShort),
+            P::Password(PasswordError::Mismatch),
+            P::JobNotFailed,
+            P::BulkNeedsTag,
+            P::LifecycleRange,
+            P::FieldKey,
+            P::FormSlugTaken,
+            P::Segment(S::NoField { key: "city".into() }),
+            P::Segment(S::OpDoesNotApply {
+                op: "contains".into(),
+                field_type: "number".into(),
+            }),
+            P::SegmentRow {
+                row: 3,
+                problem: R::Days,
+            },
+            P::SegmentJson { line: 1, column: 2 },
+            P::ImportEmailTwice {
+                first: 1,
+                second: 4,
+            },
+            P::ImportTargetTwice {
+                target: "first_name".into(),
+                first: 2,
+                second: 5,
+            },
+            P::TestSubject,
+        ];
+        for p in &all {
+            let (en, ko) = (EN.problem(p), KO.problem(p));
+            assert_eq!(en, p.to_string(), "Display is the English text");
+            assert_ne!(en, ko);
+            assert!(ko.chars().any(is_hangul), "{ko:?} has no Korean in it");
+        }
+        assert_eq!(
+            KO.problem(&P::SignInThrottled { minutes: 15 }),
+            "로그인에 실패한 횟수가 너무 많습니다. 15분 뒤에 다시 시도해 주세요."
+        );
+        assert!(
+            KO.problem(&P::Password(PasswordError::TooShort))
+                .contains("10자")
+        );
+        // Comparison and field type are named in Korean inside the sentence.
+        let op = KO.problem(&P::Segment(S::OpDoesNotApply {
+            op: "contains".into(),
+            field_type: "number".into(),
+        }));
+        assert!(op.contains("포함함") && op.contains("숫자"), "{op}");
+        assert!(
+            KO.problem(&all[18])
+                .starts_with("2번 열과 5번 열이 모두 ‘이름’")
+        );
+        assert_eq!(
+            EN.problem(&P::SegmentRow {
+                row: 3,
+                problem: R::Days
+            }),
+            "row 3: not a number of days"
+        );
+    }
+
+    #[test]
+    fn counts_and_labels_read_naturally() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1,000");
+        assert_eq!(group_digits(-1234567), "-1,234,567");
+        assert_eq!((KO.imp_size)(2048), "2,048바이트");
+        assert_eq!((EN.imp_size)(2048), "2,048 bytes");
+        assert_eq!(KO.aud_total_around, ["전체 구독자 ", "명"]);
+        assert_eq!(KO.import_target("field:도시"), "필드: 도시");
+        assert_eq!(KO.import_target("email"), "이메일");
+        assert_eq!(KO.event("clicked"), "클릭");
+        assert_eq!(KO.event("some_new_kind"), "some_new_kind");
+        assert_eq!(KO.purpose("confirmation"), "구독 확인");
+        assert_eq!(KO.seg_kind_options()[1], ("status", "상태가 다음과 같음"));
+        assert_eq!(EN.seg_op_options()[3], ("greater_than", "greater than"));
+        use crate::audience::fields::FieldType;
+        assert_eq!(KO.field_type(FieldType::Boolean), "예/아니요");
+        // The page names report codes in Korean; English keeps the row's own detail.
+        for c in ReportCode::ALL {
+            let ko = KO.report_reason(c.as_str(), "column 2 (age): not a number");
+            assert!(ko.chars().any(is_hangul), "{c:?}");
+        }
+        assert_eq!(
+            EN.report_reason("value", "column 2 (age): not a number"),
+            "column 2 (age): not a number"
+        );
+        assert_eq!(KO.report_reason("", "old line"), "old line");
+        assert!(
+            KO.message(&crate::error::Message::NotFound)
+                .chars()
+                .any(is_hangul)
+        );
+        assert_eq!((KO.status_name)(404), "찾을 수 없음");
+        assert_eq!((EN.status_name)(404), "Not Found");
     }
 
     #[test]

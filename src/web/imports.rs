@@ -55,27 +55,19 @@ pub async fn upload(
     Extension(s): Extension<Session>,
     mut multipart: Multipart,
 ) -> AppResult<Redirect> {
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| {
-            tracing::info!(error = %e, "upload unreadable");
-            AppError::BadRequest(Problem::UploadUnreadable)
-        })?
-    {
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| {
+        tracing::info!(error = %e, "upload unreadable");
+        AppError::BadRequest(Problem::UploadUnreadable)
+    })? {
         if field.name() != Some("file") {
             continue;
         }
         let filename = field.file_name().unwrap_or("upload.csv").to_string();
         let mut upload = imports::Upload::begin(&state.pool, &filename, Some(s.user.id)).await?;
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| {
-                tracing::info!(error = %e, "upload interrupted");
-                AppError::BadRequest(Problem::UploadInterrupted)
-            })?
-        {
+        while let Some(chunk) = field.chunk().await.map_err(|e| {
+            tracing::info!(error = %e, "upload interrupted");
+            AppError::BadRequest(Problem::UploadInterrupted)
+        })? {
             upload.write(&chunk).await?;
         }
         if upload.size() == 0 {
@@ -135,7 +127,10 @@ async fn import_page(
                 )
             })
             .collect();
-        (columns, imports::target_choices(&fields, |key| chrome.t.import_target(key)))
+        (
+            columns,
+            imports::target_choices(&fields, |key| chrome.t.import_target(key)),
+        )
     } else {
         (vec![], vec![])
     };

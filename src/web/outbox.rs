@@ -165,11 +165,17 @@ pub async fn submit(
                     .await?
                     .into_response())
             }
-            Err(e) => Ok(
-                page(&state, &s, None, None, input, vec![Problem::Template(e.to_string())], None)
-                    .await?
-                    .into_response(),
-            ),
+            Err(e) => Ok(page(
+                &state,
+                &s,
+                None,
+                None,
+                input,
+                vec![Problem::Template(e.to_string())],
+                None,
+            )
+            .await?
+            .into_response()),
         };
     }
     let mut errors = Vec::new();

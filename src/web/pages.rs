@@ -386,8 +386,7 @@ pub async fn set_role(
     Path(id): Path<i64>,
     Form(f): Form<RoleForm>,
 ) -> AppResult<Redirect> {
-    let role =
-        Role::parse(&f.role).ok_or(AppError::Unprocessable(Problem::ChooseRole))?;
+    let role = Role::parse(&f.role).ok_or(AppError::Unprocessable(Problem::ChooseRole))?;
     accounts::set_role(&state.pool, id, role).await?;
     Ok(Redirect::to("/settings/users?notice=role-changed"))
 }

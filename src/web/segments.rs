@@ -102,10 +102,7 @@ fn to_condition(input: &Input) -> Result<Condition, Problem> {
                 is: Stage::parse(&r.arg).ok_or(bad(R::ChooseStage))?,
             },
             "tag" | "no_tag" => Condition::Tag {
-                tag_id: r
-                    .arg
-                    .parse()
-                    .map_err(|_| bad(R::ChooseTag))?,
+                tag_id: r.arg.parse().map_err(|_| bad(R::ChooseTag))?,
                 has: r.kind == "tag",
             },
             "field" => {
@@ -130,11 +127,7 @@ fn to_condition(input: &Input) -> Result<Condition, Problem> {
                 negate: false,
             },
             "unopened" => Condition::UnopenedInARow {
-                mails: r
-                    .arg
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(R::Mails))?,
+                mails: r.arg.trim().parse().map_err(|_| bad(R::Mails))?,
             },
             "clicked_label" => Condition::ClickedLabel {
                 label: r.arg.clone(),

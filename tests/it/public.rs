@@ -458,15 +458,84 @@ async fn public_dashboard_speaks_the_language_each_user_chooses() {
 /// English UI words that must not reach a Korean dashboard user. Compared as whole
 /// words, case-insensitively.
 const ENGLISH_UI_WORDS: &[&str] = &[
-    "save", "delete", "cancel", "search", "subscribers", "subscriber", "back", "next",
-    "previous", "filter", "export", "import", "status", "tags", "tag", "name", "add",
-    "remove", "create", "settings", "password", "language", "choose", "select", "field",
-    "fields", "segment", "segments", "preview", "send", "count", "upload", "file", "role",
-    "users", "error", "unknown", "bytes", "row", "column", "the", "must", "not", "any",
-    "match", "action", "scope", "condition", "comparison", "value", "what", "skip",
-    "stage", "days", "main", "confirmation", "subscribed", "opened", "clicked", "yes",
-    "choice", "text", "number", "date", "found", "permission", "form", "give", "least",
-    "already", "exists", "invalid", "valid", "line", "reason", "hello", "read", "post",
+    "save",
+    "delete",
+    "cancel",
+    "search",
+    "subscribers",
+    "subscriber",
+    "back",
+    "next",
+    "previous",
+    "filter",
+    "export",
+    "import",
+    "status",
+    "tags",
+    "tag",
+    "name",
+    "add",
+    "remove",
+    "create",
+    "settings",
+    "password",
+    "language",
+    "choose",
+    "select",
+    "field",
+    "fields",
+    "segment",
+    "segments",
+    "preview",
+    "send",
+    "count",
+    "upload",
+    "file",
+    "role",
+    "users",
+    "error",
+    "unknown",
+    "bytes",
+    "row",
+    "column",
+    "the",
+    "must",
+    "not",
+    "any",
+    "match",
+    "action",
+    "scope",
+    "condition",
+    "comparison",
+    "value",
+    "what",
+    "skip",
+    "stage",
+    "days",
+    "main",
+    "confirmation",
+    "subscribed",
+    "opened",
+    "clicked",
+    "yes",
+    "choice",
+    "text",
+    "number",
+    "date",
+    "found",
+    "permission",
+    "form",
+    "give",
+    "least",
+    "already",
+    "exists",
+    "invalid",
+    "valid",
+    "line",
+    "reason",
+    "hello",
+    "read",
+    "post",
 ];
 
 /// Every English UI word a page shows: its text nodes (outside `script`, `style` and
@@ -570,7 +639,11 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
     ok(&c
         .post_form(
             "/audience/segments",
-            &[("name", "활성 구독자"), ("c0_kind", "status"), ("c0_arg", "active")],
+            &[
+                ("name", "활성 구독자"),
+                ("c0_kind", "status"),
+                ("c0_arg", "active"),
+            ],
         )
         .await);
     let csv = "email,name\nhaneul@example.kr,김하늘\n주소아님,이름없음\nhaneul@example.kr,중복\n";
@@ -626,29 +699,79 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
     ] {
         pages.push((path.clone(), get(&c, &path, Some(EN_BROWSER)).await));
     }
-    assert!(pages[6].1.exists("#report-table"), "the import has a report");
-    assert!(pages[7].1.exists("#mapping-table"), "an import waits for its mapping");
+    assert!(
+        pages[6].1.exists("#report-table"),
+        "the import has a report"
+    );
+    assert!(
+        pages[7].1.exists("#mapping-table"),
+        "an import waits for its mapping"
+    );
 
     // Pages shown again with what is wrong: each problem in Korean too.
     let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("/settings/users", vec![("email", "nope"), ("password", "short"), ("role", "x")]),
-        ("/settings/account/password", vec![("current_password", "x"), ("new_password", "short"), ("new_password_confirm", "other")]),
-        ("/audience/fields", vec![("key", "1 bad"), ("label", ""), ("field_type", "x")]),
+        (
+            "/settings/users",
+            vec![("email", "nope"), ("password", "short"), ("role", "x")],
+        ),
+        (
+            "/settings/account/password",
+            vec![
+                ("current_password", "x"),
+                ("new_password", "short"),
+                ("new_password_confirm", "other"),
+            ],
+        ),
+        (
+            "/audience/fields",
+            vec![("key", "1 bad"), ("label", ""), ("field_type", "x")],
+        ),
         ("/audience/forms", vec![("name", ""), ("slug", "-")]),
-        ("/settings/audience", vec![("new_days", "0"), ("active_days", "x"), ("churn_days", "1")]),
-        ("/audience/segments", vec![("name", ""), ("c0_kind", "status"), ("c0_arg", "nope")]),
-        ("/audience/segments", vec![("name", "x"), ("c0_kind", "opened"), ("c0_arg", "many")]),
-        ("/audience/segments", vec![("name", "x"), ("advanced", "{not json")]),
-        ("/audience/segments", vec![("name", "x"), ("advanced", r#"{"type":"field","key":"city","op":"greater_than","value":"1"}"#)]),
-        ("/audience/bulk", vec![("action", "tag"), ("scope", "selected")]),
-        ("/outbox/test", vec![("action", "send"), ("to", "nope"), ("subject", "")]),
+        (
+            "/settings/audience",
+            vec![("new_days", "0"), ("active_days", "x"), ("churn_days", "1")],
+        ),
+        (
+            "/audience/segments",
+            vec![("name", ""), ("c0_kind", "status"), ("c0_arg", "nope")],
+        ),
+        (
+            "/audience/segments",
+            vec![("name", "x"), ("c0_kind", "opened"), ("c0_arg", "many")],
+        ),
+        (
+            "/audience/segments",
+            vec![("name", "x"), ("advanced", "{not json")],
+        ),
+        (
+            "/audience/segments",
+            vec![
+                ("name", "x"),
+                (
+                    "advanced",
+                    r#"{"type":"field","key":"city","op":"greater_than","value":"1"}"#,
+                ),
+            ],
+        ),
+        (
+            "/audience/bulk",
+            vec![("action", "tag"), ("scope", "selected")],
+        ),
+        (
+            "/outbox/test",
+            vec![("action", "send"), ("to", "nope"), ("subject", "")],
+        ),
     ];
     let waiting_start = format!("{waiting}/start");
     let mut refused = refused;
     refused.push((&waiting_start, vec![("col0", "name"), ("col1", "name")]));
     for (path, fields) in &refused {
         let page = Page::from_response(c.post_form(path, fields).await).await;
-        assert!(page.status.is_client_error() || page.exists(".flash-error"), "{path}: {}", page.status);
+        assert!(
+            page.status.is_client_error() || page.exists(".flash-error"),
+            "{path}: {}",
+            page.status
+        );
         assert!(
             page.exists(".flash-error") || page.exists("#error-message"),
             "{path} names no problem"
@@ -668,7 +791,11 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
             problems.push(format!("{path}: {w}"));
         }
     }
-    assert!(problems.is_empty(), "English on Korean pages:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "English on Korean pages:\n{}",
+        problems.join("\n")
+    );
 
     // The same pages in English do use those words, so the check can see them.
     sqlx::query("UPDATE users SET language = 'en' WHERE id = $1")
@@ -686,7 +813,10 @@ fn public_english_words_are_found_in_text_and_attributes_but_not_in_data() {
         status: StatusCode::OK,
         html: scraper::Html::parse_document(html),
     };
-    let found = english_words(&page(r#"<p>구독자 <b>Save</b></p><input placeholder="Search">"#), &[]);
+    let found = english_words(
+        &page(r#"<p>구독자 <b>Save</b></p><input placeholder="Search">"#),
+        &[],
+    );
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(english_words(&page(r#"<p>a@b.example {{ subscriber.name }}</p><code>status</code><script>save()</script>"#), &[]).is_empty());
     assert!(english_words(&page("<td>Name</td>"), &["name"]).is_empty());

@@ -224,7 +224,9 @@ impl<R: Read> Rows<R> {
                 Col::SubscribedAt if subscribed_at.is_none() && !cell.trim().is_empty() => {
                     match parse_datetime(cell) {
                         Ok(t) => subscribed_at = Some(t),
-                        Err(reason) => return Some(Err(report(cell, column_reason(i, reason), Value))),
+                        Err(reason) => {
+                            return Some(Err(report(cell, column_reason(i, reason), Value)));
+                        }
                     }
                 }
                 Col::Tags => {
@@ -240,7 +242,9 @@ impl<R: Read> Rows<R> {
                         Ok(v) => {
                             fields.insert(def.key.clone(), v);
                         }
-                        Err(reason) => return Some(Err(report(cell, column_reason(i, reason), Value))),
+                        Err(reason) => {
+                            return Some(Err(report(cell, column_reason(i, reason), Value)));
+                        }
                     }
                 }
                 Col::SubscribedAt | Col::Field(_) | Col::Ignore => {}
