@@ -16,13 +16,13 @@ pub enum AppError {
     #[error("you do not have permission to do that")]
     Forbidden,
     #[error("{0}")]
-    BadRequest(String),
+    BadRequest(Problem),
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Problem),
     #[error("{0}")]
-    Unprocessable(String),
+    Unprocessable(Problem),
     #[error("{0}")]
-    TooManyRequests(String),
+    TooManyRequests(Problem),
     #[error("the form expired or was sent from another site; reload the page and try again")]
     Csrf,
     #[error("the service is not ready: {0}")]
@@ -31,11 +31,131 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
+/// A problem a person can do something about, kept as a value until a page or a JSON
+/// answer puts it into words: `web::i18n` has a text for every variant in every
+/// language (`Strings::problem`); `Display` is the English text, for logs and the API.
+/// Handlers and modules pass these around, never English sentences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    // Requests.
+    FormTooLarge,
+    FormUnreadable,
+    UploadUnreadable,
+    UploadInterrupted,
+    FileEmpty,
+    ChooseFile,
+    // Constraints without a more precise message.
+    AlreadyExists,
+    StillReferenced,
+    InvalidValues,
+    // Accounts.
+    AlreadySetUp,
+    UserEmailTaken,
+    UserEmailLength,
+    WrongCurrentPassword,
+    LastOwner,
+    CannotRemoveSelf,
+    ChooseRole,
+    ChooseLanguage,
+    SignInThrottled {
+        minutes: i64,
+    },
+    Password(crate::accounts::PasswordError),
+    Address(crate::address::AddressError),
+    JobNotFailed,
+    // Audience.
+    ChooseAction,
+    ChooseSegment,
+    BulkNeedsTag,
+    BulkNeedsSelection,
+    LifecycleRange,
+    LifecycleAtLeastOneDay,
+    LifecycleChurnAfterActive,
+    FieldKey,
+    FieldLabel,
+    FieldType,
+    FieldChoices,
+    FieldTaken,
+    FormName,
+    FormSlug,
+    FormSlugTaken,
+    SegmentName,
+    SegmentTaken,
+    Segment(crate::audience::segments::SegmentError),
+    /// A row of the segment builder (counted from 1) that is not filled in right.
+    SegmentRow {
+        row: usize,
+        problem: SegmentRowProblem,
+    },
+    /// The advanced JSON definition does not parse (or is not a definition) here.
+    SegmentJson {
+        line: usize,
+        column: usize,
+    },
+    ImportUnknownChoice {
+        column: usize,
+    },
+    ImportUnknownField {
+        column: usize,
+    },
+    ImportNoEmail,
+    ImportEmailTwice {
+        first: usize,
+        second: usize,
+    },
+    /// Two columns set to the same target (a `Target::key`, e.g. `status`).
+    ImportTargetTwice {
+        target: String,
+        first: usize,
+        second: usize,
+    },
+    ImportStarted,
+    ImportFinished,
+    // Outbox.
+    TestRecipient(crate::address::AddressError),
+    TestSubject,
+    /// The mail template does not compile; the template engine's words follow.
+    Template(String),
+    /// Words already in the reader's language (the subscriber pages pick their own).
+    Said(String),
+}
+
+/// What is wrong with one row of the segment builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentRowProblem {
+    ChooseStatus,
+    ChooseStage,
+    ChooseTag,
+    ChooseComparison,
+    Days,
+    Mails,
+    UnknownCondition,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::web::strings_for(crate::web::Lang::En).problem(self))
+    }
+}
+
 /// What the error renderer needs, carried in the response's extensions.
 #[derive(Debug, Clone)]
 pub struct ErrorInfo {
     pub status: StatusCode,
-    pub message: String,
+    pub message: Message,
+}
+
+/// An error response's explanation, worded by the renderer in the reader's language.
+#[derive(Debug, Clone)]
+pub enum Message {
+    NotFound,
+    Forbidden,
+    Csrf,
+    Internal,
+    Unavailable(String),
+    Problem(Problem),
+    /// A rejection from the framework: the status and its own English words.
+    Rejection(u16, String),
 }
 
 impl AppError {
@@ -60,12 +180,19 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = match &self {
+        let message = match self {
             Self::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
-                "something went wrong on our side; it has been logged".to_string()
+                Message::Internal
             }
-            other => other.to_string(),
+            Self::NotFound => Message::NotFound,
+            Self::Forbidden => Message::Forbidden,
+            Self::Csrf => Message::Csrf,
+            Self::Unavailable(m) => Message::Unavailable(m),
+            Self::BadRequest(p)
+            | Self::Conflict(p)
+            | Self::Unprocessable(p)
+            | Self::TooManyRequests(p) => Message::Problem(p),
         };
         let mut res = status.into_response();
         res.extensions_mut().insert(ErrorInfo { status, message });
@@ -82,18 +209,12 @@ impl From<sqlx::Error> for AppError {
             match db.code().as_deref() {
                 Some("23505") => {
                     return Self::Conflict(
-                        constraint_message(constraint)
-                            .unwrap_or("that already exists")
-                            .to_string(),
+                        constraint_problem(constraint).unwrap_or(Problem::AlreadyExists),
                     );
                 }
                 Some("23503") => {
                     return Self::Conflict(
-                        constraint_message(constraint)
-                            .unwrap_or(
-                                "it refers to something that no longer exists, or is still in use",
-                            )
-                            .to_string(),
+                        constraint_problem(constraint).unwrap_or(Problem::StillReferenced),
                     );
                 }
                 Some(
@@ -101,9 +222,7 @@ impl From<sqlx::Error> for AppError {
                     | "22008",
                 ) => {
                     return Self::Unprocessable(
-                        constraint_message(constraint)
-                            .unwrap_or("some of the values are not valid")
-                            .to_string(),
+                        constraint_problem(constraint).unwrap_or(Problem::InvalidValues),
                     );
                 }
                 _ => {}
@@ -119,11 +238,11 @@ impl From<askama::Error> for AppError {
     }
 }
 
-/// Human messages for named constraints. Modules add theirs here as they grow.
-fn constraint_message(name: &str) -> Option<&'static str> {
+/// What a named constraint means to a person. Modules add theirs here as they grow.
+fn constraint_problem(name: &str) -> Option<Problem> {
     Some(match name {
-        "users_email_key" => "a user with that email address already exists",
-        "users_email_check" => "that email address is too short or too long",
+        "users_email_key" => Problem::UserEmailTaken,
+        "users_email_check" => Problem::UserEmailLength,
         _ => return None,
     })
 }

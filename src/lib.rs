@@ -27,4 +27,4 @@ pub mod tracking;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod web;
 
-pub use error::{AppError, AppResult};
+pub use error::{AppError, AppResult, Problem};

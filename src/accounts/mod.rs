@@ -5,7 +5,10 @@ mod password;
 mod sessions;
 mod throttle;
 
-pub use password::{NewPassword, PasswordError, hash_password, verify_password};
+pub use password::{
+    MAX_LEN as PASSWORD_MAX_LEN, MIN_LEN as PASSWORD_MIN_LEN, NewPassword, PasswordError,
+    hash_password, verify_password,
+};
 pub use sessions::{
     Session, SessionToken, create_session, delete_other_sessions, delete_session, lookup_session,
     purge_expired_sessions,
@@ -105,9 +108,7 @@ pub async fn create_first_owner(
         .fetch_one(&mut *tx)
         .await?;
     if existing > 0 {
-        return Err(AppError::Conflict(
-            "Loopline is already set up; sign in instead".into(),
-        ));
+        return Err(AppError::Conflict(crate::Problem::AlreadySetUp));
     }
     let user: User = sqlx::query_as("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'owner') RETURNING id, email, role, created_at, language")
         .bind(email.as_str())
@@ -158,7 +159,7 @@ pub async fn change_password(
         .await?;
     if !verify_password(current, hash).await? {
         return Err(AppError::Unprocessable(
-            "the current password is not correct".into(),
+            crate::Problem::WrongCurrentPassword,
         ));
     }
     let new_hash = hash_password(new).await?;
@@ -250,9 +251,7 @@ async fn guard_last_owner(
             .fetch_all(&mut *tx)
             .await?;
     if owners == [user_id] {
-        return Err(AppError::Conflict(
-            "Loopline needs at least one owner; make someone else owner first".into(),
-        ));
+        return Err(AppError::Conflict(crate::Problem::LastOwner));
     }
     Ok(())
 }

@@ -55,10 +55,9 @@ impl LoginThrottle {
             .execute(pool)
             .await?;
         if by_account > self.max_per_account || by_ip > self.max_per_ip {
-            return Err(AppError::TooManyRequests(format!(
-                "too many failed sign-in attempts; wait {} minutes and try again",
-                self.window.num_minutes()
-            )));
+            return Err(AppError::TooManyRequests(crate::Problem::SignInThrottled {
+                minutes: self.window.num_minutes(),
+            }));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use super::{
     tags,
 };
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     jobs::{JobContext, JobError, NewJob},
 };
 
@@ -50,19 +50,19 @@ pub struct Bulk {
 }
 
 impl Bulk {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Problem> {
         if matches!(self.action, Action::Tag | Action::Untag)
             && self
                 .tag
                 .as_deref()
                 .is_none_or(|t| tags::clean_names([t]).is_empty())
         {
-            return Err("give the tag to add or remove".into());
+            return Err(Problem::BulkNeedsTag);
         }
         if let Scope::Ids(ids) = &self.scope
             && ids.is_empty()
         {
-            return Err("select at least one subscriber".into());
+            return Err(Problem::BulkNeedsSelection);
         }
         Ok(())
     }
@@ -135,7 +135,7 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
                     fields: &fields,
                     lifecycle: &lifecycle,
                 })
-                .map_err(|e| JobError::Fatal(anyhow::anyhow!(e.0)))?;
+                .map_err(|e| JobError::Fatal(anyhow::anyhow!("{e}")))?;
             Some((seg.definition.0, fields, lifecycle))
         }
         Scope::Ids(_) => None,

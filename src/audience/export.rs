@@ -40,7 +40,7 @@ pub async fn stream(
             fields: &fields,
             lifecycle: &lifecycle,
         })
-        .map_err(|e| AppError::Unprocessable(e.0))?;
+        .map_err(|e| AppError::Unprocessable(crate::Problem::Segment(e)))?;
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(4);
     tokio::spawn(async move {

@@ -36,7 +36,13 @@ pub struct NewField {
 }
 
 impl NewField {
-    pub fn parse(key: &str, label: &str, field_type: &str, choices: &str) -> Result<Self, String> {
+    pub fn parse(
+        key: &str,
+        label: &str,
+        field_type: &str,
+        choices: &str,
+    ) -> Result<Self, crate::Problem> {
+        use crate::Problem;
         let key = key.trim().to_ascii_lowercase();
         let ok = key.len() <= 63
             && key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -44,22 +50,22 @@ impl NewField {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !ok {
-            return Err("the key starts with a letter and uses a–z, 0–9 and _ (for example: city, first_order)".into());
+            return Err(Problem::FieldKey);
         }
         let label = label.trim();
         if label.is_empty() || label.chars().count() > 100 {
-            return Err("give the field a label (up to 100 characters)".into());
+            return Err(Problem::FieldLabel);
         }
         let field_type: FieldType =
             serde_json::from_value(serde_json::Value::String(field_type.to_string()))
-                .map_err(|_| "choose a type".to_string())?;
+                .map_err(|_| Problem::FieldType)?;
         let choices: Vec<String> = choices
             .split(',')
             .map(|c| c.trim().to_string())
             .filter(|c| !c.is_empty())
             .collect();
         if field_type == FieldType::Choice && choices.is_empty() {
-            return Err("a choice field needs its choices, separated by commas".into());
+            return Err(Problem::FieldChoices);
         }
         Ok(Self {
             key,
@@ -79,9 +85,7 @@ pub async fn create(pool: &sqlx::PgPool, f: &NewField) -> crate::AppResult<()> {
         .execute(pool)
         .await
         .map_err(|e| match crate::AppError::from(e) {
-            crate::AppError::Conflict(_) => {
-                crate::AppError::Conflict("a field with that key already exists".into())
-            }
+            crate::AppError::Conflict(_) => crate::AppError::Conflict(crate::Problem::FieldTaken),
             other => other,
         })?;
     Ok(())

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::tags;
-use crate::{AppError, AppResult};
+use crate::{AppError, AppResult, Problem};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Form {
@@ -26,10 +26,10 @@ pub struct NewForm {
 }
 
 impl NewForm {
-    pub fn parse(name: &str, slug: &str, double_opt_in: bool, tags: &str) -> Result<Self, String> {
+    pub fn parse(name: &str, slug: &str, double_opt_in: bool, tags: &str) -> Result<Self, Problem> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err("give the form a name (up to 100 characters)".into());
+            return Err(Problem::FormName);
         }
         let slug = slug.trim().to_ascii_lowercase();
         let ok = !slug.is_empty()
@@ -42,7 +42,7 @@ impl NewForm {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
-            return Err("the address part may use a–z, 0–9 and hyphens, and must start with a letter or digit".into());
+            return Err(Problem::FormSlug);
         }
         Ok(Self {
             name: name.to_string(),
@@ -68,7 +68,7 @@ pub async fn create(pool: &PgPool, form: &NewForm) -> AppResult<Form> {
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| match AppError::from(e) {
-        AppError::Conflict(_) => AppError::Conflict("another form already uses that address".into()),
+        AppError::Conflict(_) => AppError::Conflict(Problem::FormSlugTaken),
         other => other,
     })?;
     tx.commit().await?;

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use super::import::ImportStatus;
-use crate::{AppError, AppResult};
+use super::import::{ImportStatus, ReportCode};
+use crate::{AppError, AppResult, Problem};
 
 pub const IMPORT_JOB: &str = "audience.import";
 /// Upload chunk size in the database.
@@ -211,6 +211,7 @@ pub struct Rejected {
     pub line: u64,
     pub value: String,
     pub reason: String,
+    pub code: ReportCode,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -289,11 +290,13 @@ pub async fn apply_batch(
             .map(|r| r.value.chars().take(500).collect())
             .collect();
         let reasons: Vec<String> = rejected.iter().map(|r| r.reason.clone()).collect();
-        sqlx::query("INSERT INTO import_report (import_id, line, value, reason) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING")
+        let codes: Vec<&str> = rejected.iter().map(|r| r.code.as_str()).collect();
+        sqlx::query("INSERT INTO import_report (import_id, line, value, reason, code) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING")
             .bind(import_id)
             .bind(&lines)
             .bind(&values)
             .bind(&reasons)
+            .bind(&codes)
             .execute(&mut *conn)
             .await?;
     }
@@ -365,19 +368,21 @@ pub async fn apply_batch(
     copy.send(data.into_bytes()).await?;
     copy.finish().await?;
 
-    let report = |reason: &'static str, condition: &'static str| {
+    // `$5` is free for the condition.
+    let report = |code: ReportCode, condition: &'static str| {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH gone AS (DELETE FROM import_stage st WHERE {condition} RETURNING line, email)
-             INSERT INTO import_report (import_id, line, value, reason)
-             SELECT $1, line, CASE WHEN $3 THEN '(erased address)' ELSE email END, $2 FROM gone ON CONFLICT DO NOTHING"
+             INSERT INTO import_report (import_id, line, value, reason, code)
+             SELECT $1, line, CASE WHEN $3 THEN '(erased address)' ELSE email END, $2, $4 FROM gone ON CONFLICT DO NOTHING"
         )))
         .bind(import_id)
-        .bind(reason)
-        .bind(reason.contains("erased"))
+        .bind(code.english())
+        .bind(code == ReportCode::Erased)
+        .bind(code.as_str())
     };
     // Erased at their request: only their own new signup may bring them back.
     stats.skipped += report(
-        "this address was erased at the person's request",
+        ReportCode::Erased,
         "EXISTS (SELECT 1 FROM suppressions sp WHERE sp.email_hash = st.email_hash)",
     )
     .execute(&mut *conn)
@@ -414,14 +419,11 @@ pub async fn apply_batch(
     };
     if mode == Mode::AddOnly {
         if !existing.is_empty() {
-            stats.skipped += report(
-                "already in the list (mode: add new only)",
-                "st.line = ANY($4)",
-            )
-            .bind(&existing)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected() as i64;
+            stats.skipped += report(ReportCode::Exists, "st.line = ANY($5)")
+                .bind(&existing)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected() as i64;
         }
         return Ok(stats);
     }
@@ -442,21 +444,18 @@ pub async fn apply_batch(
     if only_lines {
         // Not inserted yet not there: deleted by someone else while importing.
         stats.skipped += report(
-            "changed by someone else while importing; import again to update",
-            "st.line = ANY($4) AND st.subscriber_id IS NULL",
+            ReportCode::Changed,
+            "st.line = ANY($5) AND st.subscriber_id IS NULL",
         )
         .bind(&existing)
         .execute(&mut *conn)
         .await?
         .rows_affected() as i64;
     } else {
-        stats.skipped += report(
-            "not in the list (mode: update existing only)",
-            "st.subscriber_id IS NULL",
-        )
-        .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64;
+        stats.skipped += report(ReportCode::Missing, "st.subscriber_id IS NULL")
+            .execute(&mut *conn)
+            .await?
+            .rows_affected() as i64;
     }
 
     // Existing subscribers: fill in, never re-activate anyone who unsubscribed, bounced or
@@ -500,9 +499,7 @@ pub async fn queue(
 ) -> AppResult<()> {
     let emails = mapping.iter().filter(|m| m.as_str() == "email").count();
     if emails != 1 {
-        return Err(AppError::Unprocessable(
-            "map exactly one column to Email".into(),
-        ));
+        return Err(AppError::Unprocessable(Problem::ImportNoEmail));
     }
     let mut tx = pool.begin().await?;
     let updated = sqlx::query("UPDATE imports SET mapping = $2, mode = $3, tags = $4, status = 'queued' WHERE id = $1 AND status = 'uploaded'")
@@ -514,7 +511,7 @@ pub async fn queue(
         .await?
         .rows_affected();
     if updated == 0 {
-        return Err(AppError::Conflict("this import was already started".into()));
+        return Err(AppError::Conflict(Problem::ImportStarted));
     }
     crate::jobs::enqueue(
         &mut *tx,
@@ -535,9 +532,7 @@ pub async fn cancel(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()>
         .execute(pool)
         .await?;
     if r.rows_affected() == 0 {
-        return Err(AppError::Conflict(
-            "this import has already finished".into(),
-        ));
+        return Err(AppError::Conflict(Problem::ImportFinished));
     }
     drop_file(pool, id).await?;
     Ok(())
@@ -548,11 +543,13 @@ pub struct ReportLine {
     pub line: i64,
     pub value: String,
     pub reason: String,
+    /// A `ReportCode` (empty for lines written before codes existed).
+    pub code: String,
 }
 
 pub async fn report(pool: &PgPool, id: i64) -> sqlx::Result<Vec<ReportLine>> {
     sqlx::query_as(
-        "SELECT line, value, reason FROM import_report WHERE import_id = $1 ORDER BY line",
+        "SELECT line, value, reason, code FROM import_report WHERE import_id = $1 ORDER BY line",
     )
     .bind(id)
     .fetch_all(pool)
@@ -691,47 +688,64 @@ pub async fn preview_rows(pool: &PgPool, import: &Import, n: usize) -> AppResult
         .unwrap_or_default())
 }
 
-/// Choices for a column: (key, label).
-pub fn target_choices(fields: &[FieldDef]) -> Vec<(String, String)> {
+/// Choices for a column: (key, label), each target named by `name` (which gets the
+/// key; a custom field's key is `field:` and its label).
+pub fn target_choices(fields: &[FieldDef], name: impl Fn(&str) -> String) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = [
-        (Target::Ignore, "— skip —"),
-        (Target::Email, "Email"),
-        (Target::Name, "Name"),
-        (Target::FirstName, "First name"),
-        (Target::LastName, "Last name"),
-        (Target::Status, "Status"),
-        (Target::SubscribedAt, "Subscribed at"),
-        (Target::Tags, "Tags"),
+        Target::Ignore,
+        Target::Email,
+        Target::Name,
+        Target::FirstName,
+        Target::LastName,
+        Target::Status,
+        Target::SubscribedAt,
+        Target::Tags,
     ]
     .into_iter()
-    .map(|(t, l)| (t.key(), l.to_string()))
+    .map(|t| {
+        let key = t.key();
+        let label = name(&key);
+        (key, label)
+    })
     .collect();
     out.extend(fields.iter().map(|f| {
         (
             Target::Field(f.key.clone()).key(),
-            format!("Field: {}", f.label),
+            name(&format!("field:{}", f.label)),
         )
     }));
     out
 }
 
 /// Checks a mapping from the form before anything is queued.
-pub fn check_mapping(mapping: &[String], fields: &[FieldDef]) -> Result<(), String> {
+pub fn check_mapping(mapping: &[String], fields: &[FieldDef]) -> Result<(), Problem> {
+    use super::import::FileError;
     let mut columns = Vec::with_capacity(mapping.len());
     for (i, key) in mapping.iter().enumerate() {
-        let t = Target::from_key(key)
-            .ok_or_else(|| format!("column {} has an unknown choice", i + 1))?;
+        let t = Target::from_key(key).ok_or(Problem::ImportUnknownChoice { column: i + 1 })?;
         if let Target::Field(k) = &t
             && !fields.iter().any(|f| &f.key == k)
         {
-            return Err(format!(
-                "column {} is set to a field that does not exist",
-                i + 1
-            ));
+            return Err(Problem::ImportUnknownField { column: i + 1 });
         }
         columns.push(t);
     }
-    super::import::validate(&ColumnMapping { columns }).map_err(|e| e.to_string())
+    super::import::validate(&ColumnMapping { columns }).map_err(|e| match e {
+        FileError::DuplicateEmailColumn { first, second } => {
+            Problem::ImportEmailTwice { first, second }
+        }
+        FileError::DuplicateColumn {
+            target,
+            first,
+            second,
+        } => Problem::ImportTargetTwice {
+            target,
+            first,
+            second,
+        },
+        // `validate` finds only duplicates and a missing email column.
+        _ => Problem::ImportNoEmail,
+    })
 }
 
 /// Rows the parser accepts but PostgreSQL would refuse (and so fail the whole batch on
@@ -740,6 +754,7 @@ fn storable(
     r: super::import::ImportRow,
 ) -> Result<super::import::ImportRow, super::import::RowReport> {
     let reject = |reason: &str| super::import::RowReport {
+        code: ReportCode::Name,
         line: r.line,
         value: r.email.as_str().to_string(),
         reason: reason.to_string(),
@@ -1018,6 +1033,7 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
                     line: r.line,
                     value: r.value,
                     reason: r.reason,
+                    code: r.code,
                 }),
             }
             if staged.len() + rejected.len() >= BATCH_ROWS {

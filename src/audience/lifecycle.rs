@@ -53,12 +53,12 @@ impl Default for Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn validate(&self) -> Result<(), &'static str> {
+    pub fn validate(&self) -> Result<(), crate::Problem> {
         if self.new_days < 1 || self.active_days < 1 {
-            return Err("the thresholds must be at least one day");
+            return Err(crate::Problem::LifecycleAtLeastOneDay);
         }
         if self.churn_days <= self.active_days {
-            return Err("churned must be more days than active");
+            return Err(crate::Problem::LifecycleChurnAfterActive);
         }
         Ok(())
     }

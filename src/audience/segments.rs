@@ -12,7 +12,7 @@ use super::{
     lifecycle::{Lifecycle, Stage},
     subscribers::Status,
 };
-use crate::{AppError, AppResult};
+use crate::{AppError, AppResult, Problem};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,9 +92,51 @@ pub enum Condition {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SegmentError(pub String);
+/// Why a definition is refused; worded per language by `web::i18n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentError {
+    TooManyConditions {
+        max: usize,
+    },
+    TooDeep {
+        max: usize,
+    },
+    NoField {
+        key: String,
+    },
+    NotNumber {
+        value: String,
+    },
+    NotDate {
+        value: String,
+    },
+    NotBoolean,
+    /// `op` and `field_type` are the JSON names (`greater_than`, `text`).
+    OpDoesNotApply {
+        op: String,
+        field_type: String,
+    },
+    Days,
+    Mails,
+    NeedLabel,
+    NeedEvent,
+}
+
+impl std::fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::Problem::Segment(self.clone()).fmt(f)
+    }
+}
+
+impl std::error::Error for SegmentError {}
+
+/// The JSON name of a serde enum value (`FieldOp::GreaterThan` → `greater_than`).
+fn json_name(v: &impl Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
 
 const MAX_DEPTH: usize = 5;
 const MAX_CONDITIONS: usize = 100;
@@ -120,17 +162,15 @@ impl Condition {
     ) -> Result<(), SegmentError> {
         *count += 1;
         if *count > MAX_CONDITIONS {
-            return Err(SegmentError(format!(
-                "a segment may have at most {MAX_CONDITIONS} conditions"
-            )));
+            return Err(SegmentError::TooManyConditions {
+                max: MAX_CONDITIONS,
+            });
         }
         let days_ok = |d: i64| (1..=3650).contains(&d);
         match self {
             Condition::Group { conditions, .. } => {
                 if depth >= MAX_DEPTH {
-                    return Err(SegmentError(format!(
-                        "groups may be nested at most {MAX_DEPTH} deep"
-                    )));
+                    return Err(SegmentError::TooDeep { max: MAX_DEPTH });
                 }
                 for c in conditions {
                     c.validate_at(ctx, depth + 1, count)?;
@@ -141,7 +181,7 @@ impl Condition {
                     .fields
                     .iter()
                     .find(|f| &f.key == key)
-                    .ok_or_else(|| SegmentError(format!("there is no field `{key}`")))?;
+                    .ok_or_else(|| SegmentError::NoField { key: key.clone() })?;
                 match (def.field_type, op) {
                     (_, FieldOp::IsSet | FieldOp::IsNotSet) => {}
                     (
@@ -151,21 +191,23 @@ impl Condition {
                         value
                             .trim()
                             .parse::<f64>()
-                            .map_err(|_| SegmentError(format!("`{value}` is not a number")))?;
+                            .map_err(|_| SegmentError::NotNumber {
+                                value: value.clone(),
+                            })?;
                     }
                     (
                         FieldType::Date,
                         FieldOp::Is | FieldOp::IsNot | FieldOp::GreaterThan | FieldOp::LessThan,
                     ) => {
                         chrono::NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(
-                            |_| SegmentError(format!("`{value}` is not a date (YYYY-MM-DD)")),
+                            |_| SegmentError::NotDate {
+                                value: value.clone(),
+                            },
                         )?;
                     }
                     (FieldType::Boolean, FieldOp::Is | FieldOp::IsNot) => {
                         if !matches!(value.trim(), "true" | "false") {
-                            return Err(SegmentError(
-                                "a yes/no field is compared with true or false".into(),
-                            ));
+                            return Err(SegmentError::NotBoolean);
                         }
                     }
                     (
@@ -173,34 +215,33 @@ impl Condition {
                         FieldOp::Is | FieldOp::IsNot | FieldOp::Contains,
                     ) => {}
                     (t, op) => {
-                        return Err(SegmentError(format!(
-                            "{op:?} does not apply to a {t:?} field"
-                        )));
+                        return Err(SegmentError::OpDoesNotApply {
+                            op: json_name(op),
+                            field_type: json_name(&t),
+                        });
                     }
                 }
             }
             Condition::Opened { days, .. } | Condition::Clicked { days, .. } if !days_ok(*days) => {
-                return Err(SegmentError("days must be between 1 and 3650".into()));
+                return Err(SegmentError::Days);
             }
             Condition::UnopenedInARow { mails } if !(1..=1000).contains(mails) => {
-                return Err(SegmentError(
-                    "the number of mails must be between 1 and 1000".into(),
-                ));
+                return Err(SegmentError::Mails);
             }
             Condition::ClickedLabel { label, days } => {
                 if label.trim().is_empty() || label.len() > 100 {
-                    return Err(SegmentError("give the link label to look for".into()));
+                    return Err(SegmentError::NeedLabel);
                 }
                 if days.is_some_and(|d| !days_ok(d)) {
-                    return Err(SegmentError("days must be between 1 and 3650".into()));
+                    return Err(SegmentError::Days);
                 }
             }
             Condition::Event { kind, days, .. } => {
                 if kind.trim().is_empty() || kind.len() > 100 {
-                    return Err(SegmentError("give the event name to look for".into()));
+                    return Err(SegmentError::NeedEvent);
                 }
                 if days.is_some_and(|d| !days_ok(d)) {
-                    return Err(SegmentError("days must be between 1 and 3650".into()));
+                    return Err(SegmentError::Days);
                 }
             }
             _ => {}
@@ -400,7 +441,7 @@ pub async fn count(pool: &PgPool, cond: &Condition, now: DateTime<Utc>) -> AppRe
         lifecycle: &lifecycle,
     };
     cond.validate(&ctx)
-        .map_err(|e| AppError::Unprocessable(e.0))?;
+        .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))?;
     let mut qb = query_frame("count(*)", now);
     push_condition(&mut qb, cond, &ctx);
     Ok(qb.build_query_scalar().fetch_one(pool).await?)
@@ -416,9 +457,7 @@ pub struct Segment {
 pub async fn save(pool: &PgPool, name: &str, cond: &Condition) -> AppResult<i64> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(AppError::Unprocessable(
-            "give the segment a name (up to 100 characters)".into(),
-        ));
+        return Err(AppError::Unprocessable(Problem::SegmentName));
     }
     let fields = field_defs(pool).await?;
     let lifecycle = Lifecycle::load(pool).await?;
@@ -426,16 +465,14 @@ pub async fn save(pool: &PgPool, name: &str, cond: &Condition) -> AppResult<i64>
         fields: &fields,
         lifecycle: &lifecycle,
     })
-    .map_err(|e| AppError::Unprocessable(e.0))?;
+    .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))?;
     sqlx::query_scalar("INSERT INTO segments (name, definition) VALUES ($1, $2) RETURNING id")
         .bind(name)
         .bind(sqlx::types::Json(cond))
         .fetch_one(pool)
         .await
         .map_err(|e| match AppError::from(e) {
-            AppError::Conflict(_) => {
-                AppError::Conflict("a segment with that name already exists".into())
-            }
+            AppError::Conflict(_) => AppError::Conflict(Problem::SegmentTaken),
             other => other,
         })
 }
@@ -514,7 +551,7 @@ mod tests {
             fields: &fields,
             lifecycle: &lc,
         };
-        let bad = |c: Condition| c.validate(&ctx).unwrap_err().0;
+        let bad = |c: Condition| c.validate(&ctx).unwrap_err().to_string();
         assert!(
             bad(Condition::Field {
                 key: "nope".into(),

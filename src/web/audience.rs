@@ -13,10 +13,11 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::{
     AppState,
+    i18n::{PublicStrings, public_strings_for},
     pages::{Chrome, render},
 };
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     accounts::Session,
     audience::{
         forms::{self, NewForm},
@@ -131,7 +132,7 @@ pub async fn list(
         seg.definition
             .0
             .validate(&ctx)
-            .map_err(|e| AppError::Unprocessable(e.0))?;
+            .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))?;
         qb.push(" AND ");
         segments::push_condition(&mut qb, &seg.definition.0, &ctx);
     }
@@ -286,21 +287,27 @@ struct FormsPage {
     chrome: Chrome,
     forms: Vec<(forms::Form, String)>,
     public_url: String,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 }
 
-async fn forms_page(state: &AppState, s: &Session, errors: Vec<String>) -> AppResult<Html<String>> {
+async fn forms_page(
+    state: &AppState,
+    s: &Session,
+    errors: Vec<Problem>,
+) -> AppResult<Html<String>> {
     let all = forms::list(&state.pool).await?;
     let public_url = state.config.public_url.clone();
+    let chrome = Chrome::new(state, s, "audience", None);
+    let p = public_strings_for(chrome.t.lang);
     let with_snippets = all
         .into_iter()
         .map(|f| {
-            let snippet = embed_snippet(&public_url, &f.slug);
+            let snippet = embed_snippet(&public_url, &f.slug, p);
             (f, snippet)
         })
         .collect();
     render(FormsPage {
-        chrome: Chrome::new(state, s, "audience", None),
+        chrome,
         forms: with_snippets,
         public_url,
         errors,
@@ -308,11 +315,14 @@ async fn forms_page(state: &AppState, s: &Session, errors: Vec<String>) -> AppRe
 }
 
 /// The HTML a site owner pastes into their page: a plain form posting to the hosted
-/// endpoint, with the honeypot field hidden inline.
-pub fn embed_snippet(public_url: &str, slug: &str) -> String {
-    // Only a validated slug and the configured URL go in; nothing from a request.
+/// endpoint, with the honeypot field hidden inline. Its words and its `language` field
+/// are the dashboard user's language, so signups through it get mail in that language.
+pub fn embed_snippet(public_url: &str, slug: &str, p: &PublicStrings) -> String {
+    // Only a validated slug, the configured URL and our own fixed strings go in (none
+    // holds a quote or `<`); nothing from a request.
+    let (lang, name, submit) = (p.lang.code(), p.name_optional, p.signup_submit);
     format!(
-        "<form method=\"post\" action=\"{public_url}/f/{slug}\">\n  <input type=\"text\" inputmode=\"email\" name=\"email\" placeholder=\"you@example.com\" required>\n  <input type=\"text\" name=\"name\" placeholder=\"Name\">\n  <input type=\"text\" name=\"website\" tabindex=\"-1\" autocomplete=\"off\" style=\"position:absolute;left:-10000px\" aria-hidden=\"true\">\n  <button type=\"submit\">Subscribe</button>\n</form>"
+        "<form method=\"post\" action=\"{public_url}/f/{slug}\">\n  <input type=\"hidden\" name=\"language\" value=\"{lang}\">\n  <input type=\"text\" inputmode=\"email\" name=\"email\" placeholder=\"you@example.com\" required>\n  <input type=\"text\" name=\"name\" placeholder=\"{name}\">\n  <input type=\"text\" name=\"website\" tabindex=\"-1\" autocomplete=\"off\" style=\"position:absolute;left:-10000px\" aria-hidden=\"true\">\n  <button type=\"submit\">{submit}</button>\n</form>"
     )
 }
 
@@ -360,7 +370,7 @@ pub async fn create_form(
 struct SettingsPage {
     chrome: Chrome,
     lifecycle: Lifecycle,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 }
 
 pub async fn settings(
@@ -408,7 +418,7 @@ pub async fn save_settings(
             let page = SettingsPage {
                 chrome: Chrome::new(&state, &s, "settings", None),
                 lifecycle: Lifecycle::load(&state.pool).await?,
-                errors: vec!["each threshold is a whole number of days between 1 and 3650".into()],
+                errors: vec![Problem::LifecycleRange],
             };
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(page)?).into_response());
         }
@@ -417,7 +427,7 @@ pub async fn save_settings(
         let page = SettingsPage {
             chrome: Chrome::new(&state, &s, "settings", None),
             lifecycle: candidate,
-            errors: vec![e.to_string()],
+            errors: vec![e],
         };
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, render(page)?).into_response());
     }
@@ -431,13 +441,13 @@ struct FieldsPage {
     chrome: Chrome,
     fields: Vec<crate::audience::fields::FieldDef>,
     tags: Vec<TagRow>,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 }
 
 async fn fields_page(
     state: &AppState,
     s: &Session,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 ) -> AppResult<Html<String>> {
     render(FieldsPage {
         chrome: Chrome::new(state, s, "audience", None),
@@ -507,13 +517,13 @@ pub async fn toggle_topic(
 pub async fn bulk(State(state): State<AppState>, form: super::FormPairs) -> AppResult<Redirect> {
     use crate::audience::bulk::{self, Action, Bulk, Scope};
     let get = |k: &str| form.get(k);
-    let action = Action::parse(&get("action"))
-        .ok_or_else(|| AppError::Unprocessable("choose what to do".into()))?;
+    let action =
+        Action::parse(&get("action")).ok_or(AppError::Unprocessable(Problem::ChooseAction))?;
     let scope = match get("scope").as_str() {
         "segment" => Scope::Segment(
             get("segment")
                 .parse()
-                .map_err(|_| AppError::Unprocessable("choose a segment".into()))?,
+                .map_err(|_| AppError::Unprocessable(Problem::ChooseSegment))?,
         ),
         _ => Scope::Ids(form.all("id").filter_map(|v| v.parse().ok()).collect()),
     };

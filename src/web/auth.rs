@@ -59,7 +59,7 @@ fn with_cookie(mut res: Response, cookie: Option<axum::http::HeaderValue>) -> Re
 struct SetupPage {
     a: AuthChrome,
     email: String,
-    errors: Vec<String>,
+    errors: Vec<crate::Problem>,
 }
 
 #[derive(Deserialize)]
@@ -103,8 +103,8 @@ pub async fn setup_submit(
         (Ok(e), Ok(p)) => (e, p),
         (e, p) => {
             let errors = [
-                e.err().map(|e| e.to_string()),
-                p.err().map(|e| e.to_string()),
+                e.err().map(crate::Problem::Address),
+                p.err().map(crate::Problem::Password),
             ]
             .into_iter()
             .flatten()
@@ -243,7 +243,7 @@ pub async fn login_submit(
         Ok(()) => {}
         Err(AppError::TooManyRequests(msg)) => {
             tracing::warn!(ip = %ip.0, "sign-in throttled");
-            return refuse(StatusCode::TOO_MANY_REQUESTS, msg);
+            return refuse(StatusCode::TOO_MANY_REQUESTS, t.problem(&msg));
         }
         Err(e) => return Err(e),
     }

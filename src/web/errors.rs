@@ -11,7 +11,7 @@ use axum::{
 };
 
 use super::i18n::{Lang, Strings, UiLang, strings_for};
-use crate::error::ErrorInfo;
+use crate::error::{ErrorInfo, Message};
 
 #[derive(Template)]
 #[template(path = "error.html")]
@@ -20,11 +20,40 @@ struct ErrorPage {
     status: u16,
     reason: &'static str,
     message: String,
+    /// Subscribers' pages offer no way into the dashboard.
+    back: bool,
+}
+
+/// Pages subscribers reach from a mail or a signup form (not the dashboard's).
+fn is_subscriber_page(path: &str) -> bool {
+    ["/f/", "/confirm/", "/u/", "/p/", "/d/", "/o/", "/c/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+impl Strings {
+    /// An error response's explanation in this language.
+    pub fn message(&self, m: &Message) -> String {
+        match m {
+            Message::NotFound => self.err_not_found.into(),
+            Message::Forbidden => self.err_forbidden.into(),
+            Message::Csrf => self.err_csrf.into(),
+            Message::Internal => self.err_internal.into(),
+            Message::Unavailable(detail) => match self.lang {
+                // The detail is for operators, who read the English log anyway.
+                Lang::En => format!("{}: {detail}", self.err_unavailable),
+                _ => self.err_unavailable.into(),
+            },
+            Message::Problem(p) => self.problem(p),
+            Message::Rejection(status, text) => (self.err_rejected)(*status, text),
+        }
+    }
 }
 
 pub async fn render(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let is_api = path == "/api" || path.starts_with("/api/");
+    let back = !is_subscriber_page(path);
     let accept = Lang::from_headers(req.headers());
     let res = next.run(req).await;
     // A signed-in user's own choice, else the browser's.
@@ -56,23 +85,24 @@ pub async fn render(req: Request, next: Next) -> Response {
             } else {
                 String::new()
             };
-            let message = if text.trim().is_empty() {
-                status.canonical_reason().unwrap_or("error").to_lowercase()
-            } else {
-                text
-            };
             let _ = parts;
-            ErrorInfo { status, message }
+            ErrorInfo {
+                status,
+                message: Message::Rejection(status.as_u16(), text),
+            }
         }
     };
+    let t = strings_for(lang);
+    let message = t.message(&info.message);
     let mut out = if is_api {
-        (info.status, Json(serde_json::json!({ "error": { "status": info.status.as_u16(), "message": info.message } }))).into_response()
+        (info.status, Json(serde_json::json!({ "error": { "status": info.status.as_u16(), "message": message } }))).into_response()
     } else {
         let page = ErrorPage {
-            t: strings_for(lang),
+            t,
             status: info.status.as_u16(),
-            reason: info.status.canonical_reason().unwrap_or(""),
-            message: info.message,
+            reason: (t.status_name)(info.status.as_u16()),
+            message,
+            back,
         };
         match page.render() {
             Ok(html) => (info.status, Html(html)).into_response(),

@@ -199,7 +199,6 @@ pub struct Strings {
     pub notice_job_retried: &'static str,
     pub notice_signed_out: &'static str,
     pub aud_title: &'static str,
-    pub aud_total: &'static str,
     pub aud_search: &'static str,
     pub aud_filter: &'static str,
     pub aud_any_status: &'static str,
@@ -304,7 +303,6 @@ pub struct Strings {
     pub seg_all: &'static str,
     pub seg_any: &'static str,
     pub seg_advanced: &'static str,
-    pub seg_matching: &'static str,
     pub seg_preview: &'static str,
     pub seg_save: &'static str,
     pub aud_segments: &'static str,
@@ -341,6 +339,174 @@ pub struct Strings {
     pub notice_language_saved: &'static str,
     /// Names of statuses and stages (subscribers, lifecycle, jobs, imports, messages).
     pub states: StateLabels,
+    /// The label of the main navigation, for screen readers.
+    pub nav_label: &'static str,
+    pub bulk_scope_label: &'static str,
+    pub bulk_action_label: &'static str,
+    pub seg_condition_label: &'static str,
+    pub seg_what_label: &'static str,
+    pub seg_comparison_label: &'static str,
+    pub seg_value_label: &'static str,
+    pub seg_arg_hint: &'static str,
+    /// The builder's condition kinds, in the order of `SEG_KIND_KEYS`.
+    pub seg_kinds: [&'static str; 11],
+    /// Field comparisons, in the order of `SEG_OP_KEYS`.
+    pub seg_ops: [&'static str; 7],
+    /// Custom field types: text, number, date, boolean, choice.
+    pub field_types: [&'static str; 5],
+    /// Import modes: add and update, add only, update only.
+    pub imp_modes: [&'static str; 3],
+    /// Import column targets: skip, email, name, first name, last name, status,
+    /// subscribed at, tags.
+    pub imp_targets: [&'static str; 8],
+    pub imp_field_target: fn(&str) -> String,
+    pub imp_size: fn(i64) -> String,
+    /// Text before and after the number of subscribers in the list.
+    pub aud_total_around: [&'static str; 2],
+    /// Text before and after the number of subscribers a segment matches.
+    pub seg_matching_around: [&'static str; 2],
+    pub out_sample_subject: &'static str,
+    pub out_sample_body: &'static str,
+    pub out_purposes: PurposeLabels,
+    pub events: EventLabels,
+    pub consent_double: &'static str,
+    pub consent_single: &'static str,
+    pub consent_import: &'static str,
+    /// A status code's name on error pages.
+    pub status_name: fn(u16) -> &'static str,
+    pub err_not_found: &'static str,
+    pub err_forbidden: &'static str,
+    pub err_csrf: &'static str,
+    pub err_internal: &'static str,
+    pub err_unavailable: &'static str,
+    /// A request the framework refused (status, its English words): what to show.
+    pub err_rejected: fn(u16, &str) -> String,
+    /// The reason an import row was not imported, on the page (`code`, English text).
+    pub imp_reason_text: fn(ReportCode, &str) -> String,
+    pub imp_reasons: ReportReasons,
+    pub problems: ProblemTexts,
+}
+
+/// Names of the kinds of mail in the outbox.
+pub struct PurposeLabels {
+    pub test: &'static str,
+    pub confirmation: &'static str,
+    pub data_request: &'static str,
+}
+
+/// Names of timeline events; an unknown kind shows as its code.
+pub struct EventLabels {
+    pub subscribed: &'static str,
+    pub confirmed: &'static str,
+    pub signup_again: &'static str,
+    pub unsubscribed: &'static str,
+    pub bounced: &'static str,
+    pub complained: &'static str,
+    pub sent: &'static str,
+    pub deferred: &'static str,
+    pub failed: &'static str,
+    pub delivered: &'static str,
+    pub opened: &'static str,
+    pub clicked: &'static str,
+    pub converted: &'static str,
+    pub imported: &'static str,
+    pub import_updated: &'static str,
+    pub tagged: &'static str,
+    pub untagged: &'static str,
+    pub preferences_changed: &'static str,
+}
+
+pub use crate::audience::import::ReportCode;
+
+/// What the import page says for each report code (the CSV keeps the English detail).
+pub struct ReportReasons {
+    pub email: &'static str,
+    pub duplicate: &'static str,
+    pub value: &'static str,
+    pub name: &'static str,
+    pub unreadable: &'static str,
+    pub erased: &'static str,
+    pub exists: &'static str,
+    pub missing: &'static str,
+    pub changed: &'static str,
+}
+
+/// The words for every [`Problem`](crate::Problem); `fn` entries put numbers and names
+/// where the language wants them.
+pub struct ProblemTexts {
+    pub form_too_large: &'static str,
+    pub form_unreadable: &'static str,
+    pub upload_unreadable: &'static str,
+    pub upload_interrupted: &'static str,
+    pub file_empty: &'static str,
+    pub choose_file: &'static str,
+    pub already_exists: &'static str,
+    pub still_referenced: &'static str,
+    pub invalid_values: &'static str,
+    pub already_set_up: &'static str,
+    pub user_email_taken: &'static str,
+    pub user_email_length: &'static str,
+    pub wrong_current_password: &'static str,
+    pub last_owner: &'static str,
+    pub cannot_remove_self: &'static str,
+    pub choose_role: &'static str,
+    pub choose_language: &'static str,
+    pub sign_in_throttled: fn(i64) -> String,
+    pub password_too_short: fn(usize) -> String,
+    pub password_too_long: fn(usize) -> String,
+    pub password_mismatch: &'static str,
+    pub job_not_failed: &'static str,
+    pub choose_action: &'static str,
+    pub choose_segment: &'static str,
+    pub bulk_needs_tag: &'static str,
+    pub bulk_needs_selection: &'static str,
+    pub lifecycle_range: &'static str,
+    pub lifecycle_at_least_one_day: &'static str,
+    pub lifecycle_churn_after_active: &'static str,
+    pub field_key: &'static str,
+    pub field_label: &'static str,
+    pub field_type: &'static str,
+    pub field_choices: &'static str,
+    pub field_taken: &'static str,
+    pub form_name: &'static str,
+    pub form_slug: &'static str,
+    pub form_slug_taken: &'static str,
+    pub segment_name: &'static str,
+    pub segment_taken: &'static str,
+    pub seg_too_many: fn(usize) -> String,
+    pub seg_too_deep: fn(usize) -> String,
+    pub seg_no_field: fn(&str) -> String,
+    pub seg_not_number: fn(&str) -> String,
+    pub seg_not_date: fn(&str) -> String,
+    pub seg_not_boolean: &'static str,
+    /// (comparison, field type), both already named in this language.
+    pub seg_op_does_not_apply: fn(&str, &str) -> String,
+    pub seg_days: &'static str,
+    pub seg_mails: &'static str,
+    pub seg_need_label: &'static str,
+    pub seg_need_event: &'static str,
+    /// (row number, what is wrong with it).
+    pub seg_row: fn(usize, &str) -> String,
+    pub seg_row_status: &'static str,
+    pub seg_row_stage: &'static str,
+    pub seg_row_tag: &'static str,
+    pub seg_row_comparison: &'static str,
+    pub seg_row_days: &'static str,
+    pub seg_row_mails: &'static str,
+    pub seg_row_unknown: &'static str,
+    /// (line, column) where the JSON stops making sense.
+    pub seg_json: fn(usize, usize) -> String,
+    pub import_unknown_choice: fn(usize) -> String,
+    pub import_unknown_field: fn(usize) -> String,
+    pub import_no_email: &'static str,
+    pub import_email_twice: fn(usize, usize) -> String,
+    /// (target, already named in this language; first column; second column).
+    pub import_target_twice: fn(&str, usize, usize) -> String,
+    pub import_started: &'static str,
+    pub import_finished: &'static str,
+    pub test_recipient: fn(&str) -> String,
+    pub test_subject: &'static str,
+    pub template: fn(&str) -> String,
 }
 
 /// What templates show for the status and stage codes stored in the database.
@@ -452,7 +618,6 @@ pub static EN: Strings = Strings {
     notice_job_retried: "The job is queued again.",
     notice_signed_out: "You are signed out.",
     aud_title: "Audience",
-    aud_total: "subscribers in all",
     aud_search: "Search email or name",
     aud_filter: "Filter",
     aud_any_status: "Any status",
@@ -557,7 +722,6 @@ pub static EN: Strings = Strings {
     seg_all: "all of the conditions",
     seg_any: "any of the conditions",
     seg_advanced: "Advanced: definition as JSON (nested groups)",
-    seg_matching: "subscribers match",
     seg_preview: "Count",
     seg_save: "Save segment",
     aud_segments: "Segments",
@@ -612,6 +776,207 @@ pub static EN: Strings = Strings {
         sending: "sending",
         sent: "sent",
         suppressed: "suppressed",
+    },
+    nav_label: "Main",
+    bulk_scope_label: "Which subscribers",
+    bulk_action_label: "Action",
+    seg_condition_label: "Condition",
+    seg_what_label: "What",
+    seg_comparison_label: "Comparison",
+    seg_value_label: "Value",
+    seg_arg_hint: "status / stage / tag id / field / days / label",
+    seg_kinds: [
+        "Status is",
+        "Lifecycle stage is",
+        "Has tag",
+        "Does not have tag",
+        "Field",
+        "Opened within days",
+        "Not opened within days",
+        "Clicked within days",
+        "Unopened mails in a row, at least",
+        "Clicked a link labelled",
+        "Event happened",
+    ],
+    seg_ops: [
+        "is",
+        "is not",
+        "contains",
+        "greater than",
+        "less than",
+        "is set",
+        "is not set",
+    ],
+    field_types: ["text", "number", "date", "yes/no", "choice"],
+    imp_modes: [
+        "Add new and update existing",
+        "Add new only (skip existing)",
+        "Update existing only",
+    ],
+    imp_targets: [
+        "— skip —",
+        "Email",
+        "Name",
+        "First name",
+        "Last name",
+        "Status",
+        "Subscribed at",
+        "Tags",
+    ],
+    imp_field_target: |label| format!("Field: {label}"),
+    imp_size: |n| {
+        if n == 1 {
+            "1 byte".to_string()
+        } else {
+            format!("{} bytes", group_digits(n))
+        }
+    },
+    aud_total_around: ["", " subscribers in all"],
+    seg_matching_around: ["", " subscribers match"],
+    out_sample_subject: "{{ subscriber.first_name or \"Hello\" }}, this week's notes",
+    out_sample_body: "Hello {{ subscriber.first_name or \"there\" }},\n\n[Read the post](https://example.com/blog \"topic:marketing\")\n",
+    out_purposes: PurposeLabels {
+        test: "test",
+        confirmation: "confirmation",
+        data_request: "data request",
+    },
+    events: EventLabels {
+        subscribed: "subscribed",
+        confirmed: "confirmed",
+        signup_again: "signed up again",
+        unsubscribed: "unsubscribed",
+        bounced: "bounced",
+        complained: "complained",
+        sent: "sent",
+        deferred: "deferred",
+        failed: "failed",
+        delivered: "delivered",
+        opened: "opened",
+        clicked: "clicked",
+        converted: "converted",
+        imported: "imported",
+        import_updated: "updated by an import",
+        tagged: "tagged",
+        untagged: "untagged",
+        preferences_changed: "changed preferences",
+    },
+    consent_double: "double opt-in",
+    consent_single: "single opt-in",
+    consent_import: "import",
+    status_name: |code| {
+        axum::http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("")
+    },
+    err_not_found: "not found",
+    err_forbidden: "you do not have permission to do that",
+    err_csrf: "the form expired or was sent from another site; reload the page and try again",
+    err_internal: "something went wrong on our side; it has been logged",
+    err_unavailable: "the service is not ready",
+    err_rejected: |code, text| {
+        if text.trim().is_empty() {
+            axum::http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_lowercase()
+        } else {
+            text.to_string()
+        }
+    },
+    imp_reason_text: |_, text| text.to_string(),
+    imp_reasons: ReportReasons {
+        email: "not a valid email address",
+        duplicate: "the same address appears earlier in the file",
+        value: "a value could not be read",
+        name: "the name is too long or contains a NUL character",
+        unreadable: "this line could not be read",
+        erased: "this address was erased at the person's request",
+        exists: "already in the list (mode: add new only)",
+        missing: "not in the list (mode: update existing only)",
+        changed: "changed by someone else while importing; import again to update",
+    },
+    problems: ProblemTexts {
+        form_too_large: "the form is too large",
+        form_unreadable: "the form could not be read",
+        upload_unreadable: "the upload could not be read",
+        upload_interrupted: "the upload was interrupted",
+        file_empty: "the file is empty",
+        choose_file: "choose a CSV file to upload",
+        already_exists: "that already exists",
+        still_referenced: "it refers to something that no longer exists, or is still in use",
+        invalid_values: "some of the values are not valid",
+        already_set_up: "Loopline is already set up; sign in instead",
+        user_email_taken: "a user with that email address already exists",
+        user_email_length: "that email address is too short or too long",
+        wrong_current_password: "the current password is not correct",
+        last_owner: "Loopline needs at least one owner; make someone else owner first",
+        cannot_remove_self: "you cannot remove your own account; ask another owner",
+        choose_role: "choose a role",
+        choose_language: "choose a language from the list",
+        sign_in_throttled: |m| {
+            format!("too many failed sign-in attempts; wait {m} minutes and try again")
+        },
+        password_too_short: |n| format!("the password must be at least {n} characters long"),
+        password_too_long: |n| format!("the password must be at most {n} characters long"),
+        password_mismatch: "the two passwords do not match",
+        job_not_failed: "that job is not in the failed state (it may have been retried already)",
+        choose_action: "choose what to do",
+        choose_segment: "choose a segment",
+        bulk_needs_tag: "give the tag to add or remove",
+        bulk_needs_selection: "select at least one subscriber",
+        lifecycle_range: "each threshold is a whole number of days between 1 and 3650",
+        lifecycle_at_least_one_day: "the thresholds must be at least one day",
+        lifecycle_churn_after_active: "churned must be more days than active",
+        field_key: "the key starts with a letter and uses a–z, 0–9 and _ (for example: city, first_order)",
+        field_label: "give the field a label (up to 100 characters)",
+        field_type: "choose a type",
+        field_choices: "a choice field needs its choices, separated by commas",
+        field_taken: "a field with that key already exists",
+        form_name: "give the form a name (up to 100 characters)",
+        form_slug: "the address part may use a–z, 0–9 and hyphens, and must start with a letter or digit",
+        form_slug_taken: "another form already uses that address",
+        segment_name: "give the segment a name (up to 100 characters)",
+        segment_taken: "a segment with that name already exists",
+        seg_too_many: |n| format!("a segment may have at most {n} conditions"),
+        seg_too_deep: |n| format!("groups may be nested at most {n} deep"),
+        seg_no_field: |k| format!("there is no field `{k}`"),
+        seg_not_number: |v| format!("`{v}` is not a number"),
+        seg_not_date: |v| format!("`{v}` is not a date (YYYY-MM-DD)"),
+        seg_not_boolean: "a yes/no field is compared with true or false",
+        seg_op_does_not_apply: |op, t| format!("“{op}” does not apply to a {t} field"),
+        seg_days: "days must be between 1 and 3650",
+        seg_mails: "the number of mails must be between 1 and 1000",
+        seg_need_label: "give the link label to look for",
+        seg_need_event: "give the event name to look for",
+        seg_row: |row, what| format!("row {row}: {what}"),
+        seg_row_status: "choose a status",
+        seg_row_stage: "choose a stage",
+        seg_row_tag: "choose a tag",
+        seg_row_comparison: "choose a comparison",
+        seg_row_days: "not a number of days",
+        seg_row_mails: "give a number of mails",
+        seg_row_unknown: "unknown condition",
+        seg_json: |l, c| {
+            format!(
+                "the advanced definition is not valid JSON or not a definition (line {l}, column {c})"
+            )
+        },
+        import_unknown_choice: |c| format!("column {c} has an unknown choice"),
+        import_unknown_field: |c| format!("column {c} is set to a field that does not exist"),
+        import_no_email: "map exactly one column to Email",
+        import_email_twice: |a, b| {
+            format!("columns {a} and {b} are both set to Email; choose only one of them")
+        },
+        import_target_twice: |t, a, b| {
+            format!("columns {a} and {b} are both set to {t}; choose only one of them")
+        },
+        import_started: "this import was already started",
+        import_finished: "this import has already finished",
+        test_recipient: |e| format!("To: {e}"),
+        test_subject: "Subject: write a subject",
+        template: |e| e.to_string(),
     },
 };
 
@@ -702,7 +1067,6 @@ pub static KO: Strings = Strings {
     notice_job_retried: "작업을 다시 대기열에 넣었습니다.",
     notice_signed_out: "로그아웃되었습니다.",
     aud_title: "구독자",
-    aud_total: "명의 구독자",
     aud_search: "이메일 또는 이름 검색",
     aud_filter: "필터",
     aud_any_status: "모든 상태",
@@ -807,7 +1171,6 @@ pub static KO: Strings = Strings {
     seg_all: "모든 조건을 만족",
     seg_any: "하나 이상의 조건을 만족",
     seg_advanced: "고급: JSON으로 정의하기 (중첩 그룹)",
-    seg_matching: "명이 조건에 맞습니다",
     seg_preview: "세어 보기",
     seg_save: "세그먼트 저장",
     aud_segments: "세그먼트",
@@ -862,7 +1225,278 @@ pub static KO: Strings = Strings {
         sent: "보냄",
         suppressed: "발송 제외",
     },
+    nav_label: "주 메뉴",
+    bulk_scope_label: "대상 구독자",
+    bulk_action_label: "작업",
+    seg_condition_label: "조건",
+    seg_what_label: "대상",
+    seg_comparison_label: "비교 방법",
+    seg_value_label: "값",
+    seg_arg_hint: "상태 / 단계 / 태그 ID / 필드 / 일수 / 라벨",
+    seg_kinds: [
+        "상태가 다음과 같음",
+        "생애 주기 단계가 다음과 같음",
+        "태그가 있음",
+        "태그가 없음",
+        "필드",
+        "며칠 안에 열어 봄",
+        "며칠 동안 열어 보지 않음",
+        "며칠 안에 클릭함",
+        "연속으로 열지 않은 메일 수(이상)",
+        "다음 라벨의 링크를 클릭함",
+        "이벤트가 있었음",
+    ],
+    seg_ops: [
+        "같음",
+        "같지 않음",
+        "포함함",
+        "보다 큼",
+        "보다 작음",
+        "값이 있음",
+        "값이 없음",
+    ],
+    field_types: ["텍스트", "숫자", "날짜", "예/아니요", "선택형"],
+    imp_modes: [
+        "새 구독자는 추가하고 기존 구독자는 갱신",
+        "새 구독자만 추가 (기존 구독자는 건너뜀)",
+        "기존 구독자만 갱신",
+    ],
+    imp_targets: [
+        "— 건너뛰기 —",
+        "이메일",
+        "이름 (전체)",
+        "이름",
+        "성",
+        "상태",
+        "구독일",
+        "태그",
+    ],
+    imp_field_target: |label| format!("필드: {label}"),
+    imp_size: |n| format!("{}바이트", group_digits(n)),
+    aud_total_around: ["전체 구독자 ", "명"],
+    seg_matching_around: ["조건에 맞는 구독자 ", "명"],
+    out_sample_subject: "{{ subscriber.first_name or \"고객\" }}님, 이번 주 소식입니다",
+    out_sample_body: "안녕하세요, {{ subscriber.first_name or \"고객\" }}님.\n\n[글 읽기](https://example.com/blog \"topic:marketing\")\n",
+    out_purposes: PurposeLabels {
+        test: "테스트",
+        confirmation: "구독 확인",
+        data_request: "정보 요청",
+    },
+    events: EventLabels {
+        subscribed: "구독 신청",
+        confirmed: "구독 확인",
+        signup_again: "다시 구독 신청",
+        unsubscribed: "구독 취소",
+        bounced: "반송",
+        complained: "스팸 신고",
+        sent: "발송",
+        deferred: "발송 지연",
+        failed: "발송 실패",
+        delivered: "전달됨",
+        opened: "열람",
+        clicked: "클릭",
+        converted: "전환",
+        imported: "가져옴",
+        import_updated: "가져오기로 갱신됨",
+        tagged: "태그 추가",
+        untagged: "태그 제거",
+        preferences_changed: "수신 설정 변경",
+    },
+    consent_double: "이중 확인",
+    consent_single: "단일 확인",
+    consent_import: "가져오기",
+    status_name: |code| match code {
+        400 => "잘못된 요청",
+        401 => "인증 필요",
+        403 => "권한 없음",
+        404 => "찾을 수 없음",
+        405 => "허용되지 않는 요청 방식",
+        409 => "충돌",
+        413 => "요청이 너무 큼",
+        415 => "지원하지 않는 형식",
+        422 => "처리할 수 없는 입력",
+        429 => "요청이 너무 많음",
+        500 => "서버 오류",
+        503 => "서비스 준비 중",
+        _ => "오류",
+    },
+    err_not_found: "찾으시는 페이지나 항목이 없습니다.",
+    err_forbidden: "이 작업을 할 권한이 없습니다.",
+    err_csrf: "양식의 유효 시간이 지났거나 다른 사이트에서 보낸 양식입니다. 페이지를 새로 고친 뒤 다시 시도해 주세요.",
+    err_internal: "서버에 문제가 생겼습니다. 기록해 두었으니 잠시 후 다시 시도해 주세요.",
+    err_unavailable: "서비스가 아직 준비되지 않았습니다.",
+    err_rejected: |code, _| {
+        match code {
+            404 => "찾으시는 페이지나 항목이 없습니다.",
+            405 => "이 주소에서는 그 요청 방식을 쓸 수 없습니다.",
+            413 => "보내신 내용이 너무 큽니다.",
+            415 => "보내신 양식의 형식을 읽을 수 없습니다.",
+            _ => "요청을 처리할 수 없습니다. 입력한 내용을 확인해 주세요.",
+        }
+        .to_string()
+    },
+    imp_reason_text: |code, _| {
+        let r = &KO.imp_reasons;
+        match code {
+            ReportCode::Email => r.email,
+            ReportCode::Duplicate => r.duplicate,
+            ReportCode::Value => r.value,
+            ReportCode::Name => r.name,
+            ReportCode::Unreadable => r.unreadable,
+            ReportCode::Erased => r.erased,
+            ReportCode::Exists => r.exists,
+            ReportCode::Missing => r.missing,
+            ReportCode::Changed => r.changed,
+        }
+        .to_string()
+    },
+    imp_reasons: ReportReasons {
+        email: "올바른 이메일 주소가 아닙니다.",
+        duplicate: "같은 주소가 파일의 앞부분에 이미 있습니다.",
+        value: "읽을 수 없는 값이 있습니다.",
+        name: "이름이 너무 길거나 NUL 문자가 들어 있습니다.",
+        unreadable: "이 줄을 읽을 수 없습니다.",
+        erased: "본인의 요청으로 삭제된 주소입니다.",
+        exists: "이미 목록에 있습니다 (새 구독자만 추가).",
+        missing: "목록에 없습니다 (기존 구독자만 갱신).",
+        changed: "가져오는 동안 다른 사람이 바꾸었습니다. 갱신하려면 다시 가져와 주세요.",
+    },
+    problems: ProblemTexts {
+        form_too_large: "양식의 내용이 너무 큽니다.",
+        form_unreadable: "양식을 읽을 수 없습니다.",
+        upload_unreadable: "올린 파일을 읽을 수 없습니다.",
+        upload_interrupted: "파일을 올리는 도중에 끊겼습니다.",
+        file_empty: "빈 파일입니다.",
+        choose_file: "올릴 CSV 파일을 골라 주세요.",
+        already_exists: "이미 있는 항목입니다.",
+        still_referenced: "더 이상 없는 항목을 가리키거나, 아직 사용 중인 항목입니다.",
+        invalid_values: "올바르지 않은 값이 있습니다.",
+        already_set_up: "Loopline은 이미 설정되어 있습니다. 로그인해 주세요.",
+        user_email_taken: "같은 이메일 주소를 쓰는 사용자가 이미 있습니다.",
+        user_email_length: "이메일 주소가 너무 짧거나 깁니다.",
+        wrong_current_password: "현재 비밀번호가 올바르지 않습니다.",
+        last_owner: "Loopline에는 소유자가 한 명 이상 있어야 합니다. 먼저 다른 사용자를 소유자로 지정해 주세요.",
+        cannot_remove_self: "자신의 계정은 삭제할 수 없습니다. 다른 소유자에게 요청해 주세요.",
+        choose_role: "역할을 골라 주세요.",
+        choose_language: "목록에서 언어를 골라 주세요.",
+        sign_in_throttled: |m| {
+            format!("로그인에 실패한 횟수가 너무 많습니다. {m}분 뒤에 다시 시도해 주세요.")
+        },
+        password_too_short: |n| format!("비밀번호는 {n}자 이상이어야 합니다."),
+        password_too_long: |n| format!("비밀번호는 {n}자 이하여야 합니다."),
+        password_mismatch: "두 비밀번호가 일치하지 않습니다.",
+        job_not_failed: "실패 상태인 작업이 아닙니다. 이미 다시 시도했을 수 있습니다.",
+        choose_action: "할 작업을 골라 주세요.",
+        choose_segment: "세그먼트를 골라 주세요.",
+        bulk_needs_tag: "추가하거나 제거할 태그를 입력해 주세요.",
+        bulk_needs_selection: "구독자를 한 명 이상 선택해 주세요.",
+        lifecycle_range: "각 기준은 1부터 3650 사이의 정수(일)여야 합니다.",
+        lifecycle_at_least_one_day: "기준은 하루 이상이어야 합니다.",
+        lifecycle_churn_after_active: "이탈 기준 일수는 활성 기준 일수보다 커야 합니다.",
+        field_key: "키는 영문 소문자로 시작하고 a–z, 0–9, _만 쓸 수 있습니다(예: city, first_order).",
+        field_label: "필드의 표시 이름을 입력해 주세요(100자 이내).",
+        field_type: "형식을 골라 주세요.",
+        field_choices: "선택형 필드에는 쉼표로 구분한 선택지가 필요합니다.",
+        field_taken: "같은 키를 쓰는 필드가 이미 있습니다.",
+        form_name: "폼 이름을 입력해 주세요(100자 이내).",
+        form_slug: "주소에는 a–z, 0–9, 하이픈만 쓸 수 있고, 영문자나 숫자로 시작해야 합니다.",
+        form_slug_taken: "다른 폼이 이미 그 주소를 쓰고 있습니다.",
+        segment_name: "세그먼트 이름을 입력해 주세요(100자 이내).",
+        segment_taken: "같은 이름의 세그먼트가 이미 있습니다.",
+        seg_too_many: |n| format!("세그먼트의 조건은 {n}개까지 둘 수 있습니다."),
+        seg_too_deep: |n| format!("그룹은 {n}단계까지만 중첩할 수 있습니다."),
+        seg_no_field: |k| format!("`{k}` 필드가 없습니다."),
+        seg_not_number: |v| format!("`{v}`은(는) 숫자가 아닙니다."),
+        seg_not_date: |v| format!("`{v}`은(는) 날짜(YYYY-MM-DD)가 아닙니다."),
+        seg_not_boolean: "예/아니요 필드는 true 또는 false와 비교합니다.",
+        seg_op_does_not_apply: |op, t| format!("{t} 필드에는 “{op}” 비교를 쓸 수 없습니다."),
+        seg_days: "일수는 1부터 3650 사이여야 합니다.",
+        seg_mails: "메일 수는 1부터 1000 사이여야 합니다.",
+        seg_need_label: "찾을 링크 라벨을 입력해 주세요.",
+        seg_need_event: "찾을 이벤트 이름을 입력해 주세요.",
+        seg_row: |row, what| format!("{row}번째 줄: {what}"),
+        seg_row_status: "상태를 골라 주세요.",
+        seg_row_stage: "단계를 골라 주세요.",
+        seg_row_tag: "태그를 골라 주세요.",
+        seg_row_comparison: "비교 방법을 골라 주세요.",
+        seg_row_days: "일수를 숫자로 입력해 주세요.",
+        seg_row_mails: "메일 수를 숫자로 입력해 주세요.",
+        seg_row_unknown: "알 수 없는 조건입니다.",
+        seg_json: |l, c| {
+            format!(
+                "고급 정의(JSON)가 올바르지 않거나 정의의 형식이 아닙니다({l}번째 줄, {c}번째 글자)."
+            )
+        },
+        import_unknown_choice: |c| format!("{c}번 열에 알 수 없는 항목이 선택되어 있습니다."),
+        import_unknown_field: |c| format!("{c}번 열에 없는 필드가 선택되어 있습니다."),
+        import_no_email: "이메일로 가져올 열을 정확히 하나 골라 주세요.",
+        import_email_twice: |a, b| {
+            format!("{a}번 열과 {b}번 열이 모두 이메일로 지정되어 있습니다. 하나만 골라 주세요.")
+        },
+        import_target_twice: |t, a, b| {
+            format!("{a}번 열과 {b}번 열이 모두 ‘{t}’(으)로 지정되어 있습니다. 하나만 골라 주세요.")
+        },
+        import_started: "이미 시작한 가져오기입니다.",
+        import_finished: "이미 끝난 가져오기입니다.",
+        test_recipient: |e| format!("받는 사람: {e}"),
+        test_subject: "제목: 제목을 입력해 주세요.",
+        template: |e| format!("메일 템플릿 오류: {e}"),
+    },
 };
+
+/// Values of the segment builder's condition kinds (labels: `Strings::seg_kinds`).
+pub const SEG_KIND_KEYS: [&str; 11] = [
+    "status",
+    "stage",
+    "tag",
+    "no_tag",
+    "field",
+    "opened",
+    "not_opened",
+    "clicked",
+    "unopened",
+    "clicked_label",
+    "event",
+];
+/// `FieldOp` JSON names (labels: `Strings::seg_ops`).
+pub const SEG_OP_KEYS: [&str; 7] = [
+    "is",
+    "is_not",
+    "contains",
+    "greater_than",
+    "less_than",
+    "is_set",
+    "is_not_set",
+];
+/// `FieldType` JSON names (labels: `Strings::field_types`).
+pub const FIELD_TYPE_KEYS: [&str; 5] = ["text", "number", "date", "boolean", "choice"];
+/// Import targets with a fixed name (labels: `Strings::imp_targets`).
+const IMPORT_TARGET_KEYS: [&str; 8] = [
+    "ignore",
+    "email",
+    "name",
+    "first_name",
+    "last_name",
+    "status",
+    "subscribed_at",
+    "tags",
+];
+
+/// A count with thousands separators (`12,345`), as English and Korean both write it.
+pub fn group_digits(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// The dashboard strings in a language.
 pub fn strings_for(lang: Lang) -> &'static Strings {
@@ -899,6 +1533,226 @@ impl Strings {
             "language-saved" => self.notice_language_saved,
             _ => return None,
         })
+    }
+
+    /// The words for a problem, in this language.
+    pub fn problem(&self, p: &crate::Problem) -> String {
+        use crate::{Problem as P, error::SegmentRowProblem as R};
+        let t = &self.problems;
+        let s = |v: &'static str| v.to_string();
+        match p {
+            P::FormTooLarge => s(t.form_too_large),
+            P::FormUnreadable => s(t.form_unreadable),
+            P::UploadUnreadable => s(t.upload_unreadable),
+            P::UploadInterrupted => s(t.upload_interrupted),
+            P::FileEmpty => s(t.file_empty),
+            P::ChooseFile => s(t.choose_file),
+            P::AlreadyExists => s(t.already_exists),
+            P::StillReferenced => s(t.still_referenced),
+            P::InvalidValues => s(t.invalid_values),
+            P::AlreadySetUp => s(t.already_set_up),
+            P::UserEmailTaken => s(t.user_email_taken),
+            P::UserEmailLength => s(t.user_email_length),
+            P::WrongCurrentPassword => s(t.wrong_current_password),
+            P::LastOwner => s(t.last_owner),
+            P::CannotRemoveSelf => s(t.cannot_remove_self),
+            P::ChooseRole => s(t.choose_role),
+            P::ChooseLanguage => s(t.choose_language),
+            P::SignInThrottled { minutes } => (t.sign_in_throttled)(*minutes),
+            P::Password(e) => self.password_error(e),
+            P::Address(e) => s(public_strings_for(self.lang).address_error(e)),
+            P::JobNotFailed => s(t.job_not_failed),
+            P::ChooseAction => s(t.choose_action),
+            P::ChooseSegment => s(t.choose_segment),
+            P::BulkNeedsTag => s(t.bulk_needs_tag),
+            P::BulkNeedsSelection => s(t.bulk_needs_selection),
+            P::LifecycleRange => s(t.lifecycle_range),
+            P::LifecycleAtLeastOneDay => s(t.lifecycle_at_least_one_day),
+            P::LifecycleChurnAfterActive => s(t.lifecycle_churn_after_active),
+            P::FieldKey => s(t.field_key),
+            P::FieldLabel => s(t.field_label),
+            P::FieldType => s(t.field_type),
+            P::FieldChoices => s(t.field_choices),
+            P::FieldTaken => s(t.field_taken),
+            P::FormName => s(t.form_name),
+            P::FormSlug => s(t.form_slug),
+            P::FormSlugTaken => s(t.form_slug_taken),
+            P::SegmentName => s(t.segment_name),
+            P::SegmentTaken => s(t.segment_taken),
+            P::Segment(e) => self.segment_error(e),
+            P::SegmentRow { row, problem } => {
+                let what = match problem {
+                    R::ChooseStatus => t.seg_row_status,
+                    R::ChooseStage => t.seg_row_stage,
+                    R::ChooseTag => t.seg_row_tag,
+                    R::ChooseComparison => t.seg_row_comparison,
+                    R::Days => t.seg_row_days,
+                    R::Mails => t.seg_row_mails,
+                    R::UnknownCondition => t.seg_row_unknown,
+                };
+                (t.seg_row)(*row, what)
+            }
+            P::SegmentJson { line, column } => (t.seg_json)(*line, *column),
+            P::ImportUnknownChoice { column } => (t.import_unknown_choice)(*column),
+            P::ImportUnknownField { column } => (t.import_unknown_field)(*column),
+            P::ImportNoEmail => s(t.import_no_email),
+            P::ImportEmailTwice { first, second } => (t.import_email_twice)(*first, *second),
+            P::ImportTargetTwice {
+                target,
+                first,
+                second,
+            } => (t.import_target_twice)(&self.import_target(target), *first, *second),
+            P::ImportStarted => s(t.import_started),
+            P::ImportFinished => s(t.import_finished),
+            P::TestRecipient(e) => {
+                (t.test_recipient)(public_strings_for(self.lang).address_error(e))
+            }
+            P::TestSubject => s(t.test_subject),
+            P::Template(e) => (t.template)(e),
+            P::Said(text) => text.clone(),
+        }
+    }
+
+    fn password_error(&self, e: &crate::accounts::PasswordError) -> String {
+        use crate::accounts::PasswordError as E;
+        let t = &self.problems;
+        match e {
+            E::TooShort => (t.password_too_short)(crate::accounts::PASSWORD_MIN_LEN),
+            E::TooLong => (t.password_too_long)(crate::accounts::PASSWORD_MAX_LEN),
+            E::Mismatch => t.password_mismatch.to_string(),
+        }
+    }
+
+    fn segment_error(&self, e: &crate::audience::segments::SegmentError) -> String {
+        use crate::audience::segments::SegmentError as E;
+        let t = &self.problems;
+        match e {
+            E::TooManyConditions { max } => (t.seg_too_many)(*max),
+            E::TooDeep { max } => (t.seg_too_deep)(*max),
+            E::NoField { key } => (t.seg_no_field)(key),
+            E::NotNumber { value } => (t.seg_not_number)(value),
+            E::NotDate { value } => (t.seg_not_date)(value),
+            E::NotBoolean => t.seg_not_boolean.to_string(),
+            E::OpDoesNotApply { op, field_type } => {
+                let op = SEG_OP_KEYS
+                    .iter()
+                    .position(|k| k == op)
+                    .map_or(op.as_str(), |i| self.seg_ops[i]);
+                let ty = FIELD_TYPE_KEYS
+                    .iter()
+                    .position(|k| k == field_type)
+                    .map_or(field_type.as_str(), |i| self.field_types[i]);
+                (t.seg_op_does_not_apply)(op, ty)
+            }
+            E::Days => t.seg_days.to_string(),
+            E::Mails => t.seg_mails.to_string(),
+            E::NeedLabel => t.seg_need_label.to_string(),
+            E::NeedEvent => t.seg_need_event.to_string(),
+        }
+    }
+
+    /// The name of an import column target (`Target::key`: `email`, `field:city`).
+    pub fn import_target(&self, key: &str) -> String {
+        if let Some(field) = key.strip_prefix("field:") {
+            return (self.imp_field_target)(field);
+        }
+        IMPORT_TARGET_KEYS
+            .iter()
+            .position(|k| *k == key)
+            .map_or_else(|| key.to_string(), |i| self.imp_targets[i].to_string())
+    }
+
+    /// The name of a custom field type.
+    pub fn field_type(&self, t: crate::audience::fields::FieldType) -> &'static str {
+        use crate::audience::fields::FieldType as T;
+        self.field_types[match t {
+            T::Text => 0,
+            T::Number => 1,
+            T::Date => 2,
+            T::Boolean => 3,
+            T::Choice => 4,
+        }]
+    }
+
+    /// A timeline event's name; an unknown kind shows as its code.
+    pub fn event<'a>(&self, kind: &'a str) -> &'a str {
+        let e = &self.events;
+        match kind {
+            "subscribed" => e.subscribed,
+            "confirmed" => e.confirmed,
+            "signup_again" => e.signup_again,
+            "unsubscribed" => e.unsubscribed,
+            "bounced" => e.bounced,
+            "complained" => e.complained,
+            "sent" => e.sent,
+            "deferred" => e.deferred,
+            "failed" => e.failed,
+            "delivered" => e.delivered,
+            "opened" => e.opened,
+            "clicked" => e.clicked,
+            "converted" => e.converted,
+            "imported" => e.imported,
+            "import_updated" => e.import_updated,
+            "tagged" => e.tagged,
+            "untagged" => e.untagged,
+            "preferences_changed" => e.preferences_changed,
+            other => other,
+        }
+    }
+
+    /// The kind of a message in the outbox; an unknown kind shows as its code.
+    pub fn purpose<'a>(&self, code: &'a str) -> &'a str {
+        match code {
+            "test" => self.out_purposes.test,
+            "confirmation" => self.out_purposes.confirmation,
+            "data-request" => self.out_purposes.data_request,
+            other => other,
+        }
+    }
+
+    /// How consent was given (`double_opt_in`…); an unknown code shows as itself.
+    pub fn consent<'a>(&self, code: &'a str) -> &'a str {
+        match code {
+            "double_opt_in" => self.consent_double,
+            "single_opt_in" => self.consent_single,
+            "import" => self.consent_import,
+            other => other,
+        }
+    }
+
+    /// Why an import row was not imported, as the page shows it.
+    pub fn report_reason(&self, code: &str, text: &str) -> String {
+        match ReportCode::parse(code) {
+            Some(c) => (self.imp_reason_text)(c, text),
+            None => text.to_string(),
+        }
+    }
+
+    /// Builder rows: (value, label) for each condition kind, `""` first.
+    pub fn seg_kind_options(&self) -> Vec<(&'static str, &'static str)> {
+        std::iter::once(("", "—"))
+            .chain(SEG_KIND_KEYS.into_iter().zip(self.seg_kinds))
+            .collect()
+    }
+
+    /// Builder rows: (value, label) for each field comparison.
+    pub fn seg_op_options(&self) -> Vec<(&'static str, &'static str)> {
+        SEG_OP_KEYS.into_iter().zip(self.seg_ops).collect()
+    }
+
+    /// Field types for the new-field form: (value, label).
+    pub fn field_type_options(&self) -> Vec<(&'static str, &'static str)> {
+        FIELD_TYPE_KEYS.into_iter().zip(self.field_types).collect()
+    }
+
+    /// Import modes: (value, label).
+    pub fn import_mode_options(&self) -> [(&'static str, &'static str); 3] {
+        let m = self.imp_modes;
+        [
+            ("add_update", m[0]),
+            ("add_only", m[1]),
+            ("update_only", m[2]),
+        ]
     }
 
     /// The label of a stored status or stage code; an unknown code shows as itself.
@@ -1333,6 +2187,117 @@ mod tests {
         assert_eq!(EN.state("at-risk"), "at-risk");
         assert_eq!(KO.state("no-such-state"), "no-such-state");
         assert_eq!(KO.notice("language-saved"), Some("언어를 저장했습니다."));
+    }
+
+    #[test]
+    fn problems_are_worded_in_korean_with_their_numbers_and_names_in_place() {
+        use crate::{
+            Problem as P, accounts::PasswordError, audience::segments::SegmentError as S,
+            error::SegmentRowProblem as R,
+        };
+        let all = [
+            P::FormUnreadable,
+            P::ChooseRole,
+            P::ChooseLanguage,
+            P::LastOwner,
+            P::WrongCurrentPassword,
+            P::SignInThrottled { minutes: 15 },
+            P::Password(PasswordError::TooShort),
+            P::Password(PasswordError::Mismatch),
+            P::JobNotFailed,
+            P::BulkNeedsTag,
+            P::LifecycleRange,
+            P::FieldKey,
+            P::FormSlugTaken,
+            P::Segment(S::NoField { key: "city".into() }),
+            P::Segment(S::OpDoesNotApply {
+                op: "contains".into(),
+                field_type: "number".into(),
+            }),
+            P::SegmentRow {
+                row: 3,
+                problem: R::Days,
+            },
+            P::SegmentJson { line: 1, column: 2 },
+            P::ImportEmailTwice {
+                first: 1,
+                second: 4,
+            },
+            P::ImportTargetTwice {
+                target: "first_name".into(),
+                first: 2,
+                second: 5,
+            },
+            P::TestSubject,
+        ];
+        for p in &all {
+            let (en, ko) = (EN.problem(p), KO.problem(p));
+            assert_eq!(en, p.to_string(), "Display is the English text");
+            assert_ne!(en, ko);
+            assert!(ko.chars().any(is_hangul), "{ko:?} has no Korean in it");
+        }
+        assert_eq!(
+            KO.problem(&P::SignInThrottled { minutes: 15 }),
+            "로그인에 실패한 횟수가 너무 많습니다. 15분 뒤에 다시 시도해 주세요."
+        );
+        assert!(
+            KO.problem(&P::Password(PasswordError::TooShort))
+                .contains("10자")
+        );
+        // Comparison and field type are named in Korean inside the sentence.
+        let op = KO.problem(&P::Segment(S::OpDoesNotApply {
+            op: "contains".into(),
+            field_type: "number".into(),
+        }));
+        assert!(op.contains("포함함") && op.contains("숫자"), "{op}");
+        assert!(
+            KO.problem(&all[18])
+                .starts_with("2번 열과 5번 열이 모두 ‘이름’")
+        );
+        assert_eq!(
+            EN.problem(&P::SegmentRow {
+                row: 3,
+                problem: R::Days
+            }),
+            "row 3: not a number of days"
+        );
+    }
+
+    #[test]
+    fn counts_and_labels_read_naturally() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1,000");
+        assert_eq!(group_digits(-1234567), "-1,234,567");
+        assert_eq!((KO.imp_size)(2048), "2,048바이트");
+        assert_eq!((EN.imp_size)(2048), "2,048 bytes");
+        assert_eq!(KO.aud_total_around, ["전체 구독자 ", "명"]);
+        assert_eq!(KO.import_target("field:도시"), "필드: 도시");
+        assert_eq!(KO.import_target("email"), "이메일");
+        assert_eq!(KO.event("clicked"), "클릭");
+        assert_eq!(KO.event("some_new_kind"), "some_new_kind");
+        assert_eq!(KO.purpose("confirmation"), "구독 확인");
+        assert_eq!(KO.seg_kind_options()[1], ("status", "상태가 다음과 같음"));
+        assert_eq!(EN.seg_op_options()[3], ("greater_than", "greater than"));
+        use crate::audience::fields::FieldType;
+        assert_eq!(KO.field_type(FieldType::Boolean), "예/아니요");
+        // The page names report codes in Korean; English keeps the row's own detail.
+        for c in ReportCode::ALL {
+            let ko = KO.report_reason(c.as_str(), "column 2 (age): not a number");
+            assert!(ko.chars().any(is_hangul), "{c:?}");
+        }
+        assert_eq!(
+            EN.report_reason("value", "column 2 (age): not a number"),
+            "column 2 (age): not a number"
+        );
+        assert_eq!(KO.report_reason("", "old line"), "old line");
+        assert!(
+            KO.message(&crate::error::Message::NotFound)
+                .chars()
+                .any(is_hangul)
+        );
+        assert_eq!((KO.status_name)(404), "찾을 수 없음");
+        assert_eq!((EN.status_name)(404), "Not Found");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
     pages::{Chrome, render},
 };
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     accounts::Session,
     audience::{
         export,
@@ -55,34 +55,30 @@ pub async fn upload(
     Extension(s): Extension<Session>,
     mut multipart: Multipart,
 ) -> AppResult<Redirect> {
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| AppError::BadRequest(format!("the upload could not be read: {e}")))?
-    {
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| {
+        tracing::info!(error = %e, "upload unreadable");
+        AppError::BadRequest(Problem::UploadUnreadable)
+    })? {
         if field.name() != Some("file") {
             continue;
         }
         let filename = field.file_name().unwrap_or("upload.csv").to_string();
         let mut upload = imports::Upload::begin(&state.pool, &filename, Some(s.user.id)).await?;
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| AppError::BadRequest(format!("the upload was interrupted: {e}")))?
-        {
+        while let Some(chunk) = field.chunk().await.map_err(|e| {
+            tracing::info!(error = %e, "upload interrupted");
+            AppError::BadRequest(Problem::UploadInterrupted)
+        })? {
             upload.write(&chunk).await?;
         }
         if upload.size() == 0 {
             // Dropping the upload rolls its transaction back: nothing is left behind.
-            return Err(AppError::Unprocessable("the file is empty".into()));
+            return Err(AppError::Unprocessable(Problem::FileEmpty));
         }
         let (id, _) = upload.finish().await?;
         imports::inspect(&state.pool, id).await?;
         return Ok(Redirect::to(&format!("/audience/imports/{id}")));
     }
-    Err(AppError::Unprocessable(
-        "choose a CSV file to upload".into(),
-    ))
+    Err(AppError::Unprocessable(Problem::ChooseFile))
 }
 
 #[derive(Template)]
@@ -94,15 +90,16 @@ struct ImportPage {
     targets: Vec<(String, String)>,
     modes: [(&'static str, &'static str); 3],
     report: Vec<imports::ReportLine>,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 }
 
 async fn import_page(
     state: &AppState,
     s: &Session,
     id: i64,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 ) -> AppResult<Html<String>> {
+    let chrome = Chrome::new(state, s, "audience", None);
     let import = imports::get(&state.pool, id)
         .await?
         .ok_or(AppError::NotFound)?;
@@ -130,7 +127,10 @@ async fn import_page(
                 )
             })
             .collect();
-        (columns, imports::target_choices(&fields))
+        (
+            columns,
+            imports::target_choices(&fields, |key| chrome.t.import_target(key)),
+        )
     } else {
         (vec![], vec![])
     };
@@ -139,16 +139,13 @@ async fn import_page(
         .into_iter()
         .take(20)
         .collect();
+    let modes = chrome.t.import_mode_options();
     render(ImportPage {
-        chrome: Chrome::new(state, s, "audience", None),
+        chrome,
         import,
         columns,
         targets,
-        modes: [
-            ("add_update", "Add new and update existing"),
-            ("add_only", "Add new only (skip existing)"),
-            ("update_only", "Update existing only"),
-        ],
+        modes,
         report,
         errors,
     })
@@ -217,9 +214,16 @@ pub async fn report_csv(State(state): State<AppState>, Path(id): Path<i64>) -> A
         .ok_or(AppError::NotFound)?;
     let lines = imports::report(&state.pool, id).await?;
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(["line", "value", "reason"]);
+    // Stable codes (see `ReportCode`) beside the English reasons: a file for people and
+    // for scripts alike.
+    let _ = w.write_record(["line", "value", "code", "reason"]);
     for l in lines {
-        let _ = w.write_record([l.line.to_string(), export::csv_safe(l.value), l.reason]);
+        let _ = w.write_record([
+            l.line.to_string(),
+            export::csv_safe(l.value),
+            l.code,
+            l.reason,
+        ]);
     }
     let body = w
         .into_inner()

@@ -468,7 +468,7 @@ async fn check_csrf(req: Request, expected: Option<String>) -> Result<Request, R
     let (parts, body) = req.into_parts();
     let bytes: Bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
-        .map_err(|_| AppError::BadRequest("the form is too large".into()).into_response())?;
+        .map_err(|_| AppError::BadRequest(crate::Problem::FormTooLarge).into_response())?;
     let given = form_field(&bytes, CSRF_FIELD);
     if given.as_deref().is_some_and(matches) {
         Ok(Request::from_parts(parts, Body::from(bytes)))
@@ -607,10 +607,10 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for FormPairs {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|_| AppError::BadRequest("the form could not be read".into()))?;
+            .map_err(|_| AppError::BadRequest(crate::Problem::FormUnreadable))?;
         serde_urlencoded::from_bytes(&bytes)
             .map(FormPairs)
-            .map_err(|_| AppError::BadRequest("the form could not be read".into()))
+            .map_err(|_| AppError::BadRequest(crate::Problem::FormUnreadable))
     }
 }
 

@@ -17,7 +17,7 @@ use super::{
     pages::{Chrome, NoticeQuery, render},
 };
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     accounts::Session,
     address::EmailAddress,
     delivery::{
@@ -79,7 +79,7 @@ struct OutboxPage {
     messages: Vec<MessageRow>,
     older: Option<i64>,
     draft: DraftInput,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
     preview: Option<Preview>,
 }
 
@@ -96,7 +96,7 @@ async fn page(
     before: Option<i64>,
     notice: Option<&str>,
     draft: DraftInput,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
     preview: Option<Preview>,
 ) -> AppResult<Html<String>> {
     let messages = outbox::recent(&state.pool, before, PAGE, state.clock.now()).await?;
@@ -120,10 +120,12 @@ pub async fn index(
     Extension(s): Extension<Session>,
     Query(q): Query<ListQuery>,
 ) -> AppResult<Html<String>> {
+    // A sample draft in the user's own language.
+    let t = Chrome::new(&state, &s, "outbox", None).t;
     let draft = DraftInput {
         to: s.user.email.as_str().to_string(),
-        subject: "{{ subscriber.first_name or \"Hello\" }}, this week's notes".into(),
-        body: "Hello {{ subscriber.first_name or \"there\" }},\n\n[Read the post](https://example.com/blog \"topic:marketing\")\n".into(),
+        subject: t.out_sample_subject.into(),
+        body: t.out_sample_body.into(),
         ..Default::default()
     };
     page(&state, &s, q.before, q.notice.notice(), draft, vec![], None).await
@@ -163,26 +165,32 @@ pub async fn submit(
                     .await?
                     .into_response())
             }
-            Err(e) => Ok(
-                page(&state, &s, None, None, input, vec![e.to_string()], None)
-                    .await?
-                    .into_response(),
-            ),
+            Err(e) => Ok(page(
+                &state,
+                &s,
+                None,
+                None,
+                input,
+                vec![Problem::Template(e.to_string())],
+                None,
+            )
+            .await?
+            .into_response()),
         };
     }
     let mut errors = Vec::new();
     let to = match EmailAddress::parse(&input.to) {
         Ok(a) => Some(a),
         Err(e) => {
-            errors.push(format!("To: {e}"));
+            errors.push(Problem::TestRecipient(e));
             None
         }
     };
     if input.subject.trim().is_empty() {
-        errors.push("Subject: write a subject".into());
+        errors.push(Problem::TestSubject);
     }
     if let Err(e) = render::check(&draft) {
-        errors.push(e.to_string());
+        errors.push(Problem::Template(e.to_string()));
     }
     let (Some(to), true) = (to, errors.is_empty()) else {
         return Ok(page(&state, &s, None, None, input, errors, None)

@@ -14,7 +14,7 @@ use super::{
     i18n::{Lang, Strings, strings_for},
 };
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     accounts::{self, NewPassword, Role, Session, User},
     address::EmailAddress,
     jobs::{self, JobRow, JobStats},
@@ -190,13 +190,13 @@ pub async fn settings(
 #[template(path = "settings/account.html")]
 struct AccountPage {
     chrome: Chrome,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
     /// (code, name in itself) for the language picker.
     languages: [(&'static str, &'static str); 2],
 }
 
 impl AccountPage {
-    fn new(chrome: Chrome, errors: Vec<String>) -> Self {
+    fn new(chrome: Chrome, errors: Vec<Problem>) -> Self {
         Self {
             chrome,
             errors,
@@ -231,7 +231,7 @@ pub async fn set_language(
     let lang = Lang::ALL
         .into_iter()
         .find(|l| l.code() == f.language.trim())
-        .ok_or_else(|| AppError::Unprocessable("choose a language from the list".into()))?;
+        .ok_or(AppError::Unprocessable(Problem::ChooseLanguage))?;
     accounts::set_language(&state.pool, s.user.id, Some(lang.code())).await?;
     Ok(Redirect::to("/settings/account?notice=language-saved"))
 }
@@ -256,7 +256,7 @@ pub async fn change_password(
             accounts::change_password(&state.pool, s.user.id, f.current_password, new, &s.token)
                 .await
         }
-        Err(e) => Err(AppError::Unprocessable(e.to_string())),
+        Err(e) => Err(AppError::Unprocessable(Problem::Password(e))),
     };
     match result {
         Ok(()) => Ok(Redirect::to("/settings/account?notice=password-changed").into_response()),
@@ -295,9 +295,7 @@ pub async fn jobs(
 
 pub async fn retry_job(State(state): State<AppState>, Path(id): Path<i64>) -> AppResult<Redirect> {
     if !jobs::retry_dead(&state.pool, id, state.clock.now()).await? {
-        return Err(AppError::Conflict(
-            "that job is not in the failed state (it may have been retried already)".into(),
-        ));
+        return Err(AppError::Conflict(Problem::JobNotFailed));
     }
     Ok(Redirect::to("/settings/jobs?notice=job-retried"))
 }
@@ -310,7 +308,7 @@ struct UsersPage {
     users: Vec<User>,
     roles: [(&'static str, &'static str); 3],
     email: String,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 }
 
 fn role_options(t: &Strings) -> [(&'static str, &'static str); 3] {
@@ -322,7 +320,7 @@ async fn users_page(
     s: &Session,
     notice: Option<&str>,
     email: String,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 ) -> AppResult<Html<String>> {
     let users = accounts::list_users(&state.pool).await?;
     let chrome = Chrome::new(state, s, "settings", notice);
@@ -360,29 +358,21 @@ pub async fn create_user(
     Extension(s): Extension<Session>,
     Form(f): Form<NewUserForm>,
 ) -> AppResult<Response> {
-    let email = EmailAddress::parse(&f.email).map_err(|e| e.to_string());
-    let password = NewPassword::parse(f.password, None).map_err(|e| e.to_string());
-    let role = Role::parse(&f.role).ok_or_else(|| "choose a role".to_string());
-    let result = match (email, password, role) {
-        (Ok(e), Ok(p), Ok(r)) => accounts::create_user(&state.pool, &e, p, r)
-            .await
-            .map(|_| ()),
-        (e, p, r) => Err(AppError::Unprocessable(
-            [e.err(), p.err(), r.err()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
+    let email = EmailAddress::parse(&f.email).map_err(Problem::Address);
+    let password = NewPassword::parse(f.password, None).map_err(Problem::Password);
+    let role = Role::parse(&f.role).ok_or(Problem::ChooseRole);
+    let errors = match (email, password, role) {
+        (Ok(e), Ok(p), Ok(r)) => match accounts::create_user(&state.pool, &e, p, r).await {
+            Ok(_) => {
+                return Ok(Redirect::to("/settings/users?notice=user-created").into_response());
+            }
+            Err(AppError::Unprocessable(p) | AppError::Conflict(p)) => vec![p],
+            Err(e) => return Err(e),
+        },
+        (e, p, r) => [e.err(), p.err(), r.err()].into_iter().flatten().collect(),
     };
-    match result {
-        Ok(()) => Ok(Redirect::to("/settings/users?notice=user-created").into_response()),
-        Err(AppError::Unprocessable(msg) | AppError::Conflict(msg)) => {
-            let page = users_page(&state, &s, None, f.email, vec![msg]).await?;
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
-        }
-        Err(e) => Err(e),
-    }
+    let page = users_page(&state, &s, None, f.email, errors).await?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }
 
 #[derive(Deserialize)]
@@ -396,8 +386,7 @@ pub async fn set_role(
     Path(id): Path<i64>,
     Form(f): Form<RoleForm>,
 ) -> AppResult<Redirect> {
-    let role =
-        Role::parse(&f.role).ok_or_else(|| AppError::Unprocessable("choose a role".into()))?;
+    let role = Role::parse(&f.role).ok_or(AppError::Unprocessable(Problem::ChooseRole))?;
     accounts::set_role(&state.pool, id, role).await?;
     Ok(Redirect::to("/settings/users?notice=role-changed"))
 }
@@ -408,9 +397,7 @@ pub async fn delete_user(
     Path(id): Path<i64>,
 ) -> AppResult<Redirect> {
     if id == s.user.id {
-        return Err(AppError::Conflict(
-            "you cannot remove your own account; ask another owner".into(),
-        ));
+        return Err(AppError::Conflict(Problem::CannotRemoveSelf));
     }
     accounts::delete_user(&state.pool, id).await?;
     Ok(Redirect::to("/settings/users?notice=user-deleted"))

@@ -17,7 +17,7 @@ use super::{
     pages::render,
 };
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     audience::{
         data_requests,
         forms::{self, Form as SignupForm},
@@ -228,8 +228,16 @@ pub async fn signup_json(
     let p = public_strings_for(input.lang(accept));
     Ok(match reply {
         Reply::Done(m) => Json(serde_json::json!({ "status": "ok", "message": m })).into_response(),
-        Reply::Invalid(e) => return Err(AppError::Unprocessable(p.signup_error(&e).into())),
-        Reply::Limited => return Err(AppError::TooManyRequests(p.signup_rate_limited.into())),
+        Reply::Invalid(e) => {
+            return Err(AppError::Unprocessable(Problem::Said(
+                p.signup_error(&e).into(),
+            )));
+        }
+        Reply::Limited => {
+            return Err(AppError::TooManyRequests(Problem::Said(
+                p.signup_rate_limited.into(),
+            )));
+        }
     })
 }
 

@@ -13,8 +13,9 @@ use super::{
     AppState, FormPairs,
     pages::{Chrome, render},
 };
+use crate::error::SegmentRowProblem as R;
 use crate::{
-    AppError, AppResult,
+    AppError, AppResult, Problem,
     accounts::Session,
     audience::{
         fields::FieldDef,
@@ -26,32 +27,6 @@ use crate::{
 };
 
 pub const ROWS: usize = 6;
-
-/// Condition kinds offered in a builder row: (value, label).
-const KINDS: [(&str, &str); 12] = [
-    ("", "—"),
-    ("status", "Status is"),
-    ("stage", "Lifecycle stage is"),
-    ("tag", "Has tag"),
-    ("no_tag", "Does not have tag"),
-    ("field", "Field"),
-    ("opened", "Opened within days"),
-    ("not_opened", "Not opened within days"),
-    ("clicked", "Clicked within days"),
-    ("unopened", "Unopened mails in a row, at least"),
-    ("clicked_label", "Clicked a link labelled"),
-    ("event", "Event happened"),
-];
-
-const FIELD_OPS: [(&str, &str); 7] = [
-    ("is", "is"),
-    ("is_not", "is not"),
-    ("contains", "contains"),
-    ("greater_than", "greater than"),
-    ("less_than", "less than"),
-    ("is_set", "is set"),
-    ("is_not_set", "is not set"),
-];
 
 #[derive(Default, Clone)]
 pub struct RowInput {
@@ -70,14 +45,14 @@ struct SegmentsPage {
     match_any: bool,
     rows: Vec<RowInput>,
     advanced: String,
-    kinds: [(&'static str, &'static str); 12],
-    field_ops: [(&'static str, &'static str); 7],
+    kinds: Vec<(&'static str, &'static str)>,
+    field_ops: Vec<(&'static str, &'static str)>,
     statuses: [Status; 5],
     stages: [Stage; 4],
     tags: Vec<TagName>,
     fields: Vec<FieldDef>,
     count: Option<i64>,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 }
 
 struct Input {
@@ -106,37 +81,33 @@ fn parse_input(form: &FormPairs) -> Input {
 }
 
 /// Turns the builder's rows (or the advanced JSON, when given) into a condition tree.
-fn to_condition(input: &Input) -> Result<Condition, String> {
+fn to_condition(input: &Input) -> Result<Condition, Problem> {
     if !input.advanced.trim().is_empty() {
-        return serde_json::from_str(&input.advanced)
-            .map_err(|e| format!("the advanced definition is not valid: {e}"));
+        return serde_json::from_str(&input.advanced).map_err(|e| Problem::SegmentJson {
+            line: e.line(),
+            column: e.column(),
+        });
     }
-    let days = |v: &str| {
-        v.trim()
-            .parse::<i64>()
-            .map_err(|_| format!("`{v}` is not a number of days"))
-    };
     let mut conditions = Vec::new();
     for (i, r) in input.rows.iter().enumerate() {
         let row = i + 1;
+        let bad = |problem| Problem::SegmentRow { row, problem };
+        let days = |v: &str| v.trim().parse::<i64>().map_err(|_| bad(R::Days));
         let c = match r.kind.as_str() {
             "" => continue,
             "status" => Condition::Status {
-                is: Status::parse(&r.arg).ok_or(format!("row {row}: choose a status"))?,
+                is: Status::parse(&r.arg).ok_or(bad(R::ChooseStatus))?,
             },
             "stage" => Condition::Stage {
-                is: Stage::parse(&r.arg).ok_or(format!("row {row}: choose a stage"))?,
+                is: Stage::parse(&r.arg).ok_or(bad(R::ChooseStage))?,
             },
             "tag" | "no_tag" => Condition::Tag {
-                tag_id: r
-                    .arg
-                    .parse()
-                    .map_err(|_| format!("row {row}: choose a tag"))?,
+                tag_id: r.arg.parse().map_err(|_| bad(R::ChooseTag))?,
                 has: r.kind == "tag",
             },
             "field" => {
                 let op: FieldOp = serde_json::from_value(serde_json::Value::String(r.op.clone()))
-                    .map_err(|_| format!("row {row}: choose a comparison"))?;
+                    .map_err(|_| bad(R::ChooseComparison))?;
                 Condition::Field {
                     key: r.arg.clone(),
                     op,
@@ -156,11 +127,7 @@ fn to_condition(input: &Input) -> Result<Condition, String> {
                 negate: false,
             },
             "unopened" => Condition::UnopenedInARow {
-                mails: r
-                    .arg
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("row {row}: give a number of mails"))?,
+                mails: r.arg.trim().parse().map_err(|_| bad(R::Mails))?,
             },
             "clicked_label" => Condition::ClickedLabel {
                 label: r.arg.clone(),
@@ -171,7 +138,7 @@ fn to_condition(input: &Input) -> Result<Condition, String> {
                 days: None,
                 negate: false,
             },
-            other => return Err(format!("row {row}: unknown condition `{other}`")),
+            _ => return Err(bad(R::UnknownCondition)),
         };
         conditions.push(c);
     }
@@ -190,7 +157,7 @@ async fn page(
     s: &Session,
     input: Input,
     count: Option<i64>,
-    errors: Vec<String>,
+    errors: Vec<Problem>,
 ) -> AppResult<Html<String>> {
     let now = state.clock.now();
     let mut saved = Vec::new();
@@ -200,15 +167,17 @@ async fn page(
             .unwrap_or(-1);
         saved.push((seg.id, seg.name, n));
     }
+    let chrome = Chrome::new(state, s, "audience", None);
+    let (kinds, field_ops) = (chrome.t.seg_kind_options(), chrome.t.seg_op_options());
     render(SegmentsPage {
-        chrome: Chrome::new(state, s, "audience", None),
+        chrome,
         saved,
         name: input.name,
         match_any: input.match_any,
         rows: input.rows,
         advanced: input.advanced,
-        kinds: KINDS,
-        field_ops: FIELD_OPS,
+        kinds,
+        field_ops,
         statuses: Status::ALL,
         stages: Stage::ALL,
         tags: tags::names(&state.pool).await?,

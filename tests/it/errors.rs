@@ -81,7 +81,7 @@ async fn constraint_violations_map_to_conflicts_with_a_readable_message() {
     .await
     .unwrap_err();
     match err {
-        AppError::Conflict(msg) => assert!(msg.contains("already exists"), "{msg}"),
+        AppError::Conflict(msg) => assert!(msg.to_string().contains("already exists"), "{msg}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
 }

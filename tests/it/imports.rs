@@ -6,7 +6,7 @@ use reqwest::{StatusCode, multipart};
 
 use crate::harness::{Page, TestApp, TestClient, location};
 
-async fn upload(c: &TestClient, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+pub(crate) async fn upload(c: &TestClient, name: &str, bytes: Vec<u8>) -> reqwest::Response {
     let form = multipart::Form::new().part(
         "file",
         multipart::Part::bytes(bytes)

@@ -454,3 +454,370 @@ async fn public_dashboard_speaks_the_language_each_user_chooses() {
     assert!(page.exists("html[lang=ko]"));
     assert_eq!(page.select("h1"), vec!["로그인"]);
 }
+
+/// English UI words that must not reach a Korean dashboard user. Compared as whole
+/// words, case-insensitively.
+const ENGLISH_UI_WORDS: &[&str] = &[
+    "save",
+    "delete",
+    "cancel",
+    "search",
+    "subscribers",
+    "subscriber",
+    "back",
+    "next",
+    "previous",
+    "filter",
+    "export",
+    "import",
+    "status",
+    "tags",
+    "tag",
+    "name",
+    "add",
+    "remove",
+    "create",
+    "settings",
+    "password",
+    "language",
+    "choose",
+    "select",
+    "field",
+    "fields",
+    "segment",
+    "segments",
+    "preview",
+    "send",
+    "count",
+    "upload",
+    "file",
+    "role",
+    "users",
+    "error",
+    "unknown",
+    "bytes",
+    "row",
+    "column",
+    "the",
+    "must",
+    "not",
+    "any",
+    "match",
+    "action",
+    "scope",
+    "condition",
+    "comparison",
+    "value",
+    "what",
+    "skip",
+    "stage",
+    "days",
+    "main",
+    "confirmation",
+    "subscribed",
+    "opened",
+    "clicked",
+    "yes",
+    "choice",
+    "text",
+    "number",
+    "date",
+    "found",
+    "permission",
+    "form",
+    "give",
+    "least",
+    "already",
+    "exists",
+    "invalid",
+    "valid",
+    "line",
+    "reason",
+    "hello",
+    "read",
+    "post",
+];
+
+/// Every English UI word a page shows: its text nodes (outside `script`, `style` and
+/// the code-like `code`, `pre`, `textarea`) and its `title`, `aria-label` and
+/// `placeholder` attributes. Tokens that are addresses, paths or identifiers (holding
+/// `@ . / : _`) and merge fields (`{{ … }}`) are not words; `data` lists words the test
+/// put in itself.
+fn english_words(page: &Page, data: &[&str]) -> Vec<String> {
+    use scraper::Node;
+    let mut texts: Vec<String> = Vec::new();
+    for node in page.html.tree.nodes() {
+        match node.value() {
+            Node::Text(t) => {
+                let hidden = node.ancestors().any(|a| {
+                    a.value().as_element().is_some_and(|e| {
+                        matches!(e.name(), "script" | "style" | "code" | "pre" | "textarea")
+                    })
+                });
+                if !hidden {
+                    texts.push(t.to_string());
+                }
+            }
+            Node::Element(e) => {
+                for a in ["title", "aria-label", "placeholder"] {
+                    if let Some(v) = e.attr(a) {
+                        texts.push(v.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for text in texts {
+        let mut rest = text.as_str();
+        let mut plain = String::new();
+        while let Some(i) = rest.find("{{") {
+            plain.push_str(&rest[..i]);
+            rest = rest[i..].find("}}").map_or("", |j| &rest[i + j + 2..]);
+        }
+        plain.push_str(rest);
+        for token in plain.split_whitespace() {
+            if token.contains(['@', '.', '/', ':', '_']) && token.len() > 1 {
+                continue;
+            }
+            for word in token.split(|c: char| !c.is_ascii_alphabetic()) {
+                let w = word.to_ascii_lowercase();
+                if ENGLISH_UI_WORDS.contains(&w.as_str())
+                    && !data.iter().any(|d| d.eq_ignore_ascii_case(word))
+                {
+                    found.push(format!("{word:?} in {:?}", text.trim()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn public_korean_dashboard_shows_no_english_ui_words() {
+    let app = TestApp::spawn().await;
+    form(&app, "quick", false).await;
+    let (sub, _) = subscribe(&app, "haneul@example.kr", Some("ko")).await;
+    let (mut c, user) = app.signed_in(Role::Owner).await;
+    sqlx::query("UPDATE users SET language = 'ko' WHERE id = $1")
+        .bind(user.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    c.refresh_csrf("/settings/account").await;
+    // Words of the test's own data, shown as data (CSV headers, a field key).
+    let data: &[&str] = &["email", "name", "city"];
+
+    // Data for every page to show: a field, a tag, a segment, an import with a report,
+    // an outbox message, a failed job.
+    let ok = |res: &reqwest::Response| {
+        assert!(
+            res.status().is_redirection() || res.status().is_success(),
+            "{}",
+            res.status()
+        )
+    };
+    ok(&c
+        .post_form(
+            "/audience/fields",
+            &[("key", "city"), ("label", "도시"), ("field_type", "text")],
+        )
+        .await);
+    ok(&c
+        .post_form(
+            "/audience/bulk",
+            &[
+                ("action", "tag"),
+                ("scope", "selected"),
+                ("id", &sub.to_string()),
+                ("tag", "단골"),
+            ],
+        )
+        .await);
+    app.drain_jobs().await;
+    ok(&c
+        .post_form(
+            "/audience/segments",
+            &[
+                ("name", "활성 구독자"),
+                ("c0_kind", "status"),
+                ("c0_arg", "active"),
+            ],
+        )
+        .await);
+    let csv = "email,name\nhaneul@example.kr,김하늘\n주소아님,이름없음\nhaneul@example.kr,중복\n";
+    let res = crate::imports::upload(&c, "구독자.csv", csv.as_bytes().to_vec()).await;
+    let done = location(&res);
+    let id: i64 = done.rsplit('/').next().unwrap().parse().unwrap();
+    crate::imports::start_with_guessed_mapping(&app, &c, id, "add_update", "").await;
+    let res = crate::imports::upload(&c, "두번째.csv", csv.as_bytes().to_vec()).await;
+    let waiting = location(&res);
+    ok(&c
+        .post_form(
+            "/outbox/test",
+            &[
+                ("action", "send"),
+                ("to", "haneul@example.kr"),
+                ("subject", "안녕하세요"),
+                ("body", "본문"),
+                ("format", "markdown"),
+            ],
+        )
+        .await);
+    app.send_mail().await;
+    let message: i64 = sqlx::query_scalar("SELECT max(id) FROM messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let segment: i64 = sqlx::query_scalar("SELECT max(id) FROM segments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let mut pages: Vec<(String, Page)> = Vec::new();
+    for path in [
+        "/".to_string(),
+        "/audience".into(),
+        format!("/audience/subscribers/{sub}"),
+        "/audience/segments".into(),
+        format!("/audience?segment={segment}"),
+        "/audience/imports".into(),
+        done.clone(),
+        waiting.clone(),
+        "/audience/fields".into(),
+        "/audience/forms".into(),
+        "/outbox".into(),
+        format!("/outbox/{message}"),
+        "/settings".into(),
+        "/settings/jobs".into(),
+        "/settings/users".into(),
+        "/settings/account".into(),
+        "/settings/audience".into(),
+        "/calendar".into(),
+        "/audience/subscribers/999999".into(),
+    ] {
+        pages.push((path.clone(), get(&c, &path, Some(EN_BROWSER)).await));
+    }
+    assert!(
+        pages[6].1.exists("#report-table"),
+        "the import has a report"
+    );
+    assert!(
+        pages[7].1.exists("#mapping-table"),
+        "an import waits for its mapping"
+    );
+
+    // Pages shown again with what is wrong: each problem in Korean too.
+    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "/settings/users",
+            vec![("email", "nope"), ("password", "short"), ("role", "x")],
+        ),
+        (
+            "/settings/account/password",
+            vec![
+                ("current_password", "x"),
+                ("new_password", "short"),
+                ("new_password_confirm", "other"),
+            ],
+        ),
+        (
+            "/audience/fields",
+            vec![("key", "1 bad"), ("label", ""), ("field_type", "x")],
+        ),
+        ("/audience/forms", vec![("name", ""), ("slug", "-")]),
+        (
+            "/settings/audience",
+            vec![("new_days", "0"), ("active_days", "x"), ("churn_days", "1")],
+        ),
+        (
+            "/audience/segments",
+            vec![("name", ""), ("c0_kind", "status"), ("c0_arg", "nope")],
+        ),
+        (
+            "/audience/segments",
+            vec![("name", "x"), ("c0_kind", "opened"), ("c0_arg", "many")],
+        ),
+        (
+            "/audience/segments",
+            vec![("name", "x"), ("advanced", "{not json")],
+        ),
+        (
+            "/audience/segments",
+            vec![
+                ("name", "x"),
+                (
+                    "advanced",
+                    r#"{"type":"field","key":"city","op":"greater_than","value":"1"}"#,
+                ),
+            ],
+        ),
+        (
+            "/audience/bulk",
+            vec![("action", "tag"), ("scope", "selected")],
+        ),
+        (
+            "/outbox/test",
+            vec![("action", "send"), ("to", "nope"), ("subject", "")],
+        ),
+    ];
+    let waiting_start = format!("{waiting}/start");
+    let mut refused = refused;
+    refused.push((&waiting_start, vec![("col0", "name"), ("col1", "name")]));
+    for (path, fields) in &refused {
+        let page = Page::from_response(c.post_form(path, fields).await).await;
+        assert!(
+            page.status.is_client_error() || page.exists(".flash-error"),
+            "{path}: {}",
+            page.status
+        );
+        assert!(
+            page.exists(".flash-error") || page.exists("#error-message"),
+            "{path} names no problem"
+        );
+        pages.push((format!("POST {path} {fields:?}"), page));
+    }
+    let user_id = user.id.to_string();
+    let self_delete = format!("/settings/users/{user_id}/delete");
+    let page = Page::from_response(c.post_form(&self_delete, &[]).await).await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    pages.push((self_delete, page));
+
+    let mut problems = Vec::new();
+    for (path, page) in &pages {
+        assert!(page.exists("html[lang=ko]"), "{path} is not in Korean");
+        for w in english_words(page, data) {
+            problems.push(format!("{path}: {w}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "English on Korean pages:\n{}",
+        problems.join("\n")
+    );
+
+    // The same pages in English do use those words, so the check can see them.
+    sqlx::query("UPDATE users SET language = 'en' WHERE id = $1")
+        .bind(user.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let page = get(&c, "/audience", Some(EN_BROWSER)).await;
+    assert!(!english_words(&page, data).is_empty());
+}
+
+#[test]
+fn public_english_words_are_found_in_text_and_attributes_but_not_in_data() {
+    let page = |html: &str| Page {
+        status: StatusCode::OK,
+        html: scraper::Html::parse_document(html),
+    };
+    let found = english_words(
+        &page(r#"<p>구독자 <b>Save</b></p><input placeholder="Search">"#),
+        &[],
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(english_words(&page(r#"<p>a@b.example {{ subscriber.name }}</p><code>status</code><script>save()</script>"#), &[]).is_empty());
+    assert!(english_words(&page("<td>Name</td>"), &["name"]).is_empty());
+}

@@ -24,6 +24,78 @@ pub use decode::{DecodingReader, SourceEncoding, open};
 pub use mapping::{ColumnMapping, Target, Vendor, guess_mapping, implied_status, validate};
 pub use rows::{ImportRow, ImportStatus, Preview, RowReport, Rows, preview};
 
+/// Why a row was not imported, as a stable code: the report CSV carries it beside the
+/// English reason, and the import page names it in the reader's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportCode {
+    /// The email cell is not an address.
+    Email,
+    /// The address appears on an earlier line.
+    Duplicate,
+    /// A status, date, tag or custom-field cell could not be read.
+    Value,
+    /// The name is too long, or a value holds a NUL character.
+    Name,
+    /// The line itself could not be read (an unclosed quote, bad bytes).
+    Unreadable,
+    /// Erased at the person's request.
+    Erased,
+    /// Already in the list (mode: add new only).
+    Exists,
+    /// Not in the list (mode: update existing only).
+    Missing,
+    /// Deleted by someone else while importing.
+    Changed,
+}
+
+impl ReportCode {
+    pub const ALL: [ReportCode; 9] = [
+        Self::Email,
+        Self::Duplicate,
+        Self::Value,
+        Self::Name,
+        Self::Unreadable,
+        Self::Erased,
+        Self::Exists,
+        Self::Missing,
+        Self::Changed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Duplicate => "duplicate",
+            Self::Value => "value",
+            Self::Name => "name",
+            Self::Unreadable => "unreadable",
+            Self::Erased => "erased",
+            Self::Exists => "exists",
+            Self::Missing => "missing",
+            Self::Changed => "changed",
+        }
+    }
+
+    /// The English reason for the codes whose reason is always the same.
+    pub fn english(self) -> &'static str {
+        match self {
+            Self::Erased => "this address was erased at the person's request",
+            Self::Exists => "already in the list (mode: add new only)",
+            Self::Missing => "not in the list (mode: update existing only)",
+            Self::Changed => "changed by someone else while importing; import again to update",
+            Self::Email => "not a valid email address",
+            Self::Duplicate => "duplicate of an earlier line",
+            Self::Value => "a value could not be read",
+            Self::Name => "the name is too long or contains a NUL character",
+            Self::Unreadable => "this line could not be read",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
 /// A problem with the file as a whole, as opposed to one row. The import cannot start
 /// (or, for [`FileError::Io`], continue); the message is meant for the uploader.
 #[derive(Debug, thiserror::Error)]

@@ -333,6 +333,7 @@ impl<R: Read> RecordReader<R> {
             line: self.record_line,
             value: snippet(first_line),
             reason: reason.to_string(),
+            code: super::ReportCode::Unreadable,
         };
         if !self.replay_tail() {
             // The problem is on the record's only line so far: drop the rest of that

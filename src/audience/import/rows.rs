@@ -75,6 +75,7 @@ pub struct RowReport {
     /// The offending value (for an email problem, the raw email cell), shortened.
     pub value: String,
     pub reason: String,
+    pub code: super::ReportCode,
 }
 
 /// What a column contributes, resolved once so each row is a cheap walk.
@@ -191,11 +192,13 @@ impl<R: Read> Rows<R> {
         }
         let rec = self.reader.record();
         let line = rec.line;
-        let report = |value: &str, reason: String| RowReport {
+        let report = |value: &str, reason: String, code| RowReport {
             line,
             value: truncate_chars(value.trim(), SHOWN_CHARS),
             reason,
+            code,
         };
+        use super::ReportCode::{Duplicate, Email, Value};
         let column_reason = |i: usize, reason: String| match self.headers.get(i) {
             Some(h) if !h.is_empty() => format!("column {} ({h}): {reason}", i + 1),
             _ => format!("column {}: {reason}", i + 1),
@@ -216,17 +219,19 @@ impl<R: Read> Rows<R> {
                 Col::Last => last = cell,
                 Col::Status(kind) => match parse_status(cell, *kind) {
                     Ok(s) => status = status.max(s),
-                    Err(reason) => return Some(Err(report(cell, column_reason(i, reason)))),
+                    Err(reason) => return Some(Err(report(cell, column_reason(i, reason), Value))),
                 },
                 Col::SubscribedAt if subscribed_at.is_none() && !cell.trim().is_empty() => {
                     match parse_datetime(cell) {
                         Ok(t) => subscribed_at = Some(t),
-                        Err(reason) => return Some(Err(report(cell, column_reason(i, reason)))),
+                        Err(reason) => {
+                            return Some(Err(report(cell, column_reason(i, reason), Value)));
+                        }
                     }
                 }
                 Col::Tags => {
                     if let Err(reason) = parse_tags(cell, &mut tags) {
-                        return Some(Err(report(cell, column_reason(i, reason))));
+                        return Some(Err(report(cell, column_reason(i, reason), Value)));
                     }
                 }
                 Col::Field(f) if !cell.trim().is_empty() => {
@@ -237,7 +242,9 @@ impl<R: Read> Rows<R> {
                         Ok(v) => {
                             fields.insert(def.key.clone(), v);
                         }
-                        Err(reason) => return Some(Err(report(cell, column_reason(i, reason)))),
+                        Err(reason) => {
+                            return Some(Err(report(cell, column_reason(i, reason), Value)));
+                        }
                     }
                 }
                 Col::SubscribedAt | Col::Field(_) | Col::Ignore => {}
@@ -245,14 +252,14 @@ impl<R: Read> Rows<R> {
         }
         let email = match EmailAddress::parse(email_cell) {
             Ok(e) => e,
-            Err(e) => return Some(Err(report(email_cell, e.to_string()))),
+            Err(e) => return Some(Err(report(email_cell, e.to_string(), Email))),
         };
         if let Some(first_line) = self.seen.check_insert(email.as_str(), line) {
             let reason = match first_line {
                 Some(n) => format!("duplicate of line {n}"),
                 None => "duplicate of an earlier line".to_string(),
             };
-            return Some(Err(report(email_cell, reason)));
+            return Some(Err(report(email_cell, reason, Duplicate)));
         }
         Some(Ok(ImportRow {
             line,
@@ -294,6 +301,7 @@ impl<R: Read> Rows<R> {
             reason: "a quote on this line is not closed, so the next lines were read as part \
                      of this row; the lines after it were read again on their own"
                 .into(),
+            code: super::ReportCode::Unreadable,
         })
     }
 }
@@ -313,6 +321,7 @@ impl<R: Read> Iterator for Rows<R> {
                         line: self.reader.line(),
                         value: String::new(),
                         reason: format!("the file could not be read past this line: {e}"),
+                        code: super::ReportCode::Unreadable,
                     };
                     self.io_error = Some(e);
                     return Some(Err(report));
