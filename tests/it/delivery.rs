@@ -45,6 +45,24 @@ async fn subscriber(app: &TestApp, email: &str, name: &str, status: &str) -> i64
     .unwrap()
 }
 
+/// A subscriber's status.
+async fn subscriber_status(app: &TestApp, id: i64) -> String {
+    sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// A message's status, attempts and last SMTP reply (or failure reason).
+async fn message_row(app: &TestApp, id: i64) -> (String, i32, Option<String>) {
+    sqlx::query_as("SELECT status::text, attempts, smtp_reply FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 /// Queues one marketing message to a subscriber, as a campaign would.
 async fn queue_marketing(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
     let draft = Draft {
@@ -287,11 +305,7 @@ async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscr
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let status: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
-        .bind(sid)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let status = subscriber_status(&app, sid).await;
     assert_eq!(status, "unsubscribed");
 
     // Marketing queued before they left is stopped at send time.
@@ -329,26 +343,11 @@ async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer) {
     queue_marketing(&app, fine, "c:f").await;
     let round = app.send_mail().await;
     assert_eq!((round.sent, round.bounced, round.deferred), (1, 1, 1));
-    let row = |id: i64| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, i32, Option<String>)>(
-                "SELECT status::text, attempts, smtp_reply FROM messages WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
+    let row = |id: i64| message_row(&app, id);
     let (st, _, reply) = row(b).await;
     assert_eq!(st, "bounced");
     assert!(reply.unwrap().contains("550"));
-    let status: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
-        .bind(bouncer)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let status = subscriber_status(&app, bouncer).await;
     assert_eq!(status, "bounced", "a hard bounce suppresses the address");
     let bounced = events(&app, "bounced").await;
     assert_eq!(bounced.len(), 1, "one timeline entry: {bounced:?}");
@@ -398,19 +397,10 @@ async fn mail_the_server_cannot_take_fails_once_without_holding_up_the_queue() {
         (1, 1, 0),
         "{round:?}"
     );
-    let (status, attempts, reason): (String, i32, Option<String>) =
-        sqlx::query_as("SELECT status::text, attempts, smtp_reply FROM messages WHERE id = $1")
-            .bind(k)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (status, attempts, reason) = message_row(&app, k).await;
     assert_eq!((status.as_str(), attempts), ("failed", 1));
     assert!(reason.unwrap_or_default().contains("SMTPUTF8"));
-    let st: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
-        .bind(korean)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let st = subscriber_status(&app, korean).await;
     assert_eq!(st, "active", "the address is not at fault");
     app.advance(chrono::Duration::hours(1));
     assert_eq!(app.send_mail().await.total(), 0, "nothing is retried");
