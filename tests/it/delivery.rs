@@ -63,6 +63,15 @@ async fn message_row(app: &TestApp, id: i64) -> (String, i32, Option<String>) {
         .unwrap()
 }
 
+/// A message's status, attempts and the sender holding it, if any.
+async fn claim_of(app: &TestApp, id: i64) -> (String, i32, Option<uuid::Uuid>) {
+    sqlx::query_as("SELECT status::text, attempts, claimed_by FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 /// Queues one marketing message to a subscriber, as a campaign would.
 async fn queue_marketing(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
     let draft = Draft {
@@ -976,12 +985,7 @@ async fn a_send_slower_than_the_lease_keeps_its_claim_and_is_not_sent_twice() {
     );
 
     assert_eq!(smtp.count(), 1, "the recipient got more than one copy");
-    let (status, attempts, claimed): (String, i32, Option<uuid::Uuid>) =
-        sqlx::query_as("SELECT status::text, attempts, claimed_by FROM messages WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (status, attempts, claimed) = claim_of(&app, id).await;
     assert_eq!((status.as_str(), attempts, claimed), ("sent", 1, None));
     assert_eq!(events(&app, "sent").await.len(), 1);
 }
@@ -1020,12 +1024,7 @@ async fn mail_claimed_by_a_sender_that_died_goes_out_once_its_lease_runs_out() {
     app.advance(chrono::Duration::minutes(2) + chrono::Duration::seconds(1));
     let round = app.send_mail().await;
     assert_eq!(round.sent, 1, "{round:?}");
-    let (status, attempts, claimed): (String, i32, Option<uuid::Uuid>) =
-        sqlx::query_as("SELECT status::text, attempts, claimed_by FROM messages WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (status, attempts, claimed) = claim_of(&app, id).await;
     assert_eq!((status.as_str(), attempts, claimed), ("sent", 2, None));
     assert_eq!(app.send_mail().await.total(), 0);
     let page = editor.page("/outbox").await;
