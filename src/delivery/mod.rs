@@ -5,6 +5,7 @@
 
 pub mod dkim;
 pub mod feedback;
+pub mod mime;
 pub mod outbox;
 pub mod render;
 pub mod sender;

@@ -29,7 +29,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
-use lettre::message::{Mailbox, Message, MultiPart, header::HeaderName, header::HeaderValue};
+use lettre::message::{
+    Mailbox, Message, MultiPart, SinglePart,
+    header::{ContentType, HeaderName, HeaderValue},
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -817,10 +820,19 @@ impl Sender {
         let links = rendered.links.len();
         let text = rendered.text;
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(
-                text.clone(),
-                html.clone(),
-            ))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(super::mime::body(&text)),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(super::mime::body(&html)),
+                    ),
+            )
             .map_err(|e| format!("assembling the message: {e}"))?;
         let envelope = message.envelope().clone();
         let mut raw = message.formatted();
