@@ -70,6 +70,7 @@ async fn app(sendgrid: &SendGridSigner, smtp: Option<&SmtpServer>) -> TestApp {
                     password: Secret::new(POSTMARK_PASSWORD.into()),
                 }),
                 generic: Some(Secret::new(GENERIC_SECRET.into())),
+                ses: None,
             };
             if let Some(url) = smtp_url {
                 c.smtp = Some(SmtpConfig {
