@@ -15,6 +15,7 @@
 //! `mail.commonHeaders.messageId`, else by recipient, as for every provider.
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::{ECHO_KEY, Feedback, Kind, Parsed, bracketed, join_reason, rfc3339, text};
 
@@ -183,8 +184,13 @@ pub fn parse(sns_message_id: &str, message: &str) -> Parsed {
         if email.is_empty() || !seen.insert(email.to_lowercase()) {
             continue;
         }
+        let mut key = format!("{sns_message_id}:{}", email.to_lowercase());
+        // Receipt keys are bounded (300); a long address is keyed by its digest.
+        if key.len() > 200 {
+            key = format!("sha256:{}", super::hex(&Sha256::digest(key.as_bytes())));
+        }
         parsed.events.push(Feedback {
-            key: format!("{sns_message_id}:{}", email.to_lowercase()),
+            key,
             kind,
             email,
             reason,
@@ -271,6 +277,12 @@ mod tests {
             "2016-01-27T14:59:38.237+00:00"
         );
         assert_eq!(p.events[1].email, "richard@example.com");
+        // A long address still makes a receipt key that fits.
+        let long = format!("{}@example.com", "x".repeat(240));
+        let mut b = bounce();
+        b["bounce"]["bouncedRecipients"] = json!([{ "emailAddress": long }]);
+        let key = &parse("m".repeat(200).as_str(), &b.to_string()).events[0].key;
+        assert!(key.starts_with("sha256:") && key.len() < 100, "{key}");
         assert_eq!(p.events[1].reason, "5.1.1 — Permanent/General");
     }
 
