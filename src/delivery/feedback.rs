@@ -127,8 +127,8 @@ impl WebhookKeys {
             Provider::Ses,
         ]
         .into_iter()
-            .filter(|p| self.enabled(*p))
-            .collect()
+        .filter(|p| self.enabled(*p))
+        .collect()
     }
 
     pub fn enabled(&self, provider: Provider) -> bool {
@@ -1522,7 +1522,10 @@ mod tests {
         let h = echo_headers(&[Provider::Ses], "12.a-b_C");
         assert_eq!(
             h,
-            [("X-SES-MESSAGE-TAGS", "loopline-message=12-a-b_C".to_string())]
+            [(
+                "X-SES-MESSAGE-TAGS",
+                "loopline-message=12-a-b_C".to_string()
+            )]
         );
         let mut keys = keys();
         assert_eq!(keys.echoing(), [Provider::Postmark, Provider::Mailgun]);

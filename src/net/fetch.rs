@@ -328,7 +328,10 @@ impl Fetcher {
                 });
             }
         }
-        Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
     }
 }
 
@@ -425,10 +428,7 @@ mod tests {
                 ..Options::default()
             };
             assert!(
-                matches!(
-                    f.get_with(url, options).await,
-                    Err(FetchError::Scheme(_))
-                ),
+                matches!(f.get_with(url, options).await, Err(FetchError::Scheme(_))),
                 "{url}"
             );
         }
@@ -466,7 +466,10 @@ mod tests {
             }
         }
         // Loopback allowed for tests still refuses the rest.
-        let t = Fetcher::builder().allow_loopback_for_tests().build().unwrap();
+        let t = Fetcher::builder()
+            .allow_loopback_for_tests()
+            .build()
+            .unwrap();
         assert!(matches!(
             t.get("https://169.254.169.254/").await,
             Err(FetchError::Refused {

@@ -146,9 +146,7 @@ pub async fn receive_ses(
     // Before anything is fetched: only our own topics make Loopline reach out to SNS.
     if !ses_config.topic_arns.iter().any(|t| t == topic) {
         return sns_refusal(
-            sns::Rejection::Forbidden(
-                "this SNS topic is not one of SES_SNS_TOPIC_ARNS".into(),
-            ),
+            sns::Rejection::Forbidden("this SNS topic is not one of SES_SNS_TOPIC_ARNS".into()),
             topic,
         );
     }

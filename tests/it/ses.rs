@@ -123,8 +123,22 @@ impl Pki {
         };
         let sign = |csr: &str, ca: &str, ca_key: &str, ext: &str, out: &str| {
             o(&[
-                "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-                "-days", "3650", "-sha256", "-extfile", ext, "-out", out,
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                ca,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-sha256",
+                "-extfile",
+                ext,
+                "-out",
+                out,
             ])
         };
         for (cnf, key, cert) in [
@@ -132,8 +146,22 @@ impl Pki {
             ("rogue.cnf", "rogue-root.key", "rogue-root.pem"),
         ] {
             o(&[
-                "req", "-x509", "-config", cnf, "-extensions", "v3", "-newkey", "rsa:2048",
-                "-nodes", "-keyout", key, "-out", cert, "-days", "3650", "-sha256",
+                "req",
+                "-x509",
+                "-config",
+                cnf,
+                "-extensions",
+                "v3",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                cert,
+                "-days",
+                "3650",
+                "-sha256",
             ]);
         }
         req("int.key", "int.csr", "/CN=Loopline Test Intermediate");
@@ -149,7 +177,13 @@ impl Pki {
             "rogue.pem",
         );
         req("server.key", "server.csr", "/CN=localhost");
-        sign("server.csr", "root.pem", "root.key", "server.ext", "server.pem");
+        sign(
+            "server.csr",
+            "root.pem",
+            "root.key",
+            "server.ext",
+            "server.pem",
+        );
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
         let int_pem = read("int.pem");
         Self {
@@ -169,10 +203,7 @@ impl Pki {
         let name = format!("msg-{}.txt", rand_suffix());
         std::fs::write(self.dir.join(&name), text).unwrap();
         let sig = format!("{name}.sig");
-        openssl(
-            &self.dir,
-            &["dgst", sha, "-sign", key, "-out", &sig, &name],
-        );
+        openssl(&self.dir, &["dgst", sha, "-sign", key, "-out", &sig, &name]);
         B64.encode(std::fs::read(self.dir.join(&sig)).unwrap())
     }
 }
@@ -324,7 +355,14 @@ fn sns_time(t: DateTime<Utc>) -> String {
 /// The string SNS signs, written here independently of the app's.
 fn string_to_sign(m: &Value) -> String {
     let keys: &[&str] = if m["Type"] == "Notification" {
-        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+        &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]
     } else {
         &[
             "Message",
@@ -337,7 +375,11 @@ fn string_to_sign(m: &Value) -> String {
         ]
     };
     keys.iter()
-        .filter_map(|k| m.get(*k).and_then(Value::as_str).map(|v| format!("{k}\n{v}\n")))
+        .filter_map(|k| {
+            m.get(*k)
+                .and_then(Value::as_str)
+                .map(|v| format!("{k}\n{v}\n"))
+        })
         .collect()
 }
 
@@ -390,8 +432,8 @@ impl World {
             .unwrap();
         let status = res.status();
         let text = res.text().await.unwrap();
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, json)
     }
 
@@ -647,10 +689,10 @@ async fn ses_messages_that_do_not_verify_change_nothing() {
     let genuine = w.notification("sns-1", &bounce, "2");
     let before = event_count(app).await;
 
-
     // The Message changed after signing.
     let mut tampered = genuine.clone();
-    tampered["Message"] = json!(ses_bounce("Permanent", &["other@example.com"], None, &at).to_string());
+    tampered["Message"] =
+        json!(ses_bounce("Permanent", &["other@example.com"], None, &at).to_string());
     refused(&w, tampered, StatusCode::UNAUTHORIZED, "tampered message").await;
     // Signed with another key (the genuine certificate's URL).
     let forged = w.signed_with(genuine.clone(), "rogue.key");
@@ -665,7 +707,10 @@ async fn ses_messages_that_do_not_verify_change_nothing() {
     let rogue = w.signed_with(rogue, "rogue.key");
     let res = refused(&w, rogue, StatusCode::UNAUTHORIZED, "untrusted certificate").await;
     assert!(
-        res["error"]["message"].as_str().unwrap().contains("trusted root"),
+        res["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("trusted root"),
         "{res}"
     );
     // Certificates from anywhere but SNS, or over http: not even fetched.
@@ -681,7 +726,10 @@ async fn ses_messages_that_do_not_verify_change_nothing() {
         let m = w.signed(m);
         let res = refused(&w, m, StatusCode::UNAUTHORIZED, "cert URL").await;
         assert!(
-            res["error"]["message"].as_str().unwrap().contains("SigningCertURL"),
+            res["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("SigningCertURL"),
             "{url}: {res}"
         );
     }
@@ -699,7 +747,13 @@ async fn ses_messages_that_do_not_verify_change_nothing() {
     let mut unsigned = genuine.clone();
     unsigned.as_object_mut().unwrap().remove("Signature");
     refused(&w, unsigned, StatusCode::BAD_REQUEST, "unsigned").await;
-    refused(&w, json!({ "hello": "world" }), StatusCode::BAD_REQUEST, "not SNS").await;
+    refused(
+        &w,
+        json!({ "hello": "world" }),
+        StatusCode::BAD_REQUEST,
+        "not SNS",
+    )
+    .await;
     let res = w
         .app
         .client()
@@ -770,7 +824,10 @@ async fn the_fetcher_refuses_loopback_and_checks_what_it_fetches() {
             "{url}: {e:?}"
         );
         let text = e.to_string();
-        assert!(text.contains("loopback") && text.contains("refused"), "{text}");
+        assert!(
+            text.contains("loopback") && text.contains("refused"),
+            "{text}"
+        );
     }
     assert!(sns.seen().is_empty(), "nothing reached the server");
 
@@ -788,7 +845,10 @@ async fn the_fetcher_refuses_loopback_and_checks_what_it_fetches() {
         .unwrap_err();
     assert!(matches!(e, FetchError::Tls { .. }), "{e:?}");
     // nor with only Mozilla's roots.
-    let untrusting = Fetcher::builder().allow_loopback_for_tests().build().unwrap();
+    let untrusting = Fetcher::builder()
+        .allow_loopback_for_tests()
+        .build()
+        .unwrap();
     let e = untrusting
         .get(&format!("{}/cert.pem", sns.base()))
         .await

@@ -127,7 +127,11 @@ pub(crate) async fn sent(app: &TestApp, subscriber_id: i64, key: &str) -> (i64, 
 }
 
 /// Events of `kind` for a subscriber: message id and data.
-pub(crate) async fn events(app: &TestApp, subscriber_id: i64, kind: &str) -> Vec<(Option<i64>, Value)> {
+pub(crate) async fn events(
+    app: &TestApp,
+    subscriber_id: i64,
+    kind: &str,
+) -> Vec<(Option<i64>, Value)> {
     sqlx::query_as(
         "SELECT message_id, data FROM events WHERE subscriber_id = $1 AND kind = $2 ORDER BY id",
     )

@@ -48,13 +48,17 @@ fn bare_address(s: &str) -> String {
 /// Our reference from `mail.tags` (values are arrays of strings).
 fn tag_reference(mail: &Map<String, Value>) -> Option<String> {
     let tags = mail.get("tags")?.as_object()?;
-    let (_, v) = tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(ECHO_KEY))?;
+    let (_, v) = tags
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(ECHO_KEY))?;
     let first = match v {
         Value::Array(a) => a.first()?.as_str()?,
         Value::String(s) => s.as_str(),
         _ => return None,
     };
-    (first.len() <= 100).then(|| reference_from_tag(first)).flatten()
+    (first.len() <= 100)
+        .then(|| reference_from_tag(first))
+        .flatten()
 }
 
 /// Our `Message-ID` as SES saw it: the original header if SES included headers, else
@@ -343,7 +347,11 @@ mod tests {
             }
         });
         let p = parse_value(&d);
-        let who: Vec<_> = p.events.iter().map(|f| (f.kind, f.email.as_str())).collect();
+        let who: Vec<_> = p
+            .events
+            .iter()
+            .map(|f| (f.kind, f.email.as_str()))
+            .collect();
         assert_eq!(
             who,
             [
@@ -373,12 +381,18 @@ mod tests {
     #[test]
     fn references_survive_the_tag_alphabet() {
         let k = crate::signing::SigningKey::from_bytes(b"k".repeat(32));
-        for (id, sid) in [(1, Some(1)), (42, Some(7)), (i64::MAX, None), (9_876_543, Some(5))] {
+        for (id, sid) in [
+            (1, Some(1)),
+            (42, Some(7)),
+            (i64::MAX, None),
+            (9_876_543, Some(5)),
+        ] {
             let r = super::super::message_ref(&k, id, sid);
             let v = tag_value(&r);
             assert!(
                 v.len() <= 256
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
                 "{v}"
             );
             assert_eq!(reference_from_tag(&v).as_deref(), Some(r.as_str()));

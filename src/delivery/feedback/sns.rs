@@ -166,10 +166,8 @@ impl Envelope {
     /// Timestamp, TopicArn, Type; for (un)subscribe confirmations Message, MessageId,
     /// SubscribeURL, Timestamp, Token, TopicArn, Type.
     pub fn string_to_sign(&self) -> String {
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("Message", &self.message),
-            ("MessageId", &self.message_id),
-        ];
+        let mut pairs: Vec<(&str, &str)> =
+            vec![("Message", &self.message), ("MessageId", &self.message_id)];
         match self.kind {
             MessageType::Notification => {
                 if let Some(s) = &self.subject {
@@ -248,7 +246,11 @@ impl SnsTrust {
 
     /// An https URL on an SNS host, with no credentials.
     fn sns_url(&self, raw: &str, what: &'static str) -> Result<Url, Rejection> {
-        let bad = || Rejection::Unauthorized(format!("{what} is not an https URL on an SNS host (sns.<region>.amazonaws.com)"));
+        let bad = || {
+            Rejection::Unauthorized(format!(
+                "{what} is not an https URL on an SNS host (sns.<region>.amazonaws.com)"
+            ))
+        };
         let url = Url::parse(raw).map_err(|_| bad())?;
         if url.scheme() != "https" || !url.username().is_empty() || url.password().is_some() {
             return Err(bad());
@@ -267,11 +269,13 @@ impl SnsTrust {
             return false;
         }
         match &self.hosts {
-            Hosts::Aws => url.port().is_none()
-                && url.host_str().is_some_and(|h| {
-                    let h = h.to_ascii_lowercase();
-                    h == "amazontrust.com" || h.ends_with(".amazontrust.com")
-                }),
+            Hosts::Aws => {
+                url.port().is_none()
+                    && url.host_str().is_some_and(|h| {
+                        let h = h.to_ascii_lowercase();
+                        h == "amazontrust.com" || h.ends_with(".amazontrust.com")
+                    })
+            }
             Hosts::Only(h) => Self::authority(url) == *h,
         }
     }
@@ -307,7 +311,9 @@ pub fn is_topic_arn(arn: &str) -> bool {
         && partition.starts_with("aws")
         && service == "sns"
         && !region.is_empty()
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit())
         && (1..=256).contains(&topic.len())
@@ -396,7 +402,9 @@ impl Verifier {
         for der in trust.fetcher.extra_roots() {
             match webpki::anchor_from_trusted_cert(der) {
                 Ok(a) => anchors.push(a.to_owned()),
-                Err(e) => tracing::warn!(error = %e, "an extra root certificate is not usable as an anchor"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an extra root certificate is not usable as an anchor")
+                }
             }
         }
         Self {
@@ -421,7 +429,9 @@ impl Verifier {
                 "the message Timestamp is more than 5 minutes ahead of our clock".into(),
             ));
         }
-        let url = self.trust.sns_url(&env.signing_cert_url, "SigningCertURL")?;
+        let url = self
+            .trust
+            .sns_url(&env.signing_cert_url, "SigningCertURL")?;
         if !url.path().ends_with(".pem") || url.query().is_some() {
             return Err(Rejection::Unauthorized(
                 "SigningCertURL must name a .pem file".into(),
@@ -446,9 +456,7 @@ impl Verifier {
         let url = self.trust.sns_url(raw, "SubscribeURL")?;
         let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
         if query.get("Action").map(String::as_str) != Some("ConfirmSubscription")
-            || query
-                .get("TopicArn")
-                .is_some_and(|t| *t != env.topic_arn)
+            || query.get("TopicArn").is_some_and(|t| *t != env.topic_arn)
         {
             return Err(Rejection::Unauthorized(
                 "SubscribeURL does not confirm a subscription to this topic".into(),
@@ -543,8 +551,9 @@ impl Verifier {
     }
 
     fn check(&self, chain: &Chain, now: DateTime<Utc>) -> Result<(), CheckError> {
-        let leaf = webpki::EndEntityCert::try_from(&chain.leaf)
-            .map_err(|e| CheckError::Other(format!("the signing certificate cannot be read: {e}")))?;
+        let leaf = webpki::EndEntityCert::try_from(&chain.leaf).map_err(|e| {
+            CheckError::Other(format!("the signing certificate cannot be read: {e}"))
+        })?;
         let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             now.timestamp().max(0) as u64,
         ));
@@ -636,7 +645,9 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         (len, &rest[n..])
     };
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
@@ -738,13 +749,19 @@ mod tests {
             let env = Envelope::parse(&serde_json::to_vec(&n).unwrap()).unwrap();
             assert_eq!(env.signature_version, SignatureVersion::V2);
             assert!(!env.string_to_sign().contains("Subject"));
-            assert!(env.string_to_sign().starts_with("Message\nHello world!\nMessageId\n"));
+            assert!(
+                env.string_to_sign()
+                    .starts_with("Message\nHello world!\nMessageId\n")
+            );
         }
         // A JSON-escaped Message is signed in its decoded form.
         let mut n = notification();
         n["Message"] = json!("{\"a\":\"line\\nbreak\"}");
         let env = Envelope::parse(&serde_json::to_vec(&n).unwrap()).unwrap();
-        assert!(env.string_to_sign().starts_with("Message\n{\"a\":\"line\\nbreak\"}\nMessageId"));
+        assert!(
+            env.string_to_sign()
+                .starts_with("Message\n{\"a\":\"line\\nbreak\"}\nMessageId")
+        );
     }
 
     #[test]
@@ -775,7 +792,10 @@ mod tests {
         let mut unsub = body.clone();
         unsub["Type"] = json!("UnsubscribeConfirmation");
         let env = Envelope::parse(&serde_json::to_vec(&unsub).unwrap()).unwrap();
-        assert!(env.string_to_sign().ends_with("Type\nUnsubscribeConfirmation\n"));
+        assert!(
+            env.string_to_sign()
+                .ends_with("Type\nUnsubscribeConfirmation\n")
+        );
         // A confirmation without its token or link is not one.
         let mut no_token = body.clone();
         no_token.as_object_mut().unwrap().remove("Token");
@@ -827,7 +847,11 @@ mod tests {
             assert!(!is_sns_host(bad), "{bad}");
         }
         let trust = SnsTrust::aws();
-        assert!(trust.sns_url("https://sns.us-east-1.amazonaws.com/x.pem", "u").is_ok());
+        assert!(
+            trust
+                .sns_url("https://sns.us-east-1.amazonaws.com/x.pem", "u")
+                .is_ok()
+        );
         for bad in [
             "http://sns.us-east-1.amazonaws.com/x.pem",
             "https://sns.us-east-1.amazonaws.com:8443/x.pem",
