@@ -270,7 +270,7 @@ impl Config {
 fn webhook_keys(
     var: &impl Fn(&'static str) -> Option<String>,
 ) -> Result<crate::delivery::feedback::WebhookKeys, ConfigError> {
-    use crate::delivery::feedback::{BasicAuth, SendGridKey, WebhookKeys};
+    use crate::delivery::feedback::{BasicAuth, SendGridKey, SesConfig, WebhookKeys, sns};
     let sendgrid = match var("SENDGRID_WEBHOOK_PUBLIC_KEY") {
         Some(k) => Some(
             SendGridKey::parse(&k).map_err(|reason| err("SENDGRID_WEBHOOK_PUBLIC_KEY", reason))?,
@@ -316,11 +316,38 @@ fn webhook_keys(
         }
         other => other.map(Secret::new),
     };
+    let ses = match var("SES_SNS_TOPIC_ARNS") {
+        None => None,
+        Some(list) => {
+            let topic_arns: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(bad) = topic_arns.iter().find(|a| !sns::is_topic_arn(a)) {
+                return Err(err(
+                    "SES_SNS_TOPIC_ARNS",
+                    format!(
+                        "{bad:?} is not an SNS topic ARN (arn:aws:sns:<region>:<account id>:<topic>)"
+                    ),
+                ));
+            }
+            if topic_arns.is_empty() {
+                return Err(err("SES_SNS_TOPIC_ARNS", "lists no topic ARN"));
+            }
+            Some(SesConfig {
+                topic_arns,
+                trust: sns::SnsTrust::aws(),
+            })
+        }
+    };
     Ok(WebhookKeys {
         mailgun: var("MAILGUN_WEBHOOK_KEY").map(Secret::new),
         sendgrid,
         postmark,
         generic,
+        ses,
     })
 }
 
@@ -426,6 +453,32 @@ mod tests {
         assert_eq!(e.var, "DKIM_PRIVATE_KEY_FILE");
         assert!(e.reason.contains("PEM"), "{}", e.reason);
         assert!(cfg(&[]).unwrap().mail.dkim.is_none());
+    }
+
+    #[test]
+    fn ses_feedback_needs_sns_topic_arns() {
+        assert!(cfg(&[]).unwrap().webhooks.ses.is_none());
+        let c = cfg(&[(
+            "SES_SNS_TOPIC_ARNS",
+            " arn:aws:sns:us-east-1:123456789012:ses-bounces, arn:aws:sns:eu-west-1:123456789012:ses-complaints ,",
+        )])
+        .unwrap();
+        let ses = c.webhooks.ses.as_ref().unwrap();
+        assert_eq!(
+            ses.topic_arns,
+            [
+                "arn:aws:sns:us-east-1:123456789012:ses-bounces",
+                "arn:aws:sns:eu-west-1:123456789012:ses-complaints"
+            ]
+        );
+        assert_eq!(
+            c.webhooks.echoing(),
+            [crate::delivery::feedback::Provider::Ses]
+        );
+        for bad in ["arn:aws:sqs:us-east-1:123456789012:q", "ses-bounces", " , "] {
+            let e = cfg(&[("SES_SNS_TOPIC_ARNS", bad)]).unwrap_err();
+            assert_eq!(e.var, "SES_SNS_TOPIC_ARNS", "{bad}");
+        }
     }
 
     #[test]

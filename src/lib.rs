@@ -12,6 +12,7 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod jobs;
+pub mod net;
 pub mod ratelimit;
 pub mod secrets;
 pub mod signing;

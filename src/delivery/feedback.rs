@@ -12,6 +12,7 @@
 //! | SendGrid | ECDSA P-256 over timestamp + raw body (`X-Twilio-Email-Event-Webhook-*`) | timestamp within 5 min |
 //! | Postmark | HTTP basic auth (Postmark signs nothing) | event ids |
 //! | generic | `Loopline-Signature: t=…,v1=hex(HMAC-SHA256(secret, "t.body"))` | timestamp within 5 min |
+//! | Amazon SES (via SNS, `/webhooks/ses`) | SNS's RSA signature (v1 SHA-1, v2 SHA-256), its certificate fetched from an SNS host and chained to a root ([`sns`]); topic in `SES_SNS_TOPIC_ARNS` | timestamp within 65 min (SNS retries for up to an hour); each SNS `MessageId` once |
 //!
 //! Every provider event is applied at most once: its id (or, where a provider has none,
 //! a hash of the event) is a row in `feedback_receipts`, written in the same
@@ -19,7 +20,7 @@
 //!
 //! An event is tied to our outbox message by, in order: the message reference the
 //! provider echoes from its custom-data header ([`echo_headers`]: Postmark metadata,
-//! Mailgun variables, SendGrid unique args; needed where the provider replaces our
+//! Mailgun variables, SendGrid unique args, SES message tags; needed where the provider replaces our
 //! `Message-ID`, as Postmark does), the `Message-ID` it echoes, or else the latest mail
 //! sent to the address. The reference ([`message_ref`]) is the outbox id with an HMAC
 //! over it and the recipient's subscriber id, so a webhook — even one with valid
@@ -38,6 +39,9 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
 use crate::{audience::subscribers, secrets::Secret, signing::SigningKey};
+
+pub mod ses;
+pub mod sns;
 
 /// How far a signed timestamp may be from our clock.
 pub const MAX_SKEW_SECS: i64 = 300;
@@ -59,14 +63,17 @@ pub enum Provider {
     SendGrid,
     Postmark,
     Generic,
+    /// Amazon SES, through SNS: its own route and verification (see [`sns`], [`ses`]).
+    Ses,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 4] = [
+    pub const ALL: [Provider; 5] = [
         Provider::Mailgun,
         Provider::SendGrid,
         Provider::Postmark,
         Provider::Generic,
+        Provider::Ses,
     ];
 
     /// The path segment in `/webhooks/{provider}`.
@@ -76,6 +83,7 @@ impl Provider {
             Provider::SendGrid => "sendgrid",
             Provider::Postmark => "postmark",
             Provider::Generic => "generic",
+            Provider::Ses => "ses",
         }
     }
 
@@ -94,16 +102,33 @@ pub struct WebhookKeys {
     pub postmark: Option<BasicAuth>,
     /// The shared secret of the generic signed JSON webhook.
     pub generic: Option<Secret<String>>,
+    /// Amazon SES feedback through SNS (`SES_SNS_TOPIC_ARNS`).
+    pub ses: Option<SesConfig>,
+}
+
+/// Amazon SES feedback: which SNS topics are ours, and where SNS certificates and
+/// confirmation links may come from.
+#[derive(Debug, Clone)]
+pub struct SesConfig {
+    /// Messages from other topics are refused before anything is fetched.
+    pub topic_arns: Vec<String>,
+    /// [`sns::SnsTrust::aws`] from the environment; tests use their own.
+    pub trust: sns::SnsTrust,
 }
 
 impl WebhookKeys {
     /// The providers whose webhooks are configured and can echo a header's data back:
     /// mail carries [`echo_headers`] for these.
     pub fn echoing(&self) -> Vec<Provider> {
-        [Provider::Postmark, Provider::Mailgun, Provider::SendGrid]
-            .into_iter()
-            .filter(|p| self.enabled(*p))
-            .collect()
+        [
+            Provider::Postmark,
+            Provider::Mailgun,
+            Provider::SendGrid,
+            Provider::Ses,
+        ]
+        .into_iter()
+        .filter(|p| self.enabled(*p))
+        .collect()
     }
 
     pub fn enabled(&self, provider: Provider) -> bool {
@@ -112,6 +137,7 @@ impl WebhookKeys {
             Provider::SendGrid => self.sendgrid.is_some(),
             Provider::Postmark => self.postmark.is_some(),
             Provider::Generic => self.generic.is_some(),
+            Provider::Ses => self.ses.is_some(),
         }
     }
 }
@@ -220,6 +246,9 @@ pub fn verify(
                 now,
             )
         }
+        // SNS messages need their certificate fetched: `/webhooks/ses` verifies them
+        // with `sns::Verifier`, never through here.
+        Provider::Ses => Err(Rejection::Disabled),
     }
 }
 
@@ -402,7 +431,8 @@ pub fn verify_message_ref(keys: &SigningKey, reference: &str, subscriber_id: i64
 
 /// Headers that make each provider in `providers` echo `reference` in its webhook
 /// events: Postmark's custom metadata, Mailgun's variables, SendGrid's unique args
-/// (each provider reads its own header when relaying; see [`WebhookKeys::echoing`]).
+/// and SES's message tags (each provider reads its own header when relaying; see
+/// [`WebhookKeys::echoing`]).
 pub fn echo_headers(providers: &[Provider], reference: &str) -> Vec<(&'static str, String)> {
     providers
         .iter()
@@ -415,6 +445,10 @@ pub fn echo_headers(providers: &[Provider], reference: &str) -> Vec<(&'static st
             Provider::SendGrid => Some((
                 "X-SMTPAPI",
                 json!({ "unique_args": { ECHO_KEY: reference } }).to_string(),
+            )),
+            Provider::Ses => Some((
+                ses::TAGS_HEADER,
+                format!("{ECHO_KEY}={}", ses::tag_value(reference)),
             )),
             Provider::Generic => None,
         })
@@ -569,6 +603,9 @@ pub fn parse(provider: Provider, body: &[u8]) -> Result<Parsed, String> {
                     .events
                     .push(generic_event(e).map_err(|m| format!("event {i}: {m}"))?);
             }
+        }
+        Provider::Ses => {
+            return Err("SES reports arrive as SNS messages at /webhooks/ses".into());
         }
     }
     Ok(parsed)
@@ -1124,6 +1161,7 @@ mod tests {
                 password: Secret::new("pm-password-123".into()),
             }),
             generic: Some(Secret::new("generic-secret-0123456789".into())),
+            ses: None,
         }
     }
 
@@ -1138,7 +1176,7 @@ mod tests {
             );
             assert_eq!(Provider::parse(p.as_str()), Some(p));
         }
-        assert_eq!(Provider::parse("ses"), None);
+        assert_eq!(Provider::parse("amazon"), None);
     }
 
     /// SendGrid's own test vector (from its SDKs' signature tests).
@@ -1480,10 +1518,24 @@ mod tests {
         assert_eq!(h[2].0, "X-SMTPAPI");
         let v: Value = serde_json::from_str(&h[2].1).unwrap();
         assert_eq!(v, json!({ "unique_args": { "loopline-message": "1.x" } }));
+        // SES tag values allow no `.`: the reference travels with `-` in its place.
+        let h = echo_headers(&[Provider::Ses], "12.a-b_C");
+        assert_eq!(
+            h,
+            [(
+                "X-SES-MESSAGE-TAGS",
+                "loopline-message=12-a-b_C".to_string()
+            )]
+        );
         let mut keys = keys();
         assert_eq!(keys.echoing(), [Provider::Postmark, Provider::Mailgun]);
         keys.postmark = None;
         assert_eq!(keys.echoing(), [Provider::Mailgun]);
+        keys.ses = Some(SesConfig {
+            topic_arns: vec!["arn:aws:sns:us-east-1:123456789012:ses".into()],
+            trust: sns::SnsTrust::aws(),
+        });
+        assert_eq!(keys.echoing(), [Provider::Mailgun, Provider::Ses]);
     }
 
     #[test]

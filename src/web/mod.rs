@@ -71,6 +71,9 @@ pub struct StateInner {
     pub privacy: crate::tracking::events::Privacy,
     /// Writes opens and clicks in group commits (one writer task per process).
     pub recorder: crate::tracking::events::Recorder,
+    /// Checks SNS messages for `/webhooks/ses` (certificates cached per process), when
+    /// SES feedback is configured.
+    pub sns: Option<Arc<crate::delivery::feedback::sns::Verifier>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -88,7 +91,13 @@ impl AppState {
             key: keys.short_tag("tracking/ip-storage", b""),
         };
         let recorder = crate::tracking::events::Recorder::start(pool.clone(), privacy.clone());
+        let sns = config.webhooks.ses.as_ref().map(|ses| {
+            Arc::new(crate::delivery::feedback::sns::Verifier::new(
+                ses.trust.clone(),
+            ))
+        });
         Self(Arc::new(StateInner {
+            sns,
             pool,
             clock,
             privacy,
@@ -166,6 +175,7 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/confirm/{token}", Public, post(public::confirm_submit)),
         entry(g.clone(), "/o/{token}", Public, get(tracking::open)),
         entry(g.clone(), "/c/{token}", Public, get(tracking::click)),
+        entry(p.clone(), "/webhooks/ses", Public, post(webhooks::receive_ses).layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))),
         entry(p.clone(), "/webhooks/{provider}", Public, post(webhooks::receive).layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))),
         entry(g.clone(), "/u/{token}", Public, get(public::unsubscribe_page)),
         entry(p.clone(), "/u/{token}", Public, post(public::unsubscribe_submit)),

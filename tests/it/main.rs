@@ -16,6 +16,7 @@ mod process;
 mod public;
 mod routes;
 mod segments;
+mod ses;
 mod smtp;
 mod smtp_faults;
 mod webhooks;

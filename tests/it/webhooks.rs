@@ -70,6 +70,7 @@ async fn app(sendgrid: &SendGridSigner, smtp: Option<&SmtpServer>) -> TestApp {
                     password: Secret::new(POSTMARK_PASSWORD.into()),
                 }),
                 generic: Some(Secret::new(GENERIC_SECRET.into())),
+                ses: None,
             };
             if let Some(url) = smtp_url {
                 c.smtp = Some(SmtpConfig {
@@ -83,7 +84,7 @@ async fn app(sendgrid: &SendGridSigner, smtp: Option<&SmtpServer>) -> TestApp {
     .await
 }
 
-async fn subscriber(app: &TestApp, email: &str) -> i64 {
+pub(crate) async fn subscriber(app: &TestApp, email: &str) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO subscribers (email, status, created_at) VALUES ($1, 'active', now()) RETURNING id",
     )
@@ -93,7 +94,7 @@ async fn subscriber(app: &TestApp, email: &str) -> i64 {
     .unwrap()
 }
 
-async fn status(app: &TestApp, id: i64) -> String {
+pub(crate) async fn status(app: &TestApp, id: i64) -> String {
     sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
         .bind(id)
         .fetch_one(&app.pool)
@@ -102,7 +103,7 @@ async fn status(app: &TestApp, id: i64) -> String {
 }
 
 /// Queues one marketing message, as a campaign would.
-async fn queue(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
+pub(crate) async fn queue(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
     let draft = Draft {
         subject: "This week".into(),
         preheader: String::new(),
@@ -113,7 +114,7 @@ async fn queue(app: &TestApp, subscriber_id: i64, key: &str) -> i64 {
 }
 
 /// Queues and sends (to the capture store) one message; its id and Message-ID header.
-async fn sent(app: &TestApp, subscriber_id: i64, key: &str) -> (i64, String) {
+pub(crate) async fn sent(app: &TestApp, subscriber_id: i64, key: &str) -> (i64, String) {
     let id = queue(app, subscriber_id, key).await;
     assert_eq!(app.send_mail().await.sent, 1);
     let header: String = sqlx::query_scalar("SELECT message_id FROM messages WHERE id = $1")
@@ -126,7 +127,11 @@ async fn sent(app: &TestApp, subscriber_id: i64, key: &str) -> (i64, String) {
 }
 
 /// Events of `kind` for a subscriber: message id and data.
-async fn events(app: &TestApp, subscriber_id: i64, kind: &str) -> Vec<(Option<i64>, Value)> {
+pub(crate) async fn events(
+    app: &TestApp,
+    subscriber_id: i64,
+    kind: &str,
+) -> Vec<(Option<i64>, Value)> {
     sqlx::query_as(
         "SELECT message_id, data FROM events WHERE subscriber_id = $1 AND kind = $2 ORDER BY id",
     )
@@ -137,7 +142,7 @@ async fn events(app: &TestApp, subscriber_id: i64, kind: &str) -> Vec<(Option<i6
     .unwrap()
 }
 
-async fn event_count(app: &TestApp) -> i64 {
+pub(crate) async fn event_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&app.pool)
         .await
