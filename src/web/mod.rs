@@ -53,7 +53,7 @@ pub const ANON_COOKIE: &str = "ll_csrf";
 pub const CSRF_FIELD: &str = "_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest CSV upload (streamed into the database, never held in memory).
-const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024 * 1024;
+pub(crate) const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024 * 1024;
 /// Largest urlencoded form body the CSRF check will read.
 const MAX_FORM_BYTES: usize = 2 * 1024 * 1024;
 
