@@ -204,6 +204,7 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/audience/segments/preview", Signed(Viewer), post(segments::preview)),
         entry(p.clone(), "/audience/segments", Signed(Editor), post(segments::create)),
         entry(p.clone(), "/audience/forms", Signed(Editor), post(audience::create_form)),
+        entry(p.clone(), "/audience/forms/{id}/language", Signed(Editor), post(audience::set_form_language)),
         entry(g.clone(), "/settings/audience", Signed(Viewer), get(audience::settings)),
         entry(p.clone(), "/settings/audience", Signed(Owner), post(audience::save_settings)),
         entry(g.clone(), "/campaigns", Signed(Viewer), get(pages::campaigns)),
