@@ -129,7 +129,7 @@ pub enum JobFailure {
     Failed,
     #[error("a database error")]
     Database,
-    #[error("the job handler panicked")]
+    #[error("job handler panicked")]
     Panicked,
     /// The worker running it died or hung, and its lease ran out.
     #[error("the lease ran out (the worker died or hung while running it)")]
@@ -417,9 +417,7 @@ impl JobRunner {
                     .await
                 {
                     Ok(r) => r,
-                    Err(_) => Err(JobError::Retry(
-                        anyhow::anyhow!("job handler panicked").context(JobFailure::Panicked),
-                    )),
+                    Err(_) => Err(JobError::Retry(JobFailure::Panicked.into())),
                 }
             }
         };

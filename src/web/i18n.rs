@@ -2483,6 +2483,7 @@ mod tests {
         };
         let all = [
             P::FormUnreadable,
+            P::UploadTooLarge { max_mib: 2048 },
             P::ChooseRole,
             P::ChooseLanguage,
             P::LastOwner,
@@ -2523,6 +2524,10 @@ mod tests {
             assert!(ko.chars().any(is_hangul), "{ko:?} has no Korean in it");
         }
         assert_eq!(
+            KO.problem(&P::UploadTooLarge { max_mib: 2048 }),
+            "파일이 2,048MiB보다 큽니다."
+        );
+        assert_eq!(
             KO.problem(&P::SignInThrottled { minutes: 15 }),
             "로그인에 실패한 횟수가 너무 많습니다. 15분 뒤에 다시 시도해 주세요."
         );
@@ -2537,7 +2542,7 @@ mod tests {
         }));
         assert!(op.contains("포함함") && op.contains("숫자"), "{op}");
         assert!(
-            KO.problem(&all[18])
+            KO.problem(&all[19])
                 .starts_with("2번 열과 5번 열이 모두 ‘이름’")
         );
         assert_eq!(

@@ -722,6 +722,13 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
         pages[8].1.attr("#import-error", "data-code").as_deref(),
         Some("not_csv")
     );
+    // The remote server's reply stays as it came, marked English under a Korean label.
+    let outbox = &pages.iter().find(|(p, _)| p == "/outbox").unwrap().1;
+    assert!(outbox.exists("#outbox-table td.reply span[lang=en]"));
+    let message_path = format!("/outbox/{message}");
+    let message_page = &pages.iter().find(|(p, _)| *p == message_path).unwrap().1;
+    assert!(message_page.exists("#message-reply[lang=en]"));
+    assert!(message_page.exists("html[lang=ko]"));
     let jobs = &pages.iter().find(|(p, _)| p == "/settings/jobs").unwrap().1;
     assert_eq!(
         jobs.select(&format!("tr[data-job-id='{dead}'] .error-text")),
