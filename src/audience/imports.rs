@@ -956,7 +956,9 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     match result {
         Err(e) if matches!(e, JobError::Fatal(_)) || ctx.job.attempts >= ctx.job.max_attempts => {
             let failure = match &e {
-                JobError::Retry(a) | JobError::Fatal(a) => a.downcast_ref::<ImportFailure>().cloned(),
+                JobError::Retry(a) | JobError::Fatal(a) => {
+                    a.downcast_ref::<ImportFailure>().cloned()
+                }
                 JobError::Unhandled => None,
             }
             .unwrap_or(match crate::jobs::JobFailure::of(&e) {
@@ -965,14 +967,21 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
             });
             let detail = format!("the import stopped: {e}");
             let _ = finish(&ctx.pool, id, Some((&failure, &detail)), ctx.clock.now()).await;
-            // The job's own record points at the import, whose page says why.
+            // The job's own record points at the import, whose page says why (unless it
+            // already says something more precise, like the import being gone).
+            if !matches!(
+                crate::jobs::JobFailure::of(&e),
+                crate::jobs::JobFailure::Failed | crate::jobs::JobFailure::Database
+            ) {
+                return Err(e);
+            }
             Err(match e {
-                JobError::Retry(a) => {
-                    JobError::Retry(a.context(crate::jobs::JobFailure::ImportStopped { import: id }))
-                }
-                JobError::Fatal(a) => {
-                    JobError::Fatal(a.context(crate::jobs::JobFailure::ImportStopped { import: id }))
-                }
+                JobError::Retry(a) => JobError::Retry(
+                    a.context(crate::jobs::JobFailure::ImportStopped { import: id }),
+                ),
+                JobError::Fatal(a) => JobError::Fatal(
+                    a.context(crate::jobs::JobFailure::ImportStopped { import: id }),
+                ),
                 other => other,
             })
         }

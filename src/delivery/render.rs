@@ -1141,7 +1141,11 @@ mod tests {
             "{err:?}"
         );
         assert!(err.detail().is_some_and(|d| d.contains("shout")), "{err:?}");
-        let err = run(&draft(BodyFormat::Html, "{{ nothing_here() }}", ""), &json!({})).unwrap_err();
+        let err = run(
+            &draft(BodyFormat::Html, "{{ nothing_here() }}", ""),
+            &json!({}),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1165,10 +1169,7 @@ mod tests {
             "{err:?}"
         );
         // Only the layout and the engine's words are detail; sizes and budgets are not.
-        assert_eq!(
-            RenderError::OutOfFuel { part: Part::Body }.detail(),
-            None
-        );
+        assert_eq!(RenderError::OutOfFuel { part: Part::Body }.detail(), None);
     }
 
     #[test]

@@ -385,14 +385,13 @@ pub async fn create_form(
     Extension(s): Extension<Session>,
     Form(f): Form<NewFormInput>,
 ) -> AppResult<Response> {
-    let parsed = NewForm::parse(&f.name, &f.slug, f.single_opt_in.is_none(), &f.tags).and_then(
-        |new| {
+    let parsed =
+        NewForm::parse(&f.name, &f.slug, f.single_opt_in.is_none(), &f.tags).and_then(|new| {
             Ok(NewForm {
                 language: form_language(&f.language)?.map(str::to_string),
                 ..new
             })
-        },
-    );
+        });
     let result = match parsed {
         Ok(new) => forms::create(&state.pool, &new).await.map(|_| ()),
         Err(e) => Err(AppError::Unprocessable(e)),

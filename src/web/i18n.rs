@@ -1049,7 +1049,9 @@ pub static EN: Strings = Strings {
         imp_empty: "The file is empty.",
         imp_spreadsheet: "This is an Excel workbook, not a CSV file. In Excel, use File > Save As > CSV (comma delimited) and upload that file.",
         imp_not_csv: "This doesn't look like a CSV file. Export your subscribers as CSV and upload that file.",
-        imp_bad_header: |line| format!("The header row (line {line}) could not be read; check its quotes."),
+        imp_bad_header: |line| {
+            format!("The header row (line {line}) could not be read; check its quotes.")
+        },
         imp_unreadable: "The uploaded file could not be read. Upload it again.",
         imp_interrupted: "Reading the uploaded file broke off part-way on every attempt. Upload it again; rows already imported stay.",
         imp_database: "The database refused the import on every attempt. Rows already imported stay; try again later.",
@@ -1066,7 +1068,11 @@ pub static EN: Strings = Strings {
         job_import_gone: |id| format!("Import #{id} no longer exists."),
         job_import_stopped: |id| format!("Import #{id} stopped; its page says why."),
         job_segment_gone: |id| format!("Segment #{id} no longer exists."),
-        job_segment_invalid: |id| format!("Segment #{id} no longer fits the custom fields; edit it and run the action again."),
+        job_segment_invalid: |id| {
+            format!(
+                "Segment #{id} no longer fits the custom fields; edit it and run the action again."
+            )
+        },
         job_bulk_invalid: "The bulk action is missing its tag or its selection.",
         job_will_retry: "It will be tried again.",
         job_gave_up: |n| {
@@ -1090,8 +1096,15 @@ pub static EN: Strings = Strings {
         tpl_invalid_operation: "an operation these values do not support",
         tpl_arguments: "a filter or function gets the wrong arguments",
         tpl_other: "the template could not be rendered",
-        tpl_too_large: |part, kib| format!("{part}: longer than {} KiB after merging", group_digits(kib as i64)),
-        tpl_out_of_fuel: |part| format!("{part}: needs too much work to render (a loop or repetition is too big)"),
+        tpl_too_large: |part, kib| {
+            format!(
+                "{part}: longer than {} KiB after merging",
+                group_digits(kib as i64)
+            )
+        },
+        tpl_out_of_fuel: |part| {
+            format!("{part}: needs too much work to render (a loop or repetition is too big)")
+        },
         tpl_layout: "The email layout could not be built.",
     },
 };
@@ -1566,7 +1579,11 @@ pub static KO: Strings = Strings {
         imp_empty: "빈 파일입니다.",
         imp_spreadsheet: "CSV 파일이 아니라 엑셀 통합 문서입니다. 엑셀에서 파일 > 다른 이름으로 저장 > CSV(쉼표로 분리)로 저장한 뒤 그 파일을 올려 주세요.",
         imp_not_csv: "CSV 파일이 아닌 것 같습니다. 구독자 목록을 CSV로 내보낸 뒤 그 파일을 올려 주세요.",
-        imp_bad_header: |line| format!("{line}번째 줄의 머리글 행을 읽을 수 없습니다. 따옴표가 제대로 닫혔는지 확인해 주세요."),
+        imp_bad_header: |line| {
+            format!(
+                "{line}번째 줄의 머리글 행을 읽을 수 없습니다. 따옴표가 제대로 닫혔는지 확인해 주세요."
+            )
+        },
         imp_unreadable: "올린 파일을 읽을 수 없습니다. 파일을 다시 올려 주세요.",
         imp_interrupted: "올린 파일을 읽다가 매번 중간에 끊겼습니다. 파일을 다시 올려 주세요. 이미 가져온 행은 그대로 남습니다.",
         imp_database: "데이터베이스 오류로 가져오기가 거듭 실패했습니다. 이미 가져온 행은 그대로 남습니다. 잠시 후 다시 시도해 주세요.",
@@ -1578,12 +1595,20 @@ pub static KO: Strings = Strings {
         job_database: |k| format!("{k} 작업 중에 데이터베이스 오류가 났습니다."),
         job_panicked: |k| format!("{k} 작업이 비정상적으로 끝났습니다."),
         job_lease: |k| format!("{k} 작업을 실행하던 작업자가 응답하지 않았습니다."),
-        job_unhandled: |k| format!("{k} 작업을 실행할 수 있는 Loopline 프로세스를 기다리고 있습니다."),
+        job_unhandled: |k| {
+            format!("{k} 작업을 실행할 수 있는 Loopline 프로세스를 기다리고 있습니다.")
+        },
         job_bad_payload: "작업 데이터를 읽을 수 없습니다.",
         job_import_gone: |id| format!("가져오기 #{id}: 삭제되어 찾을 수 없습니다."),
-        job_import_stopped: |id| format!("가져오기 #{id}: 중단되었습니다. 이유는 가져오기 화면에서 확인하세요."),
+        job_import_stopped: |id| {
+            format!("가져오기 #{id}: 중단되었습니다. 이유는 가져오기 화면에서 확인하세요.")
+        },
         job_segment_gone: |id| format!("세그먼트 #{id}: 삭제되어 찾을 수 없습니다."),
-        job_segment_invalid: |id| format!("세그먼트 #{id}: 조건이 지금의 사용자 정의 필드와 맞지 않습니다. 세그먼트를 고친 뒤 다시 실행해 주세요."),
+        job_segment_invalid: |id| {
+            format!(
+                "세그먼트 #{id}: 조건이 지금의 사용자 정의 필드와 맞지 않습니다. 세그먼트를 고친 뒤 다시 실행해 주세요."
+            )
+        },
         job_bulk_invalid: "일괄 처리에 태그나 선택한 구독자가 빠져 있습니다.",
         job_will_retry: "잠시 후 다시 시도합니다.",
         job_gave_up: |n| format!("{n}번 시도한 뒤 멈췄습니다."),
@@ -1601,8 +1626,17 @@ pub static KO: Strings = Strings {
         tpl_invalid_operation: "이 값들로는 할 수 없는 연산입니다.",
         tpl_arguments: "필터나 함수에 넘긴 인자가 맞지 않습니다.",
         tpl_other: "템플릿을 렌더링할 수 없습니다.",
-        tpl_too_large: |part, kib| format!("{part}: 치환한 뒤의 길이가 {}KiB를 넘습니다.", group_digits(kib as i64)),
-        tpl_out_of_fuel: |part| format!("{part}: 렌더링에 드는 작업이 너무 많습니다(반복문이나 반복 횟수가 너무 큽니다)."),
+        tpl_too_large: |part, kib| {
+            format!(
+                "{part}: 치환한 뒤의 길이가 {}KiB를 넘습니다.",
+                group_digits(kib as i64)
+            )
+        },
+        tpl_out_of_fuel: |part| {
+            format!(
+                "{part}: 렌더링에 드는 작업이 너무 많습니다(반복문이나 반복 횟수가 너무 큽니다)."
+            )
+        },
         tpl_layout: "메일 레이아웃을 만들 수 없습니다.",
     },
 };

@@ -937,8 +937,14 @@ async fn public_failed_imports_jobs_and_templates_read_in_each_users_language() 
         .unwrap();
     crate::imports::start_with_guessed_mapping(&app, &ko, id, "add_update", "").await;
     let page = get(&ko, &emptied, None).await;
-    assert_eq!(page.attr("#import-status", "data-status").as_deref(), Some("failed"));
-    assert_eq!(page.attr("#import-error", "data-code").as_deref(), Some("empty"));
+    assert_eq!(
+        page.attr("#import-status", "data-status").as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        page.attr("#import-error", "data-code").as_deref(),
+        Some("empty")
+    );
     assert!(page.select("#import-error")[0].starts_with("빈 파일입니다."));
     let page = get(&en, &emptied, None).await;
     assert!(page.select("#import-error")[0].starts_with("The file is empty."));
@@ -959,6 +965,47 @@ async fn public_failed_imports_jobs_and_templates_read_in_each_users_language() 
         vec!["The import was cancelled. Rows already imported stay."]
     );
 
+    // The database refuses a row and the import job has no attempts left: the import
+    // says so, and its job points at the import.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.email = 'poison@example.kr' THEN RAISE EXCEPTION 'simulated failure'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON subscribers FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+         CREATE FUNCTION one_attempt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            NEW.max_attempts := 1; RETURN NEW; END $$;
+         CREATE TRIGGER one_attempt BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION one_attempt();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let res = crate::imports::upload(&ko, "독.csv", b"email\npoison@example.kr\n".to_vec()).await;
+    let poisoned = location(&res);
+    let import_id: i64 = poisoned.rsplit('/').next().unwrap().parse().unwrap();
+    crate::imports::start_with_guessed_mapping(&app, &ko, import_id, "add_update", "").await;
+    let page = get(&ko, &poisoned, None).await;
+    assert_eq!(
+        page.attr("#import-error", "data-code").as_deref(),
+        Some("database")
+    );
+    assert!(
+        page.select("#import-error")[0]
+            .starts_with("데이터베이스 오류로 가져오기가 거듭 실패했습니다."),
+        "{:?}",
+        page.select("#import-error")
+    );
+    assert!(page.select("#import-error details code")[0].contains("simulated failure"));
+    let page = get(&ko, "/settings/jobs", None).await;
+    assert_eq!(
+        page.select("tr[data-status=dead] td[data-kind='audience.import'] ~ td .error-text"),
+        vec![format!(
+            "가져오기 #{import_id}: 중단되었습니다. 이유는 가져오기 화면에서 확인하세요. 1번 시도한 뒤 멈췄습니다."
+        )]
+    );
+    sqlx::raw_sql("DROP TRIGGER one_attempt ON jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
     // A job that dies: the kind named, what went wrong, what happens next.
     let dead = dead_bulk_job(&app, 424_242).await;
     let (code, params): (Option<String>, Value) =
@@ -971,7 +1018,10 @@ async fn public_failed_imports_jobs_and_templates_read_in_each_users_language() 
     assert_eq!(params, serde_json::json!({ "segment": 424242 }));
     let row = format!("tr[data-job-id='{dead}']");
     let page = get(&ko, "/settings/jobs", None).await;
-    assert_eq!(page.select(&format!("{row} td[data-kind]")), vec!["일괄 처리"]);
+    assert_eq!(
+        page.select(&format!("{row} td[data-kind]")),
+        vec!["일괄 처리"]
+    );
     assert_eq!(
         page.select(&format!("{row} .error-text")),
         vec!["세그먼트 #424242: 삭제되어 찾을 수 없습니다. 1번 시도한 뒤 멈췄습니다."]
@@ -981,7 +1031,10 @@ async fn public_failed_imports_jobs_and_templates_read_in_each_users_language() 
             .contains("segment 424242 no longer exists")
     );
     let page = get(&en, "/settings/jobs", None).await;
-    assert_eq!(page.select(&format!("{row} td[data-kind]")), vec!["bulk action"]);
+    assert_eq!(
+        page.select(&format!("{row} td[data-kind]")),
+        vec!["bulk action"]
+    );
     assert_eq!(
         page.select(&format!("{row} .error-text")),
         vec!["Segment #424242 no longer exists. Stopped after 1 attempt."]
@@ -1007,7 +1060,10 @@ async fn public_failed_imports_jobs_and_templates_read_in_each_users_language() 
             ),
             "{flash:?}"
         );
-        assert_eq!(page.select(".flash-error details summary"), vec!["기술 정보"]);
+        assert_eq!(
+            page.select(".flash-error details summary"),
+            vec!["기술 정보"]
+        );
         assert!(page.exists(".flash-error details code[lang=en]"));
         let page = Page::from_response(en.post_form("/outbox/test", &broken(action)).await).await;
         assert!(
@@ -1048,7 +1104,11 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
     let res = editor
         .post_form(
             "/audience/forms",
-            &[("name", "뉴스레터"), ("slug", "ko-news"), ("language", "ko")],
+            &[
+                ("name", "뉴스레터"),
+                ("slug", "ko-news"),
+                ("language", "ko"),
+            ],
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
@@ -1076,7 +1136,10 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
         Some("ko")
     );
     let snippet = page.select(&format!("{card} .snippet"))[0].clone();
-    assert!(snippet.contains(r#"name="language" value="ko""#), "{snippet}");
+    assert!(
+        snippet.contains(r#"name="language" value="ko""#),
+        "{snippet}"
+    );
     assert!(snippet.contains("이 칸은 비워 두세요"), "{snippet}");
     assert!(snippet.contains("구독하기"), "{snippet}");
     assert!(!snippet.contains("Website"), "{snippet}");
@@ -1087,13 +1150,22 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
         let page = get(&app.client(), "/f/ko-news", accept).await;
         assert!(page.exists("html[lang=ko]"), "{accept:?}");
         assert_eq!(page.select("#signup-form button"), vec!["구독하기"]);
-        assert_eq!(page.select(".hp label[for=website]"), vec!["이 칸은 비워 두세요"]);
+        assert_eq!(
+            page.select(".hp label[for=website]"),
+            vec!["이 칸은 비워 두세요"]
+        );
     }
 
     // Signing up with no language anywhere but the form's: stored Korean, and the
     // confirmation mail is Korean.
     let visitor = app.client();
-    let page = post(&visitor, "/f/ko-news", None, &[("email", "seoyeon@example.kr")]).await;
+    let page = post(
+        &visitor,
+        "/f/ko-news",
+        None,
+        &[("email", "seoyeon@example.kr")],
+    )
+    .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.exists("html[lang=ko]"));
     assert_eq!(
@@ -1105,10 +1177,11 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
         Some("ko")
     );
     assert_eq!(app.send_mail().await.sent, 1);
-    let message: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE to_email = 'seoyeon@example.kr'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let message: i64 =
+        sqlx::query_scalar("SELECT id FROM messages WHERE to_email = 'seoyeon@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     let raw = loopline::delivery::outbox::captured(&app.pool, message)
         .await
         .unwrap()
@@ -1154,7 +1227,10 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
 
     // Back to "the browser decides": Accept-Language, else English.
     let res = editor
-        .post_form(&format!("/audience/forms/{form_id}/language"), &[("language", "")])
+        .post_form(
+            &format!("/audience/forms/{form_id}/language"),
+            &[("language", "")],
+        )
         .await;
     assert_eq!(location(&res), "/audience/forms?notice=settings-saved");
     assert!(
@@ -1165,9 +1241,15 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
     let page = get(&app.client(), "/f/ko-news", Some(KO_BROWSER)).await;
     assert!(page.exists("html[lang=ko]"));
     let page = get(&app.client(), "/f/ko-news", Some(EN_BROWSER)).await;
-    assert_eq!(page.select(".hp label[for=website]"), vec!["Leave this field empty"]);
+    assert_eq!(
+        page.select(".hp label[for=website]"),
+        vec!["Leave this field empty"]
+    );
     let res = editor
-        .post_form(&format!("/audience/forms/{form_id}/language"), &[("language", "xx")])
+        .post_form(
+            &format!("/audience/forms/{form_id}/language"),
+            &[("language", "xx")],
+        )
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let res = editor
@@ -1176,12 +1258,18 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     // Set again from the page: the editor's select shows it.
     editor
-        .post_form(&format!("/audience/forms/{form_id}/language"), &[("language", "ko")])
+        .post_form(
+            &format!("/audience/forms/{form_id}/language"),
+            &[("language", "ko")],
+        )
         .await;
     let page = get(&editor, "/audience/forms", None).await;
     assert_eq!(
-        page.attr(&format!("#form-language-{form_id} option[selected]"), "value")
-            .as_deref(),
+        page.attr(
+            &format!("#form-language-{form_id} option[selected]"),
+            "value"
+        )
+        .as_deref(),
         Some("ko")
     );
 }
@@ -1210,8 +1298,16 @@ fn public_every_failure_code_is_worded_in_both_languages() {
     let failures = ImportFailure::examples();
     assert_eq!(failures.len(), 13);
     for f in &failures {
-        check(&format!("{f:?}"), en.import_failure(f), ko.import_failure(f));
-        assert_eq!(f.to_string(), en.import_failure(f), "Display is the English text");
+        check(
+            &format!("{f:?}"),
+            en.import_failure(f),
+            ko.import_failure(f),
+        );
+        assert_eq!(
+            f.to_string(),
+            en.import_failure(f),
+            "Display is the English text"
+        );
     }
     assert_eq!(
         ko.import_failure(&ImportFailure::BadHeader { line: 7 }),

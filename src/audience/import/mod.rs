@@ -298,7 +298,13 @@ mod tests {
             ImportFailure::from_stored("cancelled", &serde_json::Value::Null),
             Some(ImportFailure::Cancelled)
         );
-        assert_eq!(ImportFailure::from_stored("from_the_future", &serde_json::json!({})), None);
-        assert_eq!(ImportFailure::from_stored("bad_header", &serde_json::json!({})), None);
+        assert_eq!(
+            ImportFailure::from_stored("from_the_future", &serde_json::json!({})),
+            None
+        );
+        assert_eq!(
+            ImportFailure::from_stored("bad_header", &serde_json::json!({})),
+            None
+        );
     }
 }
