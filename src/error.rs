@@ -23,6 +23,8 @@ pub enum AppError {
     Unprocessable(Problem),
     #[error("{0}")]
     TooManyRequests(Problem),
+    #[error("{0}")]
+    PayloadTooLarge(Problem),
     #[error("the form expired or was sent from another site; reload the page and try again")]
     Csrf,
     #[error("the service is not ready: {0}")]
@@ -42,6 +44,10 @@ pub enum Problem {
     FormUnreadable,
     UploadUnreadable,
     UploadInterrupted,
+    /// The upload is larger than Loopline accepts (the limit in MiB).
+    UploadTooLarge {
+        max_mib: u64,
+    },
     FileEmpty,
     ChooseFile,
     // Constraints without a more precise message.
@@ -114,8 +120,9 @@ pub enum Problem {
     // Outbox.
     TestRecipient(crate::address::AddressError),
     TestSubject,
-    /// The mail template does not compile; the template engine's words follow.
-    Template(String),
+    /// The mail template does not compile or render: where, and what kind of problem
+    /// (`Problem::detail` has the template engine's own English words).
+    Template(crate::delivery::render::RenderError),
     /// Words already in the reader's language (the subscriber pages pick their own).
     Said(String),
 }
@@ -130,6 +137,42 @@ pub enum SegmentRowProblem {
     Days,
     Mails,
     UnknownCondition,
+}
+
+impl Problem {
+    /// Technical detail in English to show second (under the worded problem), if any.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Problem::Template(e) => e.detail(),
+            _ => None,
+        }
+    }
+}
+
+/// A failure stored as a code and its parameters (`error_code`, `error_params` columns)
+/// from a `#[serde(tag = "code")]` enum: the pair to store.
+pub fn to_stored<T: serde::Serialize>(value: &T) -> (String, serde_json::Value) {
+    let mut v = serde_json::to_value(value).unwrap_or_default();
+    let code = v
+        .as_object_mut()
+        .and_then(|o| o.remove("code"))
+        .and_then(|c| c.as_str().map(str::to_string))
+        .unwrap_or_default();
+    (code, v)
+}
+
+/// Reads back what [`to_stored`] wrote; `None` for a code this version does not know
+/// (or parameters that do not fit it).
+pub fn from_stored<T: serde::de::DeserializeOwned>(
+    code: &str,
+    params: &serde_json::Value,
+) -> Option<T> {
+    let mut v = match params {
+        serde_json::Value::Object(o) => o.clone(),
+        _ => serde_json::Map::new(),
+    };
+    v.insert("code".into(), code.into());
+    serde_json::from_value(serde_json::Value::Object(v)).ok()
 }
 
 impl std::fmt::Display for Problem {
@@ -167,6 +210,7 @@ impl AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -192,7 +236,8 @@ impl IntoResponse for AppError {
             Self::BadRequest(p)
             | Self::Conflict(p)
             | Self::Unprocessable(p)
-            | Self::TooManyRequests(p) => Message::Problem(p),
+            | Self::TooManyRequests(p)
+            | Self::PayloadTooLarge(p) => Message::Problem(p),
         };
         let mut res = status.into_response();
         res.extensions_mut().insert(ErrorInfo { status, message });

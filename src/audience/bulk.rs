@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     AppError, AppResult, Problem,
-    jobs::{JobContext, JobError, NewJob},
+    jobs::{JobContext, JobError, JobFailure, NewJob},
 };
 
 pub const BULK_JOB: &str = "audience.bulk";
@@ -119,14 +119,14 @@ async fn page(
 pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     let bulk: Bulk = ctx.payload()?;
     bulk.validate()
-        .map_err(|e| JobError::Fatal(anyhow::anyhow!(e)))?;
+        .map_err(|e| JobError::Fatal(anyhow::anyhow!(e).context(JobFailure::BulkInvalid)))?;
     let pool = ctx.pool.clone();
     let now = ctx.clock.now();
     let cond = match bulk.scope {
         Scope::Segment(id) => {
             let seg = segments::get(&pool, id)
                 .await?
-                .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("segment {id} no longer exists")))?;
+                .ok_or_else(|| JobError::Fatal(JobFailure::SegmentGone { segment: id }.into()))?;
             let fields = segments::field_defs(&pool).await?;
             let lifecycle = Lifecycle::load(&pool).await?;
             seg.definition
@@ -135,7 +135,11 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
                     fields: &fields,
                     lifecycle: &lifecycle,
                 })
-                .map_err(|e| JobError::Fatal(anyhow::anyhow!("{e}")))?;
+                .map_err(|e| {
+                    JobError::Fatal(
+                        anyhow::anyhow!("{e}").context(JobFailure::SegmentInvalid { segment: id }),
+                    )
+                })?;
             Some((seg.definition.0, fields, lifecycle))
         }
         Scope::Ids(_) => None,

@@ -13,6 +13,8 @@ pub struct Form {
     pub name: String,
     pub double_opt_in: bool,
     pub tag_ids: Vec<i64>,
+    /// The language the form speaks (`en`, `ko`); `None`: the visitor's browser decides.
+    pub language: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -23,6 +25,8 @@ pub struct NewForm {
     pub slug: String,
     pub double_opt_in: bool,
     pub tags: Vec<String>,
+    /// A language code the caller has checked (`web::Lang::code`), or `None`.
+    pub language: Option<String>,
 }
 
 impl NewForm {
@@ -49,22 +53,24 @@ impl NewForm {
             slug,
             double_opt_in,
             tags: tags::clean_names(tags.split(',')),
+            language: None,
         })
     }
 }
 
-const COLUMNS: &str = "id, slug, name, double_opt_in, tag_ids, created_at";
+const COLUMNS: &str = "id, slug, name, double_opt_in, tag_ids, language, created_at";
 
 pub async fn create(pool: &PgPool, form: &NewForm) -> AppResult<Form> {
     let mut tx = pool.begin().await?;
     let tag_ids = tags::ensure(&mut tx, &form.tags).await?;
     let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO forms (slug, name, double_opt_in, tag_ids) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+        "INSERT INTO forms (slug, name, double_opt_in, tag_ids, language) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
     )))
     .bind(&form.slug)
     .bind(&form.name)
     .bind(form.double_opt_in)
     .bind(&tag_ids)
+    .bind(&form.language)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| match AppError::from(e) {
@@ -99,4 +105,15 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Form>> {
     )))
     .fetch_all(pool)
     .await
+}
+
+/// Sets (or, with `None`, clears) the language a form speaks. `false` if there is no
+/// such form.
+pub async fn set_language(pool: &PgPool, id: i64, language: Option<&str>) -> AppResult<bool> {
+    let r = sqlx::query("UPDATE forms SET language = $2 WHERE id = $1")
+        .bind(id)
+        .bind(language)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
 }

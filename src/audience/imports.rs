@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use super::import::{ImportStatus, ReportCode};
+use super::import::{ImportFailure, ImportStatus, ReportCode};
 use crate::{AppError, AppResult, Problem};
 
 pub const IMPORT_JOB: &str = "audience.import";
@@ -62,12 +62,21 @@ pub struct Import {
     pub updated: i64,
     pub skipped: i64,
     pub failed: i64,
+    /// The English technical detail of a failure (shown second).
     pub error: Option<String>,
+    /// Why it failed, as an [`ImportFailure`] code; `None` before codes existed.
+    pub error_code: Option<String>,
+    pub error_params: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl Import {
+    /// Why it ended without importing (all of) its file, when the code is known.
+    pub fn failure(&self) -> Option<ImportFailure> {
+        ImportFailure::from_stored(self.error_code.as_deref()?, &self.error_params)
+    }
+
     /// Percent of the file processed, for the progress bar.
     pub fn percent(&self) -> i64 {
         if self.status == "done" {
@@ -81,7 +90,7 @@ impl Import {
 }
 
 const COLUMNS: &str = "id, filename, size_bytes, encoding, vendor, headers, mapping, mode, tags, status::text AS status, \
-     lines_done, bytes_done, added, updated, skipped, failed, error, created_at, finished_at";
+     lines_done, bytes_done, added, updated, skipped, failed, error, error_code, error_params, created_at, finished_at";
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Import>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -526,7 +535,7 @@ pub async fn queue(
 
 /// Asks a queued or running import to stop after its current batch.
 pub async fn cancel(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> {
-    let r = sqlx::query("UPDATE imports SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status IN ('uploaded', 'queued', 'running')")
+    let r = sqlx::query("UPDATE imports SET status = 'cancelled', finished_at = $2, error_code = 'cancelled', error_params = '{}' WHERE id = $1 AND status IN ('uploaded', 'queued', 'running')")
         .bind(id)
         .bind(now)
         .execute(pool)
@@ -673,7 +682,14 @@ pub async fn inspect(pool: &PgPool, id: i64) -> AppResult<()> {
             Ok(())
         }
         Err(e) => {
-            sqlx::query("UPDATE imports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1").bind(id).bind(e.to_string()).execute(pool).await?;
+            let (code, params) = ImportFailure::from(&e).to_stored();
+            sqlx::query("UPDATE imports SET status = 'failed', error = $2, error_code = $3, error_params = $4, finished_at = now() WHERE id = $1")
+                .bind(id)
+                .bind(e.to_string())
+                .bind(code)
+                .bind(params)
+                .execute(pool)
+                .await?;
             drop_file(pool, id).await?;
             Ok(())
         }
@@ -779,7 +795,7 @@ enum Parsed {
         last_line: u64,
         bytes: u64,
     },
-    FileError(String),
+    FileError(ImportFailure, String),
     End {
         io_error: Option<String>,
         bytes: u64,
@@ -791,18 +807,22 @@ struct JobPayload {
     import_id: i64,
 }
 
+/// Ends a running import: `done`, or `failed` with why (and the English detail).
 async fn finish(
     pool: &PgPool,
     id: i64,
-    status: &str,
-    error: Option<&str>,
+    failure: Option<(&ImportFailure, &str)>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE imports SET status = $2::import_status, error = $3, finished_at = $4 WHERE id = $1 AND status = 'running'")
+    let status = if failure.is_some() { "failed" } else { "done" };
+    let (code, params) = failure.map(|(f, _)| f.to_stored()).unzip();
+    sqlx::query("UPDATE imports SET status = $2::import_status, error = $3, finished_at = $4, error_code = $5, error_params = coalesce($6, '{}') WHERE id = $1 AND status = 'running'")
         .bind(id)
         .bind(status)
-        .bind(error)
+        .bind(failure.map(|(_, detail)| detail))
         .bind(now)
+        .bind(code)
+        .bind(params)
         .execute(pool)
         .await?;
     drop_file(pool, id).await
@@ -933,21 +953,48 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     let JobPayload { import_id: id } = ctx.payload()?;
     let result = run(&ctx, id).await;
     // The job is about to die: say so on the import instead of leaving it "running".
-    if let Err(e) = &result
-        && (matches!(e, JobError::Fatal(_)) || ctx.job.attempts >= ctx.job.max_attempts)
-    {
-        let message = format!("the import stopped: {e}");
-        let _ = finish(&ctx.pool, id, "failed", Some(&message), ctx.clock.now()).await;
+    match result {
+        Err(e) if matches!(e, JobError::Fatal(_)) || ctx.job.attempts >= ctx.job.max_attempts => {
+            let failure = match &e {
+                JobError::Retry(a) | JobError::Fatal(a) => {
+                    a.downcast_ref::<ImportFailure>().cloned()
+                }
+                JobError::Unhandled => None,
+            }
+            .unwrap_or(match crate::jobs::JobFailure::of(&e) {
+                crate::jobs::JobFailure::Database => ImportFailure::Database,
+                _ => ImportFailure::Stopped,
+            });
+            let detail = format!("the import stopped: {e}");
+            let _ = finish(&ctx.pool, id, Some((&failure, &detail)), ctx.clock.now()).await;
+            // The job's own record points at the import, whose page says why (unless it
+            // already says something more precise, like the import being gone).
+            if !matches!(
+                crate::jobs::JobFailure::of(&e),
+                crate::jobs::JobFailure::Failed | crate::jobs::JobFailure::Database
+            ) {
+                return Err(e);
+            }
+            Err(match e {
+                JobError::Retry(a) => JobError::Retry(
+                    a.context(crate::jobs::JobFailure::ImportStopped { import: id }),
+                ),
+                JobError::Fatal(a) => JobError::Fatal(
+                    a.context(crate::jobs::JobFailure::ImportStopped { import: id }),
+                ),
+                other => other,
+            })
+        }
+        other => other,
     }
-    result
 }
 
 async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
     let pool = ctx.pool.clone();
     let Some(imp) = get(&pool, id).await? else {
-        return Err(JobError::Fatal(anyhow::anyhow!(
-            "import {id} no longer exists"
-        )));
+        return Err(JobError::Fatal(
+            crate::jobs::JobFailure::ImportGone { import: id }.into(),
+        ));
     };
     if !matches!(imp.status.as_str(), "queued" | "running") {
         return Ok(());
@@ -1004,7 +1051,7 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
         let mut rows = match Rows::new(reader, mapping, &fields) {
             Ok(r) => r.with_default_status(default_status),
             Err(e) => {
-                let _ = batch_tx.blocking_send(Parsed::FileError(e.to_string()));
+                let _ = batch_tx.blocking_send(Parsed::FileError((&e).into(), e.to_string()));
                 return;
             }
         };
@@ -1074,11 +1121,11 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
     let outcome = async {
         while let Some(msg) = batch_rx.recv().await {
             match msg {
-                Parsed::FileError(e) => {
+                Parsed::FileError(failure, detail) => {
                     if let Some(stop) = settle(ctx, &mut inflight, 0, imp.size_bytes).await? {
                         return Ok(stop);
                     }
-                    finish(&pool, id, "failed", Some(&e), ctx.clock.now()).await?;
+                    finish(&pool, id, Some((&failure, &detail)), ctx.clock.now()).await?;
                     return Ok(());
                 }
                 Parsed::Batch {
@@ -1113,16 +1160,17 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
                         return Ok(stop);
                     }
                     if let Some(e) = io_error {
-                        return Err(JobError::Retry(anyhow::anyhow!(
-                            "reading the upload failed: {e}"
-                        )));
+                        return Err(JobError::Retry(
+                            anyhow::anyhow!("reading the upload failed: {e}")
+                                .context(ImportFailure::Interrupted),
+                        ));
                     }
                     sqlx::query("UPDATE imports SET bytes_done = $2 WHERE id = $1")
                         .bind(id)
                         .bind(bytes as i64)
                         .execute(&pool)
                         .await?;
-                    finish(&pool, id, "done", None, ctx.clock.now()).await?;
+                    finish(&pool, id, None, ctx.clock.now()).await?;
                     return Ok(());
                 }
             }

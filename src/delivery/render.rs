@@ -106,7 +106,54 @@ impl fmt::Display for Part {
     }
 }
 
-#[derive(thiserror::Error, Debug)]
+/// What kind of problem a template has at run time, as a stable code the dashboard
+/// words in the reader's language (`web::i18n`); the engine's own English words stay
+/// in the error's `message`, shown second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateIssue {
+    UnknownFilter,
+    UnknownFunction,
+    UnknownTest,
+    UnknownMethod,
+    /// A value that is not there, used where one is needed (calling it, looping it).
+    Undefined,
+    /// An operation the values do not support (`"a" - 1`, dividing by zero).
+    InvalidOperation,
+    /// Too many, too few or wrong arguments to a filter or function.
+    Arguments,
+    /// Anything else the engine refuses.
+    Other,
+}
+
+impl TemplateIssue {
+    pub const ALL: [TemplateIssue; 8] = [
+        Self::UnknownFilter,
+        Self::UnknownFunction,
+        Self::UnknownTest,
+        Self::UnknownMethod,
+        Self::Undefined,
+        Self::InvalidOperation,
+        Self::Arguments,
+        Self::Other,
+    ];
+
+    fn of(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::UnknownFilter => Self::UnknownFilter,
+            ErrorKind::UnknownFunction => Self::UnknownFunction,
+            ErrorKind::UnknownTest => Self::UnknownTest,
+            ErrorKind::UnknownMethod => Self::UnknownMethod,
+            ErrorKind::UndefinedError => Self::Undefined,
+            ErrorKind::InvalidOperation => Self::InvalidOperation,
+            ErrorKind::TooManyArguments | ErrorKind::MissingArgument => Self::Arguments,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Why a draft does not render. Kept as a value (`Problem::Template`) until a page words
+/// it; `Display` is the English text with the engine's words, for logs.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum RenderError {
     #[error("{part}, line {line}: {message}")]
     Syntax {
@@ -118,6 +165,7 @@ pub enum RenderError {
     Runtime {
         part: Part,
         line: Option<usize>,
+        issue: TemplateIssue,
         message: String,
     },
     #[error("{part} is longer than {limit} bytes after merging")]
@@ -126,6 +174,17 @@ pub enum RenderError {
     OutOfFuel { part: Part },
     #[error("the email layout could not be built: {0}")]
     Layout(String),
+}
+
+impl RenderError {
+    /// The template engine's (or the layout's) own words, in English.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Syntax { message, .. } | Self::Runtime { message, .. } => Some(message),
+            Self::Layout(m) => Some(m),
+            Self::TooLarge { .. } | Self::OutOfFuel { .. } => None,
+        }
+    }
 }
 
 fn at_line(line: &Option<usize>) -> String {
@@ -244,9 +303,10 @@ fn template_error(part: Part, err: minijinja::Error) -> RenderError {
             line: err.line().unwrap_or(1),
             message,
         },
-        _ => RenderError::Runtime {
+        kind => RenderError::Runtime {
             part,
             line: err.line(),
+            issue: TemplateIssue::of(kind),
             message,
         },
     }
@@ -1062,6 +1122,54 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn template_problems_carry_a_code_and_their_line() {
+        let body = "line one\n\n{{ subscriber.name | shout }}";
+        let err = run(&draft(BodyFormat::Markdown, "", body), &data(json!("Ann"))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RenderError::Runtime {
+                    part: Part::Body,
+                    line: Some(3),
+                    issue: TemplateIssue::UnknownFilter,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.detail().is_some_and(|d| d.contains("shout")), "{err:?}");
+        let err = run(
+            &draft(BodyFormat::Html, "{{ nothing_here() }}", ""),
+            &json!({}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RenderError::Runtime {
+                    part: Part::Subject,
+                    issue: TemplateIssue::UnknownFunction,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = run(&draft(BodyFormat::Html, "{{ 1 - \"a\" }}", ""), &json!({})).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RenderError::Runtime {
+                    issue: TemplateIssue::InvalidOperation,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Only the layout and the engine's words are detail; sizes and budgets are not.
+        assert_eq!(RenderError::OutOfFuel { part: Part::Body }.detail(), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, postgres::PgListener};
 use tokio::{sync::Notify, task::JoinSet};
@@ -115,6 +115,107 @@ pub enum JobError {
     Unhandled,
 }
 
+/// Why a job attempt failed, as a stable code with its parameters: stored in
+/// `jobs.error_code` / `error_params` beside the English detail in `last_error`, and
+/// worded on the jobs page in the reader's language (`Strings::job_failure`). Handlers
+/// attach one as the error (`JobError::Fatal(JobFailure::… .into())`) or as context;
+/// anything else counts as [`JobFailure::Database`] when a database error is in its
+/// chain, else [`JobFailure::Failed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum JobFailure {
+    /// The handler failed; nothing more specific is known (the detail says what).
+    #[error("the job failed")]
+    Failed,
+    #[error("a database error")]
+    Database,
+    #[error("job handler panicked")]
+    Panicked,
+    /// The worker running it died or hung, and its lease ran out.
+    #[error("the lease ran out (the worker died or hung while running it)")]
+    LeaseExpired,
+    /// No process handling this kind of job has picked it up yet.
+    #[error("no handler for this kind of job here")]
+    Unhandled,
+    #[error("the job's payload could not be read")]
+    BadPayload,
+    #[error("import {import} no longer exists")]
+    ImportGone { import: i64 },
+    /// The import job gave up; the import says why.
+    #[error("import {import} stopped")]
+    ImportStopped { import: i64 },
+    #[error("segment {segment} no longer exists")]
+    SegmentGone { segment: i64 },
+    /// The segment's definition no longer fits the custom fields.
+    #[error("segment {segment} is no longer valid")]
+    SegmentInvalid { segment: i64 },
+    /// A bulk action without its tag or selection.
+    #[error("the bulk action is incomplete")]
+    BulkInvalid,
+}
+
+impl JobFailure {
+    /// The code and parameters to store.
+    pub fn to_stored(&self) -> (String, Value) {
+        crate::error::to_stored(self)
+    }
+
+    /// Read back; `None` for rows without a code (older) or with one this version lacks.
+    pub fn from_stored(code: &str, params: &Value) -> Option<Self> {
+        crate::error::from_stored(code, params)
+    }
+
+    /// What a handler's error amounts to.
+    pub fn of(err: &JobError) -> Self {
+        match err {
+            JobError::Unhandled => Self::Unhandled,
+            JobError::Retry(e) | JobError::Fatal(e) => {
+                if let Some(f) = e.downcast_ref::<JobFailure>() {
+                    f.clone()
+                } else if e.chain().any(|c| c.is::<sqlx::Error>()) {
+                    Self::Database
+                } else {
+                    Self::Failed
+                }
+            }
+        }
+    }
+
+    /// One of each, for tests of the wording.
+    pub fn examples() -> Vec<Self> {
+        let all = vec![
+            Self::Failed,
+            Self::Database,
+            Self::Panicked,
+            Self::LeaseExpired,
+            Self::Unhandled,
+            Self::BadPayload,
+            Self::ImportGone { import: 12 },
+            Self::ImportStopped { import: 12 },
+            Self::SegmentGone { segment: 3 },
+            Self::SegmentInvalid { segment: 3 },
+            Self::BulkInvalid,
+        ];
+        // A new variant must be added above: this match stops compiling until it is.
+        for f in &all {
+            match f {
+                Self::Failed
+                | Self::Database
+                | Self::Panicked
+                | Self::LeaseExpired
+                | Self::Unhandled
+                | Self::BadPayload
+                | Self::ImportGone { .. }
+                | Self::ImportStopped { .. }
+                | Self::SegmentGone { .. }
+                | Self::SegmentInvalid { .. }
+                | Self::BulkInvalid => {}
+            }
+        }
+        all
+    }
+}
+
 impl From<anyhow::Error> for JobError {
     fn from(e: anyhow::Error) -> Self {
         Self::Retry(e)
@@ -158,8 +259,12 @@ impl JobContext {
     }
 
     pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_value(self.job.payload.clone())
-            .map_err(|e| JobError::Fatal(anyhow::anyhow!("bad payload for {}: {e}", self.job.kind)))
+        serde_json::from_value(self.job.payload.clone()).map_err(|e| {
+            JobError::Fatal(
+                anyhow::anyhow!("bad payload for {}: {e}", self.job.kind)
+                    .context(JobFailure::BadPayload),
+            )
+        })
     }
 }
 
@@ -279,6 +384,7 @@ impl JobRunner {
                  last_error = CASE WHEN attempts >= max_attempts
                      THEN 'the lease ran out on every attempt (the worker died or hung while running it)'
                      ELSE 'the lease ran out (the worker died or hung while running it)' END,
+                 error_code = 'lease_expired', error_params = '{}',
                  locked_by = NULL, locked_until = NULL
              WHERE status = 'running' AND locked_until < $1",
         )
@@ -311,11 +417,12 @@ impl JobRunner {
                     .await
                 {
                     Ok(r) => r,
-                    Err(_) => Err(JobError::Retry(anyhow::anyhow!("job handler panicked"))),
+                    Err(_) => Err(JobError::Retry(JobFailure::Panicked.into())),
                 }
             }
         };
         let now = self.clock.now();
+        let failure = result.as_ref().err().map(|e| JobFailure::of(e).to_stored());
         let (outcome, run_at, error) = match result {
             Ok(()) => (Outcome::Done, None, None),
             Err(JobError::Unhandled) => (
@@ -343,6 +450,7 @@ impl JobRunner {
         // Only the claim that ran it may record it: same worker, same attempt, still running.
         let rows = sqlx::query(
             "UPDATE jobs SET status = $2::job_status, run_at = coalesce($3, run_at), last_error = $4,
+                    error_code = $9, error_params = coalesce($10, '{}'),
                     attempts = attempts - $8,
                     finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE $5 END,
                     locked_by = NULL, locked_until = NULL
@@ -356,6 +464,8 @@ impl JobRunner {
         .bind(&*self.worker_id)
         .bind(attempts)
         .bind(i32::from(outcome == Outcome::Waiting))
+        .bind(failure.as_ref().map(|(code, _)| code))
+        .bind(failure.as_ref().map(|(_, params)| params))
         .execute(&self.pool)
         .await
         .context("recording the job's outcome")?
@@ -577,16 +687,27 @@ pub struct JobRow {
     pub attempts: i32,
     pub max_attempts: i32,
     pub run_at: DateTime<Utc>,
+    /// The English technical detail of the last failure.
     pub last_error: Option<String>,
+    /// The last failure as a code ([`JobFailure`]); `None` before codes existed.
+    pub error_code: Option<String>,
+    pub error_params: Value,
     pub progress_done: Option<i64>,
     pub progress_total: Option<i64>,
     pub updated_at: DateTime<Utc>,
 }
 
+impl JobRow {
+    /// The last failure, if it has a code this version knows.
+    pub fn failure(&self) -> Option<JobFailure> {
+        JobFailure::from_stored(self.error_code.as_deref()?, &self.error_params)
+    }
+}
+
 /// The most recent jobs that are not done (queued, running, dead), newest first.
 pub async fn recent_unfinished(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<JobRow>> {
     sqlx::query_as(
-        "SELECT id, kind, status::text AS status, attempts, max_attempts, run_at, last_error, progress_done, progress_total, updated_at
+        "SELECT id, kind, status::text AS status, attempts, max_attempts, run_at, last_error, error_code, error_params, progress_done, progress_total, updated_at
          FROM jobs WHERE status <> 'done' ORDER BY updated_at DESC, id DESC LIMIT $1",
     )
     .bind(limit)

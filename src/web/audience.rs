@@ -13,7 +13,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::{
     AppState,
-    i18n::{PublicStrings, public_strings_for},
+    i18n::{Lang, PublicStrings, public_strings_for},
     pages::{Chrome, render},
 };
 use crate::{
@@ -288,21 +288,29 @@ struct FormsPage {
     forms: Vec<(forms::Form, String)>,
     public_url: String,
     errors: Vec<Problem>,
+    /// The languages a form can speak: (code, name in itself).
+    languages: Vec<(&'static str, &'static str)>,
 }
 
 async fn forms_page(
     state: &AppState,
     s: &Session,
+    notice: Option<&str>,
     errors: Vec<Problem>,
 ) -> AppResult<Html<String>> {
     let all = forms::list(&state.pool).await?;
     let public_url = state.config.public_url.clone();
-    let chrome = Chrome::new(state, s, "audience", None);
-    let p = public_strings_for(chrome.t.lang);
+    let chrome = Chrome::new(state, s, "audience", notice);
     let with_snippets = all
         .into_iter()
         .map(|f| {
-            let snippet = embed_snippet(&public_url, &f.slug, p);
+            // The form's own language, else the dashboard user's.
+            let lang = f
+                .language
+                .as_deref()
+                .and_then(Lang::from_tag)
+                .unwrap_or(chrome.t.lang);
+            let snippet = embed_snippet(&public_url, &f.slug, public_strings_for(lang));
             (f, snippet)
         })
         .collect();
@@ -311,26 +319,37 @@ async fn forms_page(
         forms: with_snippets,
         public_url,
         errors,
+        languages: Lang::ALL
+            .into_iter()
+            .map(|l| (l.code(), l.native_name()))
+            .collect(),
     })
 }
 
 /// The HTML a site owner pastes into their page: a plain form posting to the hosted
 /// endpoint, with the honeypot field hidden inline. Its words and its `language` field
-/// are the dashboard user's language, so signups through it get mail in that language.
+/// are the form's language (else the dashboard user's), so signups through it get
+/// pages and mail in that language.
 pub fn embed_snippet(public_url: &str, slug: &str, p: &PublicStrings) -> String {
     // Only a validated slug, the configured URL and our own fixed strings go in (none
     // holds a quote or `<`); nothing from a request.
-    let (lang, name, submit) = (p.lang.code(), p.name_optional, p.signup_submit);
+    let (lang, name, submit, honeypot) = (
+        p.lang.code(),
+        p.name_optional,
+        p.signup_submit,
+        p.honeypot_label,
+    );
     format!(
-        "<form method=\"post\" action=\"{public_url}/f/{slug}\">\n  <input type=\"hidden\" name=\"language\" value=\"{lang}\">\n  <input type=\"text\" inputmode=\"email\" name=\"email\" placeholder=\"you@example.com\" required>\n  <input type=\"text\" name=\"name\" placeholder=\"{name}\">\n  <input type=\"text\" name=\"website\" tabindex=\"-1\" autocomplete=\"off\" style=\"position:absolute;left:-10000px\" aria-hidden=\"true\">\n  <button type=\"submit\">{submit}</button>\n</form>"
+        "<form method=\"post\" action=\"{public_url}/f/{slug}\" lang=\"{lang}\">\n  <input type=\"hidden\" name=\"language\" value=\"{lang}\">\n  <input type=\"text\" inputmode=\"email\" name=\"email\" placeholder=\"you@example.com\" required>\n  <input type=\"text\" name=\"name\" placeholder=\"{name}\">\n  <div style=\"position:absolute;left:-10000px\" aria-hidden=\"true\"><label>{honeypot} <input type=\"text\" name=\"website\" tabindex=\"-1\" autocomplete=\"off\"></label></div>\n  <button type=\"submit\">{submit}</button>\n</form>"
     )
 }
 
 pub async fn forms(
     State(state): State<AppState>,
     Extension(s): Extension<Session>,
+    Query(q): Query<super::pages::NoticeQuery>,
 ) -> AppResult<Html<String>> {
-    forms_page(&state, &s, vec![]).await
+    forms_page(&state, &s, q.notice(), vec![]).await
 }
 
 #[derive(Deserialize)]
@@ -343,6 +362,22 @@ pub struct NewFormInput {
     single_opt_in: Option<String>,
     #[serde(default)]
     tags: String,
+    /// A language code, or empty for "the visitor's browser decides".
+    #[serde(default)]
+    language: String,
+}
+
+/// A form language from the editor: empty is none; anything else must be one Loopline
+/// has pages in.
+fn form_language(v: &str) -> Result<Option<&'static str>, Problem> {
+    if v.trim().is_empty() {
+        return Ok(None);
+    }
+    Lang::ALL
+        .into_iter()
+        .find(|l| l.code() == v.trim())
+        .map(|l| Some(l.code()))
+        .ok_or(Problem::ChooseLanguage)
 }
 
 pub async fn create_form(
@@ -350,7 +385,14 @@ pub async fn create_form(
     Extension(s): Extension<Session>,
     Form(f): Form<NewFormInput>,
 ) -> AppResult<Response> {
-    let result = match NewForm::parse(&f.name, &f.slug, f.single_opt_in.is_none(), &f.tags) {
+    let parsed =
+        NewForm::parse(&f.name, &f.slug, f.single_opt_in.is_none(), &f.tags).and_then(|new| {
+            Ok(NewForm {
+                language: form_language(&f.language)?.map(str::to_string),
+                ..new
+            })
+        });
+    let result = match parsed {
         Ok(new) => forms::create(&state.pool, &new).await.map(|_| ()),
         Err(e) => Err(AppError::Unprocessable(e)),
     };
@@ -358,11 +400,40 @@ pub async fn create_form(
         Ok(()) => Ok(Redirect::to("/audience/forms").into_response()),
         Err(AppError::Unprocessable(m) | AppError::Conflict(m)) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            forms_page(&state, &s, vec![m]).await?,
+            forms_page(&state, &s, None, vec![m]).await?,
         )
             .into_response()),
         Err(e) => Err(e),
     }
+}
+
+#[derive(Deserialize)]
+pub struct FormLanguageInput {
+    #[serde(default)]
+    language: String,
+}
+
+/// Changes the language a form speaks (the hosted page, the snippet, the mail).
+pub async fn set_form_language(
+    State(state): State<AppState>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<i64>,
+    Form(f): Form<FormLanguageInput>,
+) -> AppResult<Response> {
+    let language = match form_language(&f.language) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                forms_page(&state, &s, None, vec![e]).await?,
+            )
+                .into_response());
+        }
+    };
+    if !forms::set_language(&state.pool, id, language).await? {
+        return Err(AppError::NotFound);
+    }
+    Ok(Redirect::to("/audience/forms?notice=settings-saved").into_response())
 }
 
 #[derive(Template)]

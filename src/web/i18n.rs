@@ -240,6 +240,10 @@ pub struct Strings {
     pub forms_snippet: &'static str,
     pub forms_doi: &'static str,
     pub forms_soi: &'static str,
+    pub forms_language: &'static str,
+    /// The form-language choice "none": the visitor's browser decides.
+    pub forms_language_auto: &'static str,
+    pub forms_language_save: &'static str,
     pub lc_title: &'static str,
     pub lc_intro: &'static str,
     pub lc_new_days: &'static str,
@@ -385,6 +389,7 @@ pub struct Strings {
     pub imp_reason_text: fn(ReportCode, &str) -> String,
     pub imp_reasons: ReportReasons,
     pub problems: ProblemTexts,
+    pub failures: FailureTexts,
 }
 
 /// Names of the kinds of mail in the outbox.
@@ -416,7 +421,7 @@ pub struct EventLabels {
     pub preferences_changed: &'static str,
 }
 
-pub use crate::audience::import::ReportCode;
+pub use crate::audience::import::{ImportFailure, ReportCode};
 
 /// What the import page says for each report code (the CSV keeps the English detail).
 pub struct ReportReasons {
@@ -438,6 +443,8 @@ pub struct ProblemTexts {
     pub form_unreadable: &'static str,
     pub upload_unreadable: &'static str,
     pub upload_interrupted: &'static str,
+    /// (the limit in MiB)
+    pub upload_too_large: fn(u64) -> String,
     pub file_empty: &'static str,
     pub choose_file: &'static str,
     pub already_exists: &'static str,
@@ -506,7 +513,63 @@ pub struct ProblemTexts {
     pub import_finished: &'static str,
     pub test_recipient: fn(&str) -> String,
     pub test_subject: &'static str,
-    pub template: fn(&str) -> String,
+}
+
+/// Why an import or a job failed, and what a mail template's problem is: the words for
+/// every [`ImportFailure`], [`JobFailure`](crate::jobs::JobFailure) and
+/// [`RenderError`](crate::delivery::render::RenderError).
+pub struct FailureTexts {
+    /// The summary of the English technical detail shown under a worded failure.
+    pub tech_detail: &'static str,
+    pub imp_empty: &'static str,
+    pub imp_spreadsheet: &'static str,
+    pub imp_not_csv: &'static str,
+    /// (line)
+    pub imp_bad_header: fn(u64) -> String,
+    pub imp_unreadable: &'static str,
+    pub imp_interrupted: &'static str,
+    pub imp_database: &'static str,
+    pub imp_stopped: &'static str,
+    pub imp_cancelled: &'static str,
+    /// Names of the kinds of job (`audience.import`, `audience.bulk`).
+    pub kind_import: &'static str,
+    pub kind_bulk: &'static str,
+    /// (kind, named) for the failures that say which job.
+    pub job_failed: fn(&str) -> String,
+    pub job_database: fn(&str) -> String,
+    pub job_panicked: fn(&str) -> String,
+    pub job_lease: fn(&str) -> String,
+    pub job_unhandled: fn(&str) -> String,
+    pub job_bad_payload: &'static str,
+    /// (import id)
+    pub job_import_gone: fn(i64) -> String,
+    pub job_import_stopped: fn(i64) -> String,
+    /// (segment id)
+    pub job_segment_gone: fn(i64) -> String,
+    pub job_segment_invalid: fn(i64) -> String,
+    pub job_bulk_invalid: &'static str,
+    /// After a failure that will be tried again.
+    pub job_will_retry: &'static str,
+    /// After the last failure (attempts made).
+    pub job_gave_up: fn(i32) -> String,
+    /// Subject, preheader, body.
+    pub tpl_parts: [&'static str; 3],
+    /// (part, line if known, what is wrong)
+    pub tpl_at: fn(&str, Option<usize>, &str) -> String,
+    pub tpl_syntax: &'static str,
+    pub tpl_unknown_filter: &'static str,
+    pub tpl_unknown_function: &'static str,
+    pub tpl_unknown_test: &'static str,
+    pub tpl_unknown_method: &'static str,
+    pub tpl_undefined: &'static str,
+    pub tpl_invalid_operation: &'static str,
+    pub tpl_arguments: &'static str,
+    pub tpl_other: &'static str,
+    /// (part, limit in KiB)
+    pub tpl_too_large: fn(&str, usize) -> String,
+    /// (part)
+    pub tpl_out_of_fuel: fn(&str) -> String,
+    pub tpl_layout: &'static str,
 }
 
 /// What templates show for the status and stage codes stored in the database.
@@ -659,6 +722,9 @@ pub static EN: Strings = Strings {
     forms_snippet: "Embed snippet",
     forms_doi: "Double opt-in",
     forms_soi: "Single opt-in",
+    forms_language: "Language of the form",
+    forms_language_auto: "The visitor's browser decides",
+    forms_language_save: "Change language",
     lc_title: "Lifecycle stages",
     lc_intro: "Stages come from engagement (human opens and clicks). New: subscribed recently, no engagement yet. Active: engaged recently. At risk: quiet for a while. Churned: quiet for long.",
     lc_new_days: "New for (days)",
@@ -902,6 +968,7 @@ pub static EN: Strings = Strings {
         form_unreadable: "the form could not be read",
         upload_unreadable: "the upload could not be read",
         upload_interrupted: "the upload was interrupted",
+        upload_too_large: |mib| format!("the file is larger than {} MiB", group_digits(mib as i64)),
         file_empty: "the file is empty",
         choose_file: "choose a CSV file to upload",
         already_exists: "that already exists",
@@ -976,7 +1043,69 @@ pub static EN: Strings = Strings {
         import_finished: "this import has already finished",
         test_recipient: |e| format!("To: {e}"),
         test_subject: "Subject: write a subject",
-        template: |e| e.to_string(),
+    },
+    failures: FailureTexts {
+        tech_detail: "Technical detail",
+        imp_empty: "The file is empty.",
+        imp_spreadsheet: "This is an Excel workbook, not a CSV file. In Excel, use File > Save As > CSV (comma delimited) and upload that file.",
+        imp_not_csv: "This doesn't look like a CSV file. Export your subscribers as CSV and upload that file.",
+        imp_bad_header: |line| {
+            format!("The header row (line {line}) could not be read; check its quotes.")
+        },
+        imp_unreadable: "The uploaded file could not be read. Upload it again.",
+        imp_interrupted: "Reading the uploaded file broke off part-way on every attempt. Upload it again; rows already imported stay.",
+        imp_database: "The database refused the import on every attempt. Rows already imported stay; try again later.",
+        imp_stopped: "The import stopped after an internal error on every attempt. Rows already imported stay.",
+        imp_cancelled: "The import was cancelled. Rows already imported stay.",
+        kind_import: "import",
+        kind_bulk: "bulk action",
+        job_failed: |k| format!("The {k} job failed."),
+        job_database: |k| format!("The {k} job hit a database error."),
+        job_panicked: |k| format!("The {k} job crashed."),
+        job_lease: |k| format!("The worker running the {k} job stopped responding."),
+        job_unhandled: |k| format!("Waiting for a Loopline process that can run {k} jobs."),
+        job_bad_payload: "The job's data could not be read.",
+        job_import_gone: |id| format!("Import #{id} no longer exists."),
+        job_import_stopped: |id| format!("Import #{id} stopped; its page says why."),
+        job_segment_gone: |id| format!("Segment #{id} no longer exists."),
+        job_segment_invalid: |id| {
+            format!(
+                "Segment #{id} no longer fits the custom fields; edit it and run the action again."
+            )
+        },
+        job_bulk_invalid: "The bulk action is missing its tag or its selection.",
+        job_will_retry: "It will be tried again.",
+        job_gave_up: |n| {
+            if n == 1 {
+                "Stopped after 1 attempt.".to_string()
+            } else {
+                format!("Stopped after {n} attempts.")
+            }
+        },
+        tpl_parts: ["Subject", "Preheader", "Body"],
+        tpl_at: |part, line, what| match line {
+            Some(l) => format!("{part}, line {l}: {what}"),
+            None => format!("{part}: {what}"),
+        },
+        tpl_syntax: "the merge tags are not written correctly (check {{ }} and {% %})",
+        tpl_unknown_filter: "a filter that does not exist",
+        tpl_unknown_function: "a function that does not exist",
+        tpl_unknown_test: "a test that does not exist",
+        tpl_unknown_method: "a method that does not exist",
+        tpl_undefined: "a value that is not there is used",
+        tpl_invalid_operation: "an operation these values do not support",
+        tpl_arguments: "a filter or function gets the wrong arguments",
+        tpl_other: "the template could not be rendered",
+        tpl_too_large: |part, kib| {
+            format!(
+                "{part}: longer than {} KiB after merging",
+                group_digits(kib as i64)
+            )
+        },
+        tpl_out_of_fuel: |part| {
+            format!("{part}: needs too much work to render (a loop or repetition is too big)")
+        },
+        tpl_layout: "The email layout could not be built.",
     },
 };
 
@@ -1108,6 +1237,9 @@ pub static KO: Strings = Strings {
     forms_snippet: "삽입용 코드",
     forms_doi: "이중 확인",
     forms_soi: "단일 확인",
+    forms_language: "양식 언어",
+    forms_language_auto: "방문자 브라우저 설정에 따름",
+    forms_language_save: "언어 바꾸기",
     lc_title: "생애 주기 단계",
     lc_intro: "단계는 반응(사람의 열람과 클릭)으로 정해집니다. 신규: 최근에 구독했고 아직 반응이 없음. 활성: 최근에 반응함. 이탈 위험: 한동안 반응이 없음. 이탈: 오랫동안 반응이 없음.",
     lc_new_days: "신규로 보는 기간 (일)",
@@ -1366,6 +1498,7 @@ pub static KO: Strings = Strings {
         form_unreadable: "양식을 읽을 수 없습니다.",
         upload_unreadable: "올린 파일을 읽을 수 없습니다.",
         upload_interrupted: "파일을 올리는 도중에 끊겼습니다.",
+        upload_too_large: |mib| format!("파일이 {}MiB보다 큽니다.", group_digits(mib as i64)),
         file_empty: "빈 파일입니다.",
         choose_file: "올릴 CSV 파일을 골라 주세요.",
         already_exists: "이미 있는 항목입니다.",
@@ -1440,7 +1573,71 @@ pub static KO: Strings = Strings {
         import_finished: "이미 끝난 가져오기입니다.",
         test_recipient: |e| format!("받는 사람: {e}"),
         test_subject: "제목: 제목을 입력해 주세요.",
-        template: |e| format!("메일 템플릿 오류: {e}"),
+    },
+    failures: FailureTexts {
+        tech_detail: "기술 정보",
+        imp_empty: "빈 파일입니다.",
+        imp_spreadsheet: "CSV 파일이 아니라 엑셀 통합 문서입니다. 엑셀에서 파일 > 다른 이름으로 저장 > CSV(쉼표로 분리)로 저장한 뒤 그 파일을 올려 주세요.",
+        imp_not_csv: "CSV 파일이 아닌 것 같습니다. 구독자 목록을 CSV로 내보낸 뒤 그 파일을 올려 주세요.",
+        imp_bad_header: |line| {
+            format!(
+                "{line}번째 줄의 머리글 행을 읽을 수 없습니다. 따옴표가 제대로 닫혔는지 확인해 주세요."
+            )
+        },
+        imp_unreadable: "올린 파일을 읽을 수 없습니다. 파일을 다시 올려 주세요.",
+        imp_interrupted: "올린 파일을 읽다가 매번 중간에 끊겼습니다. 파일을 다시 올려 주세요. 이미 가져온 행은 그대로 남습니다.",
+        imp_database: "데이터베이스 오류로 가져오기가 거듭 실패했습니다. 이미 가져온 행은 그대로 남습니다. 잠시 후 다시 시도해 주세요.",
+        imp_stopped: "내부 오류가 거듭되어 가져오기를 멈췄습니다. 이미 가져온 행은 그대로 남습니다.",
+        imp_cancelled: "가져오기를 취소했습니다. 이미 가져온 행은 그대로 남습니다.",
+        kind_import: "가져오기",
+        kind_bulk: "일괄 처리",
+        job_failed: |k| format!("{k} 작업이 실패했습니다."),
+        job_database: |k| format!("{k} 작업 중에 데이터베이스 오류가 났습니다."),
+        job_panicked: |k| format!("{k} 작업이 비정상적으로 끝났습니다."),
+        job_lease: |k| format!("{k} 작업을 실행하던 작업자가 응답하지 않았습니다."),
+        job_unhandled: |k| {
+            format!("{k} 작업을 실행할 수 있는 Loopline 프로세스를 기다리고 있습니다.")
+        },
+        job_bad_payload: "작업 데이터를 읽을 수 없습니다.",
+        job_import_gone: |id| format!("가져오기 #{id}: 삭제되어 찾을 수 없습니다."),
+        job_import_stopped: |id| {
+            format!("가져오기 #{id}: 중단되었습니다. 이유는 가져오기 화면에서 확인하세요.")
+        },
+        job_segment_gone: |id| format!("세그먼트 #{id}: 삭제되어 찾을 수 없습니다."),
+        job_segment_invalid: |id| {
+            format!(
+                "세그먼트 #{id}: 조건이 지금의 사용자 정의 필드와 맞지 않습니다. 세그먼트를 고친 뒤 다시 실행해 주세요."
+            )
+        },
+        job_bulk_invalid: "일괄 처리에 태그나 선택한 구독자가 빠져 있습니다.",
+        job_will_retry: "잠시 후 다시 시도합니다.",
+        job_gave_up: |n| format!("{n}번 시도한 뒤 멈췄습니다."),
+        tpl_parts: ["제목", "미리보기 문구", "본문"],
+        tpl_at: |part, line, what| match line {
+            Some(l) => format!("{part} {l}번째 줄: {what}"),
+            None => format!("{part}: {what}"),
+        },
+        tpl_syntax: "치환 태그를 잘못 썼습니다({{ }}와 {% %}를 확인해 주세요).",
+        tpl_unknown_filter: "없는 필터를 썼습니다.",
+        tpl_unknown_function: "없는 함수를 썼습니다.",
+        tpl_unknown_test: "없는 검사(is …)를 썼습니다.",
+        tpl_unknown_method: "없는 메서드를 썼습니다.",
+        tpl_undefined: "없는 값을 사용했습니다.",
+        tpl_invalid_operation: "이 값들로는 할 수 없는 연산입니다.",
+        tpl_arguments: "필터나 함수에 넘긴 인자가 맞지 않습니다.",
+        tpl_other: "템플릿을 렌더링할 수 없습니다.",
+        tpl_too_large: |part, kib| {
+            format!(
+                "{part}: 치환한 뒤의 길이가 {}KiB를 넘습니다.",
+                group_digits(kib as i64)
+            )
+        },
+        tpl_out_of_fuel: |part| {
+            format!(
+                "{part}: 렌더링에 드는 작업이 너무 많습니다(반복문이나 반복 횟수가 너무 큽니다)."
+            )
+        },
+        tpl_layout: "메일 레이아웃을 만들 수 없습니다.",
     },
 };
 
@@ -1545,6 +1742,7 @@ impl Strings {
             P::FormUnreadable => s(t.form_unreadable),
             P::UploadUnreadable => s(t.upload_unreadable),
             P::UploadInterrupted => s(t.upload_interrupted),
+            P::UploadTooLarge { max_mib } => (t.upload_too_large)(*max_mib),
             P::FileEmpty => s(t.file_empty),
             P::ChooseFile => s(t.choose_file),
             P::AlreadyExists => s(t.already_exists),
@@ -1608,7 +1806,7 @@ impl Strings {
                 (t.test_recipient)(public_strings_for(self.lang).address_error(e))
             }
             P::TestSubject => s(t.test_subject),
-            P::Template(e) => (t.template)(e),
+            P::Template(e) => self.template_error(e),
             P::Said(text) => text.clone(),
         }
     }
@@ -1648,6 +1846,122 @@ impl Strings {
             E::Mails => t.seg_mails.to_string(),
             E::NeedLabel => t.seg_need_label.to_string(),
             E::NeedEvent => t.seg_need_event.to_string(),
+        }
+    }
+
+    /// Why an import failed, in this language.
+    pub fn import_failure(&self, f: &ImportFailure) -> String {
+        use ImportFailure as F;
+        let (t, p) = (&self.failures, &self.problems);
+        match f {
+            F::Empty => t.imp_empty.to_string(),
+            F::Spreadsheet => t.imp_spreadsheet.to_string(),
+            F::NotCsv => t.imp_not_csv.to_string(),
+            F::BadHeader { line } => (t.imp_bad_header)(*line),
+            F::NoEmailColumn => p.import_no_email.to_string(),
+            F::EmailColumnTwice { first, second } => (p.import_email_twice)(*first, *second),
+            F::ColumnTwice {
+                target,
+                first,
+                second,
+            } => (p.import_target_twice)(&self.import_target(target), *first, *second),
+            F::UnknownField { column } => (p.import_unknown_field)(*column),
+            F::Unreadable => t.imp_unreadable.to_string(),
+            F::Interrupted => t.imp_interrupted.to_string(),
+            F::Database => t.imp_database.to_string(),
+            F::Stopped => t.imp_stopped.to_string(),
+            F::Cancelled => t.imp_cancelled.to_string(),
+        }
+    }
+
+    /// What the import page says about how an import ended badly: its code worded,
+    /// else (rows from before codes) its stored text as it is.
+    pub fn import_error(&self, i: &crate::audience::imports::Import) -> Option<String> {
+        match i.failure() {
+            Some(f) => Some(self.import_failure(&f)),
+            None => i.error.clone(),
+        }
+    }
+
+    /// The name of a kind of job; an unknown kind shows as its code.
+    pub fn job_kind<'a>(&self, kind: &'a str) -> &'a str {
+        match kind {
+            crate::audience::imports::IMPORT_JOB => self.failures.kind_import,
+            crate::audience::bulk::BULK_JOB => self.failures.kind_bulk,
+            other => other,
+        }
+    }
+
+    /// What went wrong with a job, in this language.
+    pub fn job_failure(&self, f: &crate::jobs::JobFailure, kind: &str) -> String {
+        use crate::jobs::JobFailure as F;
+        let t = &self.failures;
+        let k = self.job_kind(kind);
+        match f {
+            F::Failed => (t.job_failed)(k),
+            F::Database => (t.job_database)(k),
+            F::Panicked => (t.job_panicked)(k),
+            F::LeaseExpired => (t.job_lease)(k),
+            F::Unhandled => (t.job_unhandled)(k),
+            F::BadPayload => t.job_bad_payload.to_string(),
+            F::ImportGone { import } => (t.job_import_gone)(*import),
+            F::ImportStopped { import } => (t.job_import_stopped)(*import),
+            F::SegmentGone { segment } => (t.job_segment_gone)(*segment),
+            F::SegmentInvalid { segment } => (t.job_segment_invalid)(*segment),
+            F::BulkInvalid => t.job_bulk_invalid.to_string(),
+        }
+    }
+
+    /// The jobs page's words for a job's last failure and what happens next; `None`
+    /// when it has not failed. Rows from before codes read as a plain failure.
+    pub fn job_error(&self, j: &crate::jobs::JobRow) -> Option<String> {
+        use crate::jobs::JobFailure as F;
+        if j.error_code.is_none() && j.last_error.is_none() {
+            return None;
+        }
+        let f = j.failure().unwrap_or(F::Failed);
+        let what = self.job_failure(&f, &j.kind);
+        let t = &self.failures;
+        Some(match j.status.as_str() {
+            "dead" => format!("{what} {}", (t.job_gave_up)(j.attempts)),
+            "queued" | "running" if f != F::Unhandled => format!("{what} {}", t.job_will_retry),
+            _ => what,
+        })
+    }
+
+    /// Why a mail template does not compile or render, in this language, with the
+    /// part and line where the engine says.
+    pub fn template_error(&self, e: &crate::delivery::render::RenderError) -> String {
+        use crate::delivery::render::{Part, RenderError as E, TemplateIssue as I};
+        let t = &self.failures;
+        let part = |p: &Part| match p {
+            Part::Subject => t.tpl_parts[0],
+            Part::Preheader => t.tpl_parts[1],
+            Part::Body => t.tpl_parts[2],
+        };
+        match e {
+            E::Syntax { part: p, line, .. } => (t.tpl_at)(part(p), Some(*line), t.tpl_syntax),
+            E::Runtime {
+                part: p,
+                line,
+                issue,
+                ..
+            } => {
+                let what = match issue {
+                    I::UnknownFilter => t.tpl_unknown_filter,
+                    I::UnknownFunction => t.tpl_unknown_function,
+                    I::UnknownTest => t.tpl_unknown_test,
+                    I::UnknownMethod => t.tpl_unknown_method,
+                    I::Undefined => t.tpl_undefined,
+                    I::InvalidOperation => t.tpl_invalid_operation,
+                    I::Arguments => t.tpl_arguments,
+                    I::Other => t.tpl_other,
+                };
+                (t.tpl_at)(part(p), *line, what)
+            }
+            E::TooLarge { part: p, limit } => (t.tpl_too_large)(part(p), limit / 1024),
+            E::OutOfFuel { part: p } => (t.tpl_out_of_fuel)(part(p)),
+            E::Layout(_) => t.tpl_layout.to_string(),
         }
     }
 
@@ -1833,6 +2147,8 @@ pub struct PublicStrings {
     pub err_email_local: &'static str,
     pub err_name_too_long: &'static str,
     pub err_name_not_allowed: &'static str,
+    /// The label of the honeypot field: hidden, but screen readers may reach it.
+    pub honeypot_label: &'static str,
 }
 
 pub static PUBLIC_EN: PublicStrings = PublicStrings {
@@ -1883,6 +2199,7 @@ pub static PUBLIC_EN: PublicStrings = PublicStrings {
     err_email_local: "the part before @ contains characters that are not allowed",
     err_name_too_long: "the name is too long",
     err_name_not_allowed: "the name contains characters that are not allowed",
+    honeypot_label: "Leave this field empty",
 };
 
 pub static PUBLIC_KO: PublicStrings = PublicStrings {
@@ -1933,6 +2250,7 @@ pub static PUBLIC_KO: PublicStrings = PublicStrings {
     err_email_local: "@ 앞부분에 사용할 수 없는 문자가 들어 있습니다.",
     err_name_too_long: "이름이 너무 깁니다.",
     err_name_not_allowed: "이름에 사용할 수 없는 문자가 들어 있습니다.",
+    honeypot_label: "이 칸은 비워 두세요",
 };
 
 /// The subscriber-facing strings in a language.
@@ -2070,6 +2388,7 @@ mod tests {
             err_email_local,
             err_name_too_long,
             err_name_not_allowed,
+            honeypot_label,
         } = *p;
         vec![
             email,
@@ -2118,6 +2437,7 @@ mod tests {
             err_email_local,
             err_name_too_long,
             err_name_not_allowed,
+            honeypot_label,
         ]
     }
 
@@ -2197,6 +2517,7 @@ mod tests {
         };
         let all = [
             P::FormUnreadable,
+            P::UploadTooLarge { max_mib: 2048 },
             P::ChooseRole,
             P::ChooseLanguage,
             P::LastOwner,
@@ -2237,6 +2558,10 @@ mod tests {
             assert!(ko.chars().any(is_hangul), "{ko:?} has no Korean in it");
         }
         assert_eq!(
+            KO.problem(&P::UploadTooLarge { max_mib: 2048 }),
+            "파일이 2,048MiB보다 큽니다."
+        );
+        assert_eq!(
             KO.problem(&P::SignInThrottled { minutes: 15 }),
             "로그인에 실패한 횟수가 너무 많습니다. 15분 뒤에 다시 시도해 주세요."
         );
@@ -2251,7 +2576,7 @@ mod tests {
         }));
         assert!(op.contains("포함함") && op.contains("숫자"), "{op}");
         assert!(
-            KO.problem(&all[18])
+            KO.problem(&all[19])
                 .starts_with("2번 열과 5번 열이 모두 ‘이름’")
         );
         assert_eq!(

@@ -65,6 +65,12 @@ pub async fn upload(
         let filename = field.file_name().unwrap_or("upload.csv").to_string();
         let mut upload = imports::Upload::begin(&state.pool, &filename, Some(s.user.id)).await?;
         while let Some(chunk) = field.chunk().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                tracing::info!(error = %e, "upload too large");
+                return AppError::PayloadTooLarge(Problem::UploadTooLarge {
+                    max_mib: (super::MAX_UPLOAD_BYTES >> 20) as u64,
+                });
+            }
             tracing::info!(error = %e, "upload interrupted");
             AppError::BadRequest(Problem::UploadInterrupted)
         })? {

@@ -53,7 +53,7 @@ pub const ANON_COOKIE: &str = "ll_csrf";
 pub const CSRF_FIELD: &str = "_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest CSV upload (streamed into the database, never held in memory).
-const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024 * 1024;
+pub(crate) const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024 * 1024;
 /// Largest urlencoded form body the CSRF check will read.
 const MAX_FORM_BYTES: usize = 2 * 1024 * 1024;
 
@@ -214,6 +214,7 @@ fn table() -> Vec<Entry> {
         entry(p.clone(), "/audience/segments/preview", Signed(Viewer), post(segments::preview)),
         entry(p.clone(), "/audience/segments", Signed(Editor), post(segments::create)),
         entry(p.clone(), "/audience/forms", Signed(Editor), post(audience::create_form)),
+        entry(p.clone(), "/audience/forms/{id}/language", Signed(Editor), post(audience::set_form_language)),
         entry(g.clone(), "/settings/audience", Signed(Viewer), get(audience::settings)),
         entry(p.clone(), "/settings/audience", Signed(Owner), post(audience::save_settings)),
         entry(g.clone(), "/campaigns", Signed(Viewer), get(pages::campaigns)),

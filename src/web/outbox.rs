@@ -171,7 +171,7 @@ pub async fn submit(
                 None,
                 None,
                 input,
-                vec![Problem::Template(e.to_string())],
+                vec![Problem::Template(e)],
                 None,
             )
             .await?
@@ -190,7 +190,7 @@ pub async fn submit(
         errors.push(Problem::TestSubject);
     }
     if let Err(e) = render::check(&draft) {
-        errors.push(Problem::Template(e.to_string()));
+        errors.push(Problem::Template(e));
     }
     let (Some(to), true) = (to, errors.is_empty()) else {
         return Ok(page(&state, &s, None, None, input, errors, None)

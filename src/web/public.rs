@@ -83,6 +83,11 @@ impl MessagePage {
     }
 }
 
+/// The language a form was set to speak, if Loopline has it.
+fn form_lang(form: &SignupForm) -> Option<Lang> {
+    form.language.as_deref().and_then(Lang::from_tag)
+}
+
 async fn form_or_404(state: &AppState, slug: &str) -> AppResult<SignupForm> {
     forms::by_slug(&state.pool, slug)
         .await?
@@ -96,7 +101,7 @@ pub async fn signup_page(
 ) -> AppResult<Response> {
     let form = form_or_404(&state, &slug).await?;
     Ok(render(SignupPage {
-        p: public_strings_for(Lang::pick([accept])),
+        p: public_strings_for(Lang::pick([form_lang(&form), accept])),
         form_name: form.name,
         slug: form.slug,
         email: String::new(),
@@ -122,9 +127,14 @@ pub struct SignupInput {
 }
 
 impl SignupInput {
-    /// The language to answer in: the one the form sent, else the browser's.
-    fn lang(&self, accept: Option<Lang>) -> Lang {
-        Lang::pick([self.language.as_deref().and_then(Lang::from_tag), accept])
+    /// The language to answer in: the one the submission names, else the form's own,
+    /// else the browser's, else English.
+    fn lang(&self, form: &SignupForm, accept: Option<Lang>) -> Lang {
+        Lang::pick([
+            self.language.as_deref().and_then(Lang::from_tag),
+            form_lang(form),
+            accept,
+        ])
     }
 }
 
@@ -143,7 +153,7 @@ async fn handle_signup(
     accept: Option<Lang>,
 ) -> AppResult<(SignupForm, Reply)> {
     let form = form_or_404(state, slug).await?;
-    let p = public_strings_for(input.lang(accept));
+    let p = public_strings_for(input.lang(&form, accept));
     let thanks = if form.double_opt_in {
         p.signup_check_inbox
     } else {
@@ -158,9 +168,14 @@ async fn handle_signup(
         tracing::warn!(form = %form.slug, %ip, "signup rate limit reached");
         return Ok((form, Reply::Limited));
     }
-    // Without a language in the form, the one the browser asked for (and the page was
-    // shown in) is the subscriber's: their confirmation mail and pages follow it.
-    let language = input.language.as_deref().or(accept.map(Lang::code));
+    // Without a language in the submission, the form's own, else the one the browser
+    // asked for (the page was shown in it) is the subscriber's: their confirmation mail
+    // and pages follow it.
+    let language = input
+        .language
+        .as_deref()
+        .or(form_lang(&form).map(Lang::code))
+        .or(accept.map(Lang::code));
     let signup = match Signup::parse(&input.email, &input.name, language, ip) {
         Ok(s) => s,
         Err(e) => return Ok((form, Reply::Invalid(e))),
@@ -186,7 +201,7 @@ pub async fn signup_submit(
     Form(input): Form<SignupInput>,
 ) -> AppResult<Response> {
     let (form, reply) = handle_signup(&state, &slug, &ip.0, &input, accept).await?;
-    let p = public_strings_for(input.lang(accept));
+    let p = public_strings_for(input.lang(&form, accept));
     let mut page = SignupPage {
         p,
         form_name: form.name,
@@ -224,8 +239,8 @@ pub async fn signup_json(
     AcceptLanguage(accept): AcceptLanguage,
     Json(input): Json<SignupInput>,
 ) -> AppResult<Response> {
-    let (_, reply) = handle_signup(&state, &slug, &ip.0, &input, accept).await?;
-    let p = public_strings_for(input.lang(accept));
+    let (form, reply) = handle_signup(&state, &slug, &ip.0, &input, accept).await?;
+    let p = public_strings_for(input.lang(&form, accept));
     Ok(match reply {
         Reply::Done(m) => Json(serde_json::json!({ "status": "ok", "message": m })).into_response(),
         Reply::Invalid(e) => {

@@ -154,8 +154,13 @@ async fn failures_back_off_exponentially_then_die_with_the_last_error_and_can_be
             .as_deref(),
         Some("dead")
     );
+    // Worded from its code (a plain failure here), the handler's own words second.
+    assert_eq!(
+        page.select(&format!("tr[data-job-id='{id}'] .error-text")),
+        vec!["The test.record job failed. Stopped after 3 attempts."]
+    );
     assert!(
-        page.select(&format!("tr[data-job-id='{id}'] .error-text"))
+        page.select(&format!("tr[data-job-id='{id}'] .error-detail code"))
             .iter()
             .any(|e| e.contains("451"))
     );

@@ -568,26 +568,32 @@ fn english_words(page: &Page, data: &[&str]) -> Vec<String> {
             _ => {}
         }
     }
+    texts
+        .iter()
+        .flat_map(|text| english_words_in(text, data))
+        .collect()
+}
+
+/// The English UI words in one text (see [`english_words`]).
+fn english_words_in(text: &str, data: &[&str]) -> Vec<String> {
+    let mut rest = text;
+    let mut plain = String::new();
+    while let Some(i) = rest.find("{{") {
+        plain.push_str(&rest[..i]);
+        rest = rest[i..].find("}}").map_or("", |j| &rest[i + j + 2..]);
+    }
+    plain.push_str(rest);
     let mut found = Vec::new();
-    for text in texts {
-        let mut rest = text.as_str();
-        let mut plain = String::new();
-        while let Some(i) = rest.find("{{") {
-            plain.push_str(&rest[..i]);
-            rest = rest[i..].find("}}").map_or("", |j| &rest[i + j + 2..]);
+    for token in plain.split_whitespace() {
+        if token.contains(['@', '.', '/', ':', '_']) && token.len() > 1 {
+            continue;
         }
-        plain.push_str(rest);
-        for token in plain.split_whitespace() {
-            if token.contains(['@', '.', '/', ':', '_']) && token.len() > 1 {
-                continue;
-            }
-            for word in token.split(|c: char| !c.is_ascii_alphabetic()) {
-                let w = word.to_ascii_lowercase();
-                if ENGLISH_UI_WORDS.contains(&w.as_str())
-                    && !data.iter().any(|d| d.eq_ignore_ascii_case(word))
-                {
-                    found.push(format!("{word:?} in {:?}", text.trim()));
-                }
+        for word in token.split(|c: char| !c.is_ascii_alphabetic()) {
+            let w = word.to_ascii_lowercase();
+            if ENGLISH_UI_WORDS.contains(&w.as_str())
+                && !data.iter().any(|d| d.eq_ignore_ascii_case(word))
+            {
+                found.push(format!("{word:?} in {:?}", text.trim()));
             }
         }
     }
@@ -653,6 +659,10 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
     crate::imports::start_with_guessed_mapping(&app, &c, id, "add_update", "").await;
     let res = crate::imports::upload(&c, "두번째.csv", csv.as_bytes().to_vec()).await;
     let waiting = location(&res);
+    // A file that is not a CSV fails at once; a bulk action whose segment is gone dies.
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
+    let failed = location(&crate::imports::upload(&c, "사진.png", png).await);
+    let dead = dead_bulk_job(&app, 999_999).await;
     ok(&c
         .post_form(
             "/outbox/test",
@@ -685,6 +695,7 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
         "/audience/imports".into(),
         done.clone(),
         waiting.clone(),
+        failed.clone(),
         "/audience/fields".into(),
         "/audience/forms".into(),
         "/outbox".into(),
@@ -706,6 +717,22 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
     assert!(
         pages[7].1.exists("#mapping-table"),
         "an import waits for its mapping"
+    );
+    assert_eq!(
+        pages[8].1.attr("#import-error", "data-code").as_deref(),
+        Some("not_csv")
+    );
+    // The remote server's reply stays as it came, marked English under a Korean label.
+    let outbox = &pages.iter().find(|(p, _)| p == "/outbox").unwrap().1;
+    assert!(outbox.exists("#outbox-table td.reply span[lang=en]"));
+    let message_path = format!("/outbox/{message}");
+    let message_page = &pages.iter().find(|(p, _)| *p == message_path).unwrap().1;
+    assert!(message_page.exists("#message-reply[lang=en]"));
+    assert!(message_page.exists("html[lang=ko]"));
+    let jobs = &pages.iter().find(|(p, _)| p == "/settings/jobs").unwrap().1;
+    assert_eq!(
+        jobs.select(&format!("tr[data-job-id='{dead}'] .error-text")),
+        vec!["세그먼트 #999999: 삭제되어 찾을 수 없습니다. 1번 시도한 뒤 멈췄습니다."]
     );
 
     // Pages shown again with what is wrong: each problem in Korean too.
@@ -761,6 +788,15 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
             "/outbox/test",
             vec![("action", "send"), ("to", "nope"), ("subject", "")],
         ),
+        (
+            "/outbox/test",
+            vec![
+                ("action", "preview"),
+                ("to", "haneul@example.kr"),
+                ("subject", "제목"),
+                ("body", "첫 줄\n\n{{ subscriber.name }"),
+            ],
+        ),
     ];
     let waiting_start = format!("{waiting}/start");
     let mut refused = refused;
@@ -805,6 +841,557 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
         .unwrap();
     let page = get(&c, "/audience", Some(EN_BROWSER)).await;
     assert!(!english_words(&page, data).is_empty());
+}
+
+/// Queues a bulk action on a segment that does not exist and runs it: the job dies at
+/// once (its failure is final). Returns the job's id.
+async fn dead_bulk_job(app: &TestApp, segment: i64) -> i64 {
+    use loopline::{
+        audience::bulk::{Action, BULK_JOB, Bulk, Scope},
+        clock::Clock,
+    };
+    let bulk = Bulk {
+        action: Action::Unsubscribe,
+        tag: None,
+        scope: Scope::Segment(segment),
+    };
+    let id = loopline::jobs::enqueue(
+        &app.pool,
+        app.clock.now(),
+        loopline::jobs::NewJob::new(BULK_JOB, bulk),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    app.drain_jobs().await;
+    id
+}
+
+/// A signed-in editor whose dashboard speaks `language`.
+async fn user_in(app: &TestApp, language: &str) -> TestClient {
+    let (mut c, user) = app.signed_in(Role::Editor).await;
+    sqlx::query("UPDATE users SET language = $2 WHERE id = $1")
+        .bind(user.id)
+        .bind(language)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    c.refresh_csrf("/settings/account").await;
+    c
+}
+
+#[tokio::test]
+async fn public_failed_imports_jobs_and_templates_read_in_each_users_language() {
+    let app = TestApp::spawn().await;
+    let ko = user_in(&app, "ko").await;
+    let en = user_in(&app, "en").await;
+
+    // Not a CSV: failed on upload, with a code; each reader gets their language, and the
+    // English detail waits under "technical detail".
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
+    let failed = location(&crate::imports::upload(&ko, "사진.png", png).await);
+    let (code, detail): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT error_code, error FROM imports ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(code.as_deref(), Some("not_csv"));
+    assert!(detail.unwrap().contains("doesn't look like a CSV"));
+    let page = get(&ko, &failed, Some(EN_BROWSER)).await;
+    assert_eq!(
+        page.attr("#import-error", "data-code").as_deref(),
+        Some("not_csv")
+    );
+    assert!(
+        page.select("#import-error").join(" ").starts_with(
+            "CSV 파일이 아닌 것 같습니다. 구독자 목록을 CSV로 내보낸 뒤 그 파일을 올려 주세요."
+        ),
+        "{:?}",
+        page.select("#import-error")
+    );
+    assert_eq!(
+        page.select("#import-error details summary"),
+        vec!["기술 정보"]
+    );
+    assert!(
+        page.select("#import-error details code[lang=en]")[0].contains("doesn't look like a CSV")
+    );
+    let page = get(&en, &failed, Some(KO_BROWSER)).await;
+    assert!(
+        page.select("#import-error")[0]
+            .starts_with("This doesn't look like a CSV file. Export your subscribers as CSV")
+    );
+    assert_eq!(
+        page.select("#import-error details summary"),
+        vec!["Technical detail"]
+    );
+
+    // A file that empties before the job reads it: the job's file check fails it.
+    let res = crate::imports::upload(&ko, "목록.csv", b"email\na@example.kr\n".to_vec()).await;
+    let emptied = location(&res);
+    let id: i64 = emptied.rsplit('/').next().unwrap().parse().unwrap();
+    sqlx::query("DELETE FROM import_chunks WHERE import_id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    crate::imports::start_with_guessed_mapping(&app, &ko, id, "add_update", "").await;
+    let page = get(&ko, &emptied, None).await;
+    assert_eq!(
+        page.attr("#import-status", "data-status").as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        page.attr("#import-error", "data-code").as_deref(),
+        Some("empty")
+    );
+    assert!(page.select("#import-error")[0].starts_with("빈 파일입니다."));
+    let page = get(&en, &emptied, None).await;
+    assert!(page.select("#import-error")[0].starts_with("The file is empty."));
+
+    // Cancelled: said in each language too, as a notice rather than an error.
+    let res = crate::imports::upload(&ko, "취소.csv", b"email\nb@example.kr\n".to_vec()).await;
+    let cancelled = location(&res);
+    let res = ko.post_form(&format!("{cancelled}/cancel"), &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = get(&ko, &cancelled, None).await;
+    assert_eq!(
+        page.select("#import-error[role=status]"),
+        vec!["가져오기를 취소했습니다. 이미 가져온 행은 그대로 남습니다."]
+    );
+    let page = get(&en, &cancelled, None).await;
+    assert_eq!(
+        page.select("#import-error"),
+        vec!["The import was cancelled. Rows already imported stay."]
+    );
+
+    // The database refuses a row and the import job has no attempts left: the import
+    // says so, and its job points at the import.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.email = 'poison@example.kr' THEN RAISE EXCEPTION 'simulated failure'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON subscribers FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+         CREATE FUNCTION one_attempt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            NEW.max_attempts := 1; RETURN NEW; END $$;
+         CREATE TRIGGER one_attempt BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION one_attempt();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let res = crate::imports::upload(&ko, "독.csv", b"email\npoison@example.kr\n".to_vec()).await;
+    let poisoned = location(&res);
+    let import_id: i64 = poisoned.rsplit('/').next().unwrap().parse().unwrap();
+    crate::imports::start_with_guessed_mapping(&app, &ko, import_id, "add_update", "").await;
+    let page = get(&ko, &poisoned, None).await;
+    assert_eq!(
+        page.attr("#import-error", "data-code").as_deref(),
+        Some("database")
+    );
+    assert!(
+        page.select("#import-error")[0]
+            .starts_with("데이터베이스 오류로 가져오기가 거듭 실패했습니다."),
+        "{:?}",
+        page.select("#import-error")
+    );
+    assert!(page.select("#import-error details code")[0].contains("simulated failure"));
+    let page = get(&ko, "/settings/jobs", None).await;
+    assert_eq!(
+        page.select("tr[data-status=dead] td[data-kind='audience.import'] ~ td .error-text"),
+        vec![format!(
+            "가져오기 #{import_id}: 중단되었습니다. 이유는 가져오기 화면에서 확인하세요. 1번 시도한 뒤 멈췄습니다."
+        )]
+    );
+    sqlx::raw_sql("DROP TRIGGER one_attempt ON jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // A job that dies: the kind named, what went wrong, what happens next.
+    let dead = dead_bulk_job(&app, 424_242).await;
+    let (code, params): (Option<String>, Value) =
+        sqlx::query_as("SELECT error_code, error_params FROM jobs WHERE id = $1")
+            .bind(dead)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(code.as_deref(), Some("segment_gone"));
+    assert_eq!(params, serde_json::json!({ "segment": 424242 }));
+    let row = format!("tr[data-job-id='{dead}']");
+    let page = get(&ko, "/settings/jobs", None).await;
+    assert_eq!(
+        page.select(&format!("{row} td[data-kind]")),
+        vec!["일괄 처리"]
+    );
+    assert_eq!(
+        page.select(&format!("{row} .error-text")),
+        vec!["세그먼트 #424242: 삭제되어 찾을 수 없습니다. 1번 시도한 뒤 멈췄습니다."]
+    );
+    assert!(
+        page.select(&format!("{row} details code[lang=en]"))[0]
+            .contains("segment 424242 no longer exists")
+    );
+    let page = get(&en, "/settings/jobs", None).await;
+    assert_eq!(
+        page.select(&format!("{row} td[data-kind]")),
+        vec!["bulk action"]
+    );
+    assert_eq!(
+        page.select(&format!("{row} .error-text")),
+        vec!["Segment #424242 no longer exists. Stopped after 1 attempt."]
+    );
+
+    // A template that does not compile: where (part and line) and what, in each
+    // language, for a preview and for a test send alike; the engine's words second.
+    let broken = |action: &'static str| {
+        vec![
+            ("action", action),
+            ("to", "me@example.kr"),
+            ("subject", "제목"),
+            ("body", "첫 줄\n\n{{ subscriber.name }"),
+        ]
+    };
+    for action in ["preview", "send"] {
+        let page = Page::from_response(ko.post_form("/outbox/test", &broken(action)).await).await;
+        let flash = page.select(".flash-error");
+        assert_eq!(flash.len(), 1, "{flash:?}");
+        assert!(
+            flash[0].starts_with(
+                "본문 3번째 줄: 치환 태그를 잘못 썼습니다({{ }}와 {% %}를 확인해 주세요)."
+            ),
+            "{flash:?}"
+        );
+        assert_eq!(
+            page.select(".flash-error details summary"),
+            vec!["기술 정보"]
+        );
+        assert!(page.exists(".flash-error details code[lang=en]"));
+        let page = Page::from_response(en.post_form("/outbox/test", &broken(action)).await).await;
+        assert!(
+            page.select(".flash-error")[0].starts_with(
+                "Body, line 3: the merge tags are not written correctly (check {{ }} and {% %})"
+            ),
+            "{:?}",
+            page.select(".flash-error")
+        );
+    }
+    let page = Page::from_response(
+        ko.post_form(
+            "/outbox/test",
+            &[
+                ("action", "preview"),
+                ("to", "me@example.kr"),
+                ("subject", "{{ subscriber.name | shout }}님"),
+                ("body", "본문"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        page.select(".flash-error")[0].starts_with("제목 1번째 줄: 없는 필터를 썼습니다."),
+        "{:?}",
+        page.select(".flash-error")
+    );
+    assert!(page.select(".flash-error details code")[0].contains("shout"));
+}
+
+#[tokio::test]
+async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
+    let app = TestApp::spawn().await;
+    let editor = user_in(&app, "en").await;
+
+    // Chosen in the form editor.
+    let res = editor
+        .post_form(
+            "/audience/forms",
+            &[
+                ("name", "뉴스레터"),
+                ("slug", "ko-news"),
+                ("language", "ko"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (form_id, stored): (i64, Option<String>) =
+        sqlx::query_as("SELECT id, language FROM forms WHERE slug = 'ko-news'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some("ko"));
+    // A language Loopline lacks is refused, in the editor's language.
+    let res = editor
+        .post_form(
+            "/audience/forms",
+            &[("name", "x"), ("slug", "xx-news"), ("language", "xx")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The forms page: the form's language shown, and its snippet written in it.
+    let page = get(&editor, "/audience/forms", None).await;
+    let card = "[data-form=ko-news]";
+    assert_eq!(
+        page.attr(&format!("{card} .form-language"), "data-language")
+            .as_deref(),
+        Some("ko")
+    );
+    let snippet = page.select(&format!("{card} .snippet"))[0].clone();
+    assert!(
+        snippet.contains(r#"name="language" value="ko""#),
+        "{snippet}"
+    );
+    assert!(snippet.contains("이 칸은 비워 두세요"), "{snippet}");
+    assert!(snippet.contains("구독하기"), "{snippet}");
+    assert!(!snippet.contains("Website"), "{snippet}");
+
+    // The hosted page: Korean without Accept-Language, and even for an English browser;
+    // its honeypot label too.
+    for accept in [None, Some(EN_BROWSER)] {
+        let page = get(&app.client(), "/f/ko-news", accept).await;
+        assert!(page.exists("html[lang=ko]"), "{accept:?}");
+        assert_eq!(page.select("#signup-form button"), vec!["구독하기"]);
+        assert_eq!(
+            page.select(".hp label[for=website]"),
+            vec!["이 칸은 비워 두세요"]
+        );
+    }
+
+    // Signing up with no language anywhere but the form's: stored Korean, and the
+    // confirmation mail is Korean.
+    let visitor = app.client();
+    let page = post(
+        &visitor,
+        "/f/ko-news",
+        None,
+        &[("email", "seoyeon@example.kr")],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.exists("html[lang=ko]"));
+    assert_eq!(
+        page.select("#signup-result"),
+        vec!["거의 다 되었습니다. 방금 보내 드린 메일의 링크를 눌러 구독을 확인해 주세요."]
+    );
+    assert_eq!(
+        stored_language(&app, "seoyeon@example.kr").await.as_deref(),
+        Some("ko")
+    );
+    assert_eq!(app.send_mail().await.sent, 1);
+    let message: i64 =
+        sqlx::query_scalar("SELECT id FROM messages WHERE to_email = 'seoyeon@example.kr'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let raw = loopline::delivery::outbox::captured(&app.pool, message)
+        .await
+        .unwrap()
+        .expect("the confirmation was captured");
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    use mailparse::MailHeaderMap;
+    assert_eq!(
+        mail.headers.get_first_value("Subject").as_deref(),
+        Some("구독을 확인해 주세요")
+    );
+    let text = mail
+        .subparts
+        .iter()
+        .flat_map(|p| std::iter::once(p).chain(p.subparts.iter()))
+        .find(|p| p.ctype.mimetype == "text/plain")
+        .expect("a text part")
+        .get_body()
+        .unwrap();
+    assert!(text.contains("구독 확인하기"), "{text}");
+    assert!(text.contains("링크는 7일 동안 유효합니다"), "{text}");
+    assert!(!text.contains("Please confirm"), "{text}");
+
+    // The submission's own language still comes first.
+    let page = post(
+        &visitor,
+        "/f/ko-news",
+        Some(KO_BROWSER),
+        &[("email", "sky@example.com"), ("language", "en")],
+    )
+    .await;
+    assert!(page.exists("html[lang=en]"));
+    assert_eq!(
+        stored_language(&app, "sky@example.com").await.as_deref(),
+        Some("en")
+    );
+    let subject: String = sqlx::query_scalar(
+        "SELECT b.subject FROM messages m JOIN message_bodies b ON b.id = m.body_id WHERE m.to_email = 'sky@example.com'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(subject, "Please confirm your subscription");
+
+    // Back to "the browser decides": Accept-Language, else English.
+    let res = editor
+        .post_form(
+            &format!("/audience/forms/{form_id}/language"),
+            &[("language", "")],
+        )
+        .await;
+    assert_eq!(location(&res), "/audience/forms?notice=settings-saved");
+    assert!(
+        get(&app.client(), "/f/ko-news", None)
+            .await
+            .exists("html[lang=en]")
+    );
+    let page = get(&app.client(), "/f/ko-news", Some(KO_BROWSER)).await;
+    assert!(page.exists("html[lang=ko]"));
+    let page = get(&app.client(), "/f/ko-news", Some(EN_BROWSER)).await;
+    assert_eq!(
+        page.select(".hp label[for=website]"),
+        vec!["Leave this field empty"]
+    );
+    let res = editor
+        .post_form(
+            &format!("/audience/forms/{form_id}/language"),
+            &[("language", "xx")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = editor
+        .post_form("/audience/forms/999999/language", &[("language", "ko")])
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // Set again from the page: the editor's select shows it.
+    editor
+        .post_form(
+            &format!("/audience/forms/{form_id}/language"),
+            &[("language", "ko")],
+        )
+        .await;
+    let page = get(&editor, "/audience/forms", None).await;
+    assert_eq!(
+        page.attr(
+            &format!("#form-language-{form_id} option[selected]"),
+            "value"
+        )
+        .as_deref(),
+        Some("ko")
+    );
+}
+
+/// Every failure code, job state and template problem has words in both languages: none
+/// empty, the Korean ones Korean with no English UI word, the English ones not Korean.
+#[test]
+fn public_every_failure_code_is_worded_in_both_languages() {
+    use loopline::{
+        audience::import::ImportFailure,
+        delivery::render::{Part, RenderError, TemplateIssue},
+        jobs::{JobFailure, JobRow},
+        web::{Lang, strings_for},
+    };
+    let hangul = |s: &str| s.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c));
+    let check = |what: &str, en: String, ko: String| {
+        assert!(!en.trim().is_empty() && !ko.trim().is_empty(), "{what}");
+        assert_ne!(en, ko, "{what}");
+        assert!(hangul(&ko), "{what}: {ko:?} has no Korean");
+        assert!(!hangul(&en), "{what}: {en:?} is not English");
+        let words = english_words_in(&ko, &[]);
+        assert!(words.is_empty(), "{what}: {words:?}");
+    };
+    let (en, ko) = (strings_for(Lang::En), strings_for(Lang::Ko));
+
+    let failures = ImportFailure::examples();
+    assert_eq!(failures.len(), 13);
+    for f in &failures {
+        check(
+            &format!("{f:?}"),
+            en.import_failure(f),
+            ko.import_failure(f),
+        );
+        assert_eq!(
+            f.to_string(),
+            en.import_failure(f),
+            "Display is the English text"
+        );
+    }
+    assert_eq!(
+        ko.import_failure(&ImportFailure::BadHeader { line: 7 }),
+        "7번째 줄의 머리글 행을 읽을 수 없습니다. 따옴표가 제대로 닫혔는지 확인해 주세요."
+    );
+    assert!(
+        ko.import_failure(&ImportFailure::ColumnTwice {
+            target: "first_name".into(),
+            first: 2,
+            second: 4
+        })
+        .starts_with("2번 열과 4번 열이 모두 ‘이름’")
+    );
+
+    for kind in ["audience.import", "audience.bulk", "test.kind"] {
+        for f in JobFailure::examples() {
+            for (status, attempts) in [("queued", 1), ("running", 2), ("dead", 10)] {
+                let row = JobRow {
+                    id: 1,
+                    kind: kind.into(),
+                    status: status.into(),
+                    attempts,
+                    max_attempts: 10,
+                    run_at: chrono::Utc::now(),
+                    last_error: Some("technical detail".into()),
+                    error_code: Some(f.to_stored().0),
+                    error_params: f.to_stored().1,
+                    progress_done: None,
+                    progress_total: None,
+                    updated_at: chrono::Utc::now(),
+                };
+                check(
+                    &format!("{kind} {f:?} {status}"),
+                    en.job_error(&row).unwrap(),
+                    ko.job_error(&row).unwrap(),
+                );
+            }
+        }
+    }
+    assert_eq!(ko.job_kind("audience.import"), "가져오기");
+    assert_eq!(en.job_kind("some.kind"), "some.kind");
+
+    let mut errors = vec![
+        RenderError::Syntax {
+            part: Part::Body,
+            line: 3,
+            message: "syntax error: unexpected end of input".into(),
+        },
+        RenderError::TooLarge {
+            part: Part::Subject,
+            limit: 512 * 1024,
+        },
+        RenderError::OutOfFuel {
+            part: Part::Preheader,
+        },
+        RenderError::Layout("mrml said no".into()),
+    ];
+    for issue in TemplateIssue::ALL {
+        for line in [Some(2), None] {
+            errors.push(RenderError::Runtime {
+                part: Part::Body,
+                line,
+                issue,
+                message: "the engine's words".into(),
+            });
+        }
+    }
+    for e in &errors {
+        let (e_en, e_ko) = (en.template_error(e), ko.template_error(e));
+        assert!(!e_ko.contains("engine") && !e_ko.contains("mrml"), "{e_ko}");
+        check(&format!("{e:?}"), e_en, e_ko);
+    }
+    assert_eq!(
+        ko.template_error(&errors[0]),
+        "본문 3번째 줄: 치환 태그를 잘못 썼습니다({{ }}와 {% %}를 확인해 주세요)."
+    );
+    assert_eq!(
+        ko.template_error(&errors[1]),
+        "제목: 치환한 뒤의 길이가 512KiB를 넘습니다."
+    );
+    assert_eq!(
+        en.template_error(&errors[1]),
+        "Subject: longer than 512 KiB after merging"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 
 use encoding_rs::{CoderResult, Decoder, Encoding};
 
-use super::FileError;
+use super::{FileError, NotCsv};
 
 /// How much of the file we look at before deciding on an encoding. Large enough that
 /// a header row plus a few hundred rows of names are included, small enough to be a
@@ -65,12 +65,6 @@ impl SourceEncoding {
     }
 }
 
-const XLSX_HINT: &str = "This doesn't look like a CSV file: it seems to be an Excel workbook \
-     (.xlsx/.xls). Open it in Excel, use File > Save As > CSV (comma delimited), and upload \
-     the CSV file.";
-const BINARY_HINT: &str = "This doesn't look like a CSV file. Export your subscribers as CSV \
-     (or in a spreadsheet use Save As > CSV) and upload that file.";
-
 /// Decide the encoding from the first bytes of the file.
 ///
 /// `at_eof` says whether `prefix` is the whole file: only then is a multi-byte UTF-8
@@ -108,7 +102,7 @@ fn detect(prefix: &[u8], at_eof: bool) -> Result<(SourceEncoding, usize), FileEr
     const XLSX_MAGIC: [&[u8]; 3] = [b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"];
     const XLS_MAGIC: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
     if XLSX_MAGIC.iter().any(|m| prefix.starts_with(m)) || prefix.starts_with(XLS_MAGIC) {
-        return Err(FileError::NotText(XLSX_HINT.to_string()));
+        return Err(FileError::NotText(NotCsv::Spreadsheet));
     }
     const BINARY_MAGIC: [&[u8]; 6] = [
         b"\x89PNG",
@@ -119,7 +113,7 @@ fn detect(prefix: &[u8], at_eof: bool) -> Result<(SourceEncoding, usize), FileEr
         b"Rar!",
     ];
     if BINARY_MAGIC.iter().any(|m| prefix.starts_with(m)) {
-        return Err(FileError::NotText(BINARY_HINT.to_string()));
+        return Err(FileError::NotText(NotCsv::Binary));
     }
 
     if prefix.contains(&0)
@@ -135,7 +129,7 @@ fn detect(prefix: &[u8], at_eof: bool) -> Result<(SourceEncoding, usize), FileEr
         .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F)
         .count();
     if controls * 100 > prefix.len() {
-        return Err(FileError::NotText(BINARY_HINT.to_string()));
+        return Err(FileError::NotText(NotCsv::Binary));
     }
 
     let enc = match std::str::from_utf8(prefix) {
@@ -441,14 +435,16 @@ pub(crate) mod tests {
         let random = b"\x01\x00\x00\x7f\x13\x00\x9a\x00\x00\x00\xff\x10";
         for bytes in [&png[..], &zip[..], &random[..]] {
             match open(bytes) {
-                Err(FileError::NotText(msg)) => {
-                    assert!(msg.contains("doesn't look like a CSV"))
+                Err(e @ FileError::NotText(_)) => {
+                    assert!(e.to_string().contains("doesn't look like a CSV"))
                 }
                 _ => panic!("expected NotText"),
             }
         }
         match open(&zip[..]) {
-            Err(FileError::NotText(msg)) => assert!(msg.contains("Save As > CSV")),
+            Err(e @ FileError::NotText(NotCsv::Spreadsheet)) => {
+                assert!(e.to_string().contains("Save As > CSV"))
+            }
             _ => panic!("expected NotText"),
         }
     }

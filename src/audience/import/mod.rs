@@ -96,16 +96,41 @@ impl ReportCode {
     }
 }
 
+/// What a file that is not a CSV seems to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCsv {
+    /// An Excel workbook (.xlsx/.xls).
+    Spreadsheet,
+    /// Anything else that is not text: an image, a PDF, an archive.
+    Binary,
+}
+
+impl NotCsv {
+    /// What to do instead, in English (logs and the stored detail).
+    pub fn hint(self) -> &'static str {
+        match self {
+            NotCsv::Spreadsheet => {
+                "This doesn't look like a CSV file: it seems to be an Excel workbook \
+                 (.xlsx/.xls). Open it in Excel, use File > Save As > CSV (comma delimited), \
+                 and upload the CSV file."
+            }
+            NotCsv::Binary => {
+                "This doesn't look like a CSV file. Export your subscribers as CSV \
+                 (or in a spreadsheet use Save As > CSV) and upload that file."
+            }
+        }
+    }
+}
+
 /// A problem with the file as a whole, as opposed to one row. The import cannot start
-/// (or, for [`FileError::Io`], continue); the message is meant for the uploader.
+/// (or, for [`FileError::Io`], continue). `Display` is English for logs; the import page
+/// words it through [`ImportFailure`].
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("the file is empty")]
     Empty,
-    /// Carries the full user-facing explanation (what we think the file is and how to
-    /// get a CSV out of it).
-    #[error("{0}")]
-    NotText(String),
+    #[error("{}", .0.hint())]
+    NotText(NotCsv),
     #[error("no column is set to email address; choose the column that holds the addresses")]
     NoEmailColumn,
     #[error("columns {first} and {second} are both set to email address; choose only one of them")]
@@ -118,8 +143,168 @@ pub enum FileError {
     },
     #[error("column {column} is set to the custom field \"{key}\", which does not exist")]
     UnknownField { column: usize, key: String },
-    #[error("the header row could not be read: {0}")]
-    BadHeader(String),
+    #[error("the header row could not be read: line {line}: {reason}")]
+    BadHeader { line: u64, reason: String },
     #[error("the file could not be read: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why an import ended without importing its file (or all of it), as a stable code with
+/// its parameters: stored in `imports.error_code` / `error_params` beside the English
+/// detail in `imports.error`, and worded on the import page in the reader's language
+/// (`web::i18n`, `Strings::import_failure`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum ImportFailure {
+    /// Nothing in the file (or only a byte-order mark, or only blank lines).
+    Empty,
+    /// An Excel workbook instead of a CSV.
+    Spreadsheet,
+    /// Not text at all (an image, a PDF, an archive…).
+    NotCsv,
+    /// The header row is broken (an unclosed quote…) on this line.
+    BadHeader { line: u64 },
+    /// No column is mapped to the email address.
+    NoEmailColumn,
+    /// Two columns are mapped to the email address.
+    EmailColumnTwice { first: usize, second: usize },
+    /// Two columns are mapped to the same target (a `Target::key`).
+    ColumnTwice {
+        target: String,
+        first: usize,
+        second: usize,
+    },
+    /// A column is mapped to a custom field that no longer exists.
+    UnknownField { column: usize },
+    /// The stored upload could not be read.
+    Unreadable,
+    /// Reading the stored upload broke off part-way, on every attempt.
+    Interrupted,
+    /// The database refused or lost the work, on every attempt.
+    Database,
+    /// Anything else went wrong, on every attempt.
+    Stopped,
+    /// Someone cancelled it.
+    Cancelled,
+}
+
+impl ImportFailure {
+    /// The code and parameters to store (`imports.error_code`, `error_params`).
+    pub fn to_stored(&self) -> (String, serde_json::Value) {
+        crate::error::to_stored(self)
+    }
+
+    /// Read back from the stored code and parameters; `None` for a row written before
+    /// codes existed, or by a newer Loopline with codes this one does not know.
+    pub fn from_stored(code: &str, params: &serde_json::Value) -> Option<Self> {
+        crate::error::from_stored(code, params)
+    }
+
+    /// One of each, for tests of the wording.
+    pub fn examples() -> Vec<Self> {
+        let all = vec![
+            Self::Empty,
+            Self::Spreadsheet,
+            Self::NotCsv,
+            Self::BadHeader { line: 1 },
+            Self::NoEmailColumn,
+            Self::EmailColumnTwice {
+                first: 1,
+                second: 3,
+            },
+            Self::ColumnTwice {
+                target: "name".into(),
+                first: 2,
+                second: 4,
+            },
+            Self::UnknownField { column: 5 },
+            Self::Unreadable,
+            Self::Interrupted,
+            Self::Database,
+            Self::Stopped,
+            Self::Cancelled,
+        ];
+        // A new variant must be added above: this match stops compiling until it is.
+        for f in &all {
+            match f {
+                Self::Empty
+                | Self::Spreadsheet
+                | Self::NotCsv
+                | Self::BadHeader { .. }
+                | Self::NoEmailColumn
+                | Self::EmailColumnTwice { .. }
+                | Self::ColumnTwice { .. }
+                | Self::UnknownField { .. }
+                | Self::Unreadable
+                | Self::Interrupted
+                | Self::Database
+                | Self::Stopped
+                | Self::Cancelled => {}
+            }
+        }
+        all
+    }
+}
+
+impl std::fmt::Display for ImportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::web::strings_for(crate::web::Lang::En).import_failure(self))
+    }
+}
+
+impl From<&FileError> for ImportFailure {
+    fn from(e: &FileError) -> Self {
+        match e {
+            FileError::Empty => Self::Empty,
+            FileError::NotText(NotCsv::Spreadsheet) => Self::Spreadsheet,
+            FileError::NotText(NotCsv::Binary) => Self::NotCsv,
+            FileError::NoEmailColumn => Self::NoEmailColumn,
+            FileError::DuplicateEmailColumn { first, second } => Self::EmailColumnTwice {
+                first: *first,
+                second: *second,
+            },
+            FileError::DuplicateColumn {
+                target,
+                first,
+                second,
+            } => Self::ColumnTwice {
+                target: target.clone(),
+                first: *first,
+                second: *second,
+            },
+            FileError::UnknownField { column, .. } => Self::UnknownField { column: *column },
+            FileError::BadHeader { line, .. } => Self::BadHeader { line: *line },
+            FileError::Io(_) => Self::Unreadable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_stored_as_code_and_parameters_and_read_back() {
+        for f in ImportFailure::examples() {
+            let (code, params) = f.to_stored();
+            assert!(!code.is_empty() && params.get("code").is_none(), "{f:?}");
+            assert_eq!(ImportFailure::from_stored(&code, &params), Some(f.clone()));
+        }
+        assert_eq!(
+            ImportFailure::BadHeader { line: 7 }.to_stored(),
+            ("bad_header".to_string(), serde_json::json!({ "line": 7 }))
+        );
+        assert_eq!(
+            ImportFailure::from_stored("cancelled", &serde_json::Value::Null),
+            Some(ImportFailure::Cancelled)
+        );
+        assert_eq!(
+            ImportFailure::from_stored("from_the_future", &serde_json::json!({})),
+            None
+        );
+        assert_eq!(
+            ImportFailure::from_stored("bad_header", &serde_json::json!({})),
+            None
+        );
+    }
 }

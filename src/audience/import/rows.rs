@@ -348,10 +348,10 @@ fn read_headers<R: Read>(reader: &mut RecordReader<R>) -> Result<Vec<String>, Fi
         match reader.read_next()? {
             Next::Eof => return Err(FileError::Empty),
             Next::Bad(report) => {
-                return Err(FileError::BadHeader(format!(
-                    "line {}: {}",
-                    report.line, report.reason
-                )));
+                return Err(FileError::BadHeader {
+                    line: report.line,
+                    reason: report.reason,
+                });
             }
             Next::Record => {
                 let rec = reader.record();
