@@ -34,7 +34,7 @@ use lettre::message::{
     header::{ContentType, HeaderName, HeaderValue},
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -47,12 +47,19 @@ use super::{
 use crate::{
     audience::{links, subscribers},
     clock::SharedClock,
+    db::Held,
     signing::SigningKey,
     tracking::tokens,
 };
 
-/// How long the recorder waits for more outcomes before a small group is written.
+/// How long a recorder waits for more outcomes before a small group is written.
 const GROUP_WAIT: Duration = Duration::from_millis(3);
+/// Recorders writing outcomes at once (see `drain`).
+const RECORDERS: usize = 2;
+/// Mail sent (or being sent) and not yet recorded is held to this many claims' worth
+/// (a claim is 4 × concurrency): what a `kill -9` can send twice. One claim's worth
+/// kept the SMTP connections waiting on the recorders a third of the time.
+pub const WINDOW_CLAIMS: usize = 2;
 
 /// Where mail goes.
 #[derive(Clone)]
@@ -432,8 +439,8 @@ impl Sender {
     }
 
     /// Claims due messages and holds them (their leases are renewed until recorded).
-    async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
-        let claimed = self.claim_due().await?;
+    async fn claim(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<Claimed>> {
+        let claimed = self.claim_due(conn).await?;
         let taken_over = claimed.iter().filter(|m| m.taken_over).count();
         if taken_over > 0 {
             tracing::warn!(
@@ -445,15 +452,14 @@ impl Sender {
         Ok(claimed)
     }
 
-    async fn claim_due(&self) -> sqlx::Result<Vec<Claimed>> {
+    async fn claim_due(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<Claimed>> {
         let now = self.clock.now();
         let want = (self.settings.concurrency * 4).max(1) as i64;
         if self.settings.per_second <= 0 && self.settings.per_hour <= 0 {
             // No shared windows to read and take from: one statement, its own transaction.
-            let mut conn = self.pool.acquire().await?;
-            return self.claim_rows(&mut conn, want, now).await;
+            return self.claim_rows(conn, want, now).await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let n = self.allowance(&mut tx, want, now).await?;
         if n == 0 {
             tx.commit().await?;
@@ -501,10 +507,10 @@ impl Sender {
 
     /// Sends until nothing is due (or the SMTP server cannot be reached), as a pipeline:
     /// the next claim is taken while the last messages of the current one are out, and
-    /// outcomes are recorded (one transaction for whatever has arrived) while the next
-    /// messages are sent. At most one claim's worth of messages (4 × concurrency) is
-    /// sent or sending and not yet recorded, as before: that bounds what a crash can
-    /// send twice. When the server is unreachable, claimed messages not yet tried go
+    /// outcomes are recorded (one statement for whatever has arrived, by two recorders on
+    /// their own held connections, so one writes while the other gathers) while the next
+    /// messages are sent. At most [`WINDOW_CLAIMS`] claims' worth of messages is sent or
+    /// sending and not yet recorded: that bounds what a crash can send twice. When the server is unreachable, claimed messages not yet tried go
     /// back unspent. `shutdown` stops claiming; what is claimed is finished. Meanwhile
     /// the leases of what is claimed and not yet recorded are renewed.
     async fn drain(&self, shutdown: CancellationToken) -> anyhow::Result<Round> {
@@ -515,58 +521,34 @@ impl Sender {
             let me = self.clone();
             tokio::spawn(async move { me.renew_leases(done).await })
         };
-        let window = Arc::new(Semaphore::new(4 * concurrency));
+        let window = Arc::new(Semaphore::new(WINDOW_CLAIMS * 4 * concurrency));
         let stop = Arc::new(AtomicBool::new(false));
-        let (to_record, mut outcomes) =
+        let (to_record, outcomes) =
             mpsc::channel::<(Claimed, Outcome, OwnedSemaphorePermit)>(4 * concurrency);
-        let recorder = {
-            let me = self.clone();
-            tokio::spawn(async move {
-                let mut round = Round::default();
-                let mut error = None;
-                let mut arrived = Vec::new();
-                while outcomes.recv_many(&mut arrived, 4 * concurrency).await > 0 {
-                    // A commit costs about the same for one row as for thirty: let a group
-                    // build up for a moment (sends go on meanwhile, the window has room).
-                    let until = tokio::time::Instant::now() + GROUP_WAIT;
-                    while arrived.len() < 2 * concurrency {
-                        let room = 4 * concurrency - arrived.len();
-                        match tokio::time::timeout_at(until, outcomes.recv_many(&mut arrived, room))
-                            .await
-                        {
-                            Ok(n) if n > 0 => {}
-                            _ => break,
-                        }
-                    }
-                    let (batch, permits): (Vec<_>, Vec<_>) =
-                        arrived.drain(..).map(|(m, o, p)| ((m, o), p)).unzip();
-                    let recorded = me.record_patiently(&batch).await;
-                    // Recorded, or given up on (then the lease runs out and the mail goes
-                    // again, as after a crash): either way no longer renewed.
-                    {
-                        let mut held = me.held();
-                        for (m, _) in &batch {
-                            held.remove(&m.id);
-                        }
-                    }
-                    match recorded {
-                        Ok(r) => round.add(&r),
-                        Err(e) => {
-                            error.get_or_insert(e);
-                        }
-                    }
-                    drop(permits);
-                }
-                (round, error)
+        // Two recorders: while one writes its group, the other gathers the next (and can
+        // write it meanwhile, on its own connection). Whoever holds the queue gathers.
+        let outcomes = Arc::new(tokio::sync::Mutex::new(outcomes));
+        let recorders: Vec<_> = (0..RECORDERS)
+            .map(|_| {
+                let (me, outcomes) = (self.clone(), outcomes.clone());
+                tokio::spawn(async move { me.record_outcomes(&outcomes, concurrency).await })
             })
-        };
+            .collect();
         // Claims are taken ahead by their own task, at most about one claim ahead.
         let (to_send, mut claimed) = mpsc::channel::<Claimed>(4 * concurrency);
         let claimer = {
             let (me, stop) = (self.clone(), stop.clone());
             tokio::spawn(async move {
+                let mut held = Held::new(me.pool.clone());
                 while !stop.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
-                    match me.claim().await {
+                    let claimed = match held.get().await {
+                        Ok(conn) => me.claim(conn).await,
+                        Err(e) => Err(e),
+                    };
+                    if claimed.is_err() {
+                        held.release();
+                    }
+                    match claimed {
                         Ok(batch) if batch.is_empty() => break,
                         Ok(batch) => {
                             for m in batch {
@@ -610,7 +592,15 @@ impl Sender {
             })
             .await;
         drop(to_record);
-        let (round, record_error) = recorder.await?;
+        let mut round = Round::default();
+        let mut record_error = None;
+        for recorder in recorders {
+            let (r, e) = recorder.await?;
+            round.add(&r);
+            if let Some(e) = e {
+                record_error.get_or_insert(e);
+            }
+        }
         let claim_error = claimer.await?;
         match claim_error.or(record_error) {
             Some(e) => Err(e),
@@ -618,11 +608,70 @@ impl Sender {
         }
     }
 
+    /// One recorder: takes the outcomes that have arrived (letting a group build up for
+    /// a moment), records them, and releases their window places, until the senders are
+    /// done. Returns what it recorded and its first error.
+    async fn record_outcomes(
+        &self,
+        outcomes: &tokio::sync::Mutex<mpsc::Receiver<(Claimed, Outcome, OwnedSemaphorePermit)>>,
+        concurrency: usize,
+    ) -> (Round, Option<anyhow::Error>) {
+        let mut held = Held::new(self.pool.clone());
+        let mut round = Round::default();
+        let mut error = None;
+        let mut arrived = Vec::new();
+        loop {
+            let dry = {
+                let mut rx = outcomes.lock().await;
+                if rx.recv_many(&mut arrived, 4 * concurrency).await == 0 {
+                    break;
+                }
+                // A commit costs about the same for one row as for thirty: let a group
+                // build up for a moment (sends go on meanwhile, the window has room).
+                let until = tokio::time::Instant::now() + GROUP_WAIT;
+                while arrived.len() < 2 * concurrency {
+                    let room = 4 * concurrency - arrived.len();
+                    match tokio::time::timeout_at(until, rx.recv_many(&mut arrived, room)).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+                rx.is_empty()
+            };
+            let (batch, permits): (Vec<_>, Vec<_>) =
+                arrived.drain(..).map(|(m, o, p)| ((m, o), p)).unzip();
+            let recorded = self.record_patiently(&mut held, &batch).await;
+            // Recorded, or given up on (then the lease runs out and the mail goes again,
+            // as after a crash): either way no longer renewed.
+            {
+                let mut held = self.held();
+                for (m, _) in &batch {
+                    held.remove(&m.id);
+                }
+            }
+            match recorded {
+                Ok(r) => round.add(&r),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+            drop(permits);
+            if dry {
+                held.release();
+            }
+        }
+        (round, error)
+    }
+
     /// Records outcomes of mail that is out, so they must be kept: dropped, it would all
     /// go again when the lease ends. While the database is away (a restart, a failover),
     /// retry, for at most half the lease (another sender could take the mail after it)
     /// and 30 s (so a shutdown is not held up for long).
-    async fn record_patiently(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
+    async fn record_patiently(
+        &self,
+        held: &mut Held,
+        outcomes: &[(Claimed, Outcome)],
+    ) -> anyhow::Result<Round> {
         let patience = (self.settings.lease / 2)
             .to_std()
             .unwrap_or_default()
@@ -630,7 +679,14 @@ impl Sender {
         let give_up = tokio::time::Instant::now() + patience;
         let mut wait = Duration::from_millis(200);
         loop {
-            match self.record(outcomes).await {
+            let recorded = match held.get().await {
+                Ok(conn) => self.record(conn, outcomes).await,
+                Err(e) => Err(e.into()),
+            };
+            if recorded.is_err() {
+                held.release();
+            }
+            match recorded {
                 Err(e) if tokio::time::Instant::now() + wait < give_up => {
                     tracing::warn!(error = %format!("{e:#}"), messages = outcomes.len(), "recording sent mail failed; retrying");
                     tokio::time::sleep(wait).await;
@@ -850,7 +906,11 @@ impl Sender {
         }))
     }
 
-    async fn record(&self, outcomes: &[(Claimed, Outcome)]) -> anyhow::Result<Round> {
+    async fn record(
+        &self,
+        conn: &mut PgConnection,
+        outcomes: &[(Claimed, Outcome)],
+    ) -> anyhow::Result<Round> {
         let now = self.clock.now();
         let mut round = Round::default();
         if outcomes
@@ -859,11 +919,10 @@ impl Sender {
         {
             // Only accepted mail: one statement, its own transaction.
             let all: Vec<_> = outcomes.iter().collect();
-            let mut conn = self.pool.acquire().await?;
-            round.sent = self.record_sent(&mut conn, &all, now).await?;
+            round.sent = self.record_sent(conn, &all, now).await?;
             return Ok(round);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         // The common case, mail handed to the SMTP server, in three set-based statements
         // instead of three per message; everything else row by row below.
         let (sent, outcomes): (Vec<_>, Vec<_>) = outcomes

@@ -5,6 +5,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
+use crate::db::Held;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -590,26 +591,6 @@ enum Work {
     OneByOne(Vec<Reaction>, Vec<Reply>),
 }
 
-/// A connection a stage keeps while it has work, and gives back to the pool when the
-/// queue runs dry or after an error (so a broken one is never reused).
-struct Held {
-    pool: PgPool,
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-}
-
-impl Held {
-    async fn get(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
-        if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await?);
-        }
-        Ok(self.conn.as_mut().expect("just set"))
-    }
-
-    fn release(&mut self) {
-        self.conn = None;
-    }
-}
-
 fn fail_all(replies: Vec<Reply>, e: sqlx::Error) {
     let e = std::sync::Arc::new(e);
     for reply in replies {
@@ -623,7 +604,7 @@ async fn judge_batches(
     mut rx: mpsc::Receiver<Pending>,
     out: mpsc::Sender<Work>,
 ) {
-    let mut held = Held { pool, conn: None };
+    let mut held = Held::new(pool);
     let mut judging = Judging::default();
     let mut pending: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
@@ -654,10 +635,7 @@ async fn judge_batches(
 }
 
 async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Work>) {
-    let mut held = Held {
-        pool: pool.clone(),
-        conn: None,
-    };
+    let mut held = Held::new(pool.clone());
     while let Some(work) = rx.recv().await {
         match work {
             Work::Judged(reactions, judged, replies) => {

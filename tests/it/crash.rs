@@ -10,7 +10,8 @@
 //! outbox rows and their `sent` events: nobody is missing, nothing is marked sent that
 //! the server did not receive, and a recipient gets a second copy only if their message
 //! was in flight (handed to the server, not yet recorded) when something died. A sender
-//! records one claim of 4 × SEND_CONCURRENCY messages at a time, so that is the bound.
+//! keeps at most `WINDOW_CLAIMS` claims of 4 × SEND_CONCURRENCY messages sent and not
+//! yet recorded, so that is the bound.
 //! The duplicate counts are printed (`cargo test --test it crash -- --nocapture`).
 //! `LOOPLINE_BIN` runs them against another build of the binary (a release build, say).
 
@@ -46,8 +47,8 @@ fn binary() -> String {
 }
 const CONCURRENCY: usize = 8;
 /// The most messages a sender can have handed to the SMTP server without having
-/// recorded them yet: one claim.
-const IN_FLIGHT: usize = 4 * CONCURRENCY;
+/// recorded them yet.
+const IN_FLIGHT: usize = loopline::delivery::sender::WINDOW_CLAIMS * 4 * CONCURRENCY;
 /// Short, so mail held by a killed process goes out again soon.
 const LEASE_SECS: &str = "10";
 
@@ -398,7 +399,7 @@ async fn kill_9_during_a_10000_message_send_loses_nothing_and_repeats_only_what_
     );
     assert!(
         duplicates <= IN_FLIGHT,
-        "{duplicates} duplicates, more than one claim ({IN_FLIGHT}) was in flight"
+        "{duplicates} duplicates, more than the sender keeps unrecorded ({IN_FLIGHT})"
     );
     pool.close().await;
     second.stop().await;
