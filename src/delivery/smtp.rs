@@ -241,10 +241,12 @@ impl SmtpPool {
 
     /// Sends one formatted message on a pooled connection (or a new one).
     ///
-    /// A connection that breaks without a reply is read by where it was opened: a
-    /// pooled one may just have gone stale while idle (`Smtp`, tried again unspent); a
-    /// session opened for this message that breaks mid-message is `Lost` — the server
-    /// may have taken the message (it closed after the body), so the attempt counts.
+    /// A connection that breaks without a reply is read by where it was opened and how
+    /// far the message got: a pooled one that breaks before the server answered DATA
+    /// may just have gone stale while idle (`Smtp`, tried again unspent); a session
+    /// opened for this message that breaks mid-message, or any connection that breaks
+    /// after the body was sent, is `Lost` — the server may have taken the message, so
+    /// the attempt counts.
     pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
         let timeout = self.server.timeout;
         let (mut conn, fresh) = match self.take().await {
@@ -435,7 +437,16 @@ async fn transact(conn: &mut Conn, envelope: &Envelope, raw: &[u8]) -> Result<Re
         }
         return Err(SendError::Smtp(e));
     }
-    conn.smtp.command(Raw(&body)).await.map_err(SendError::Smtp)
+    // The connection answered DATA, so it was not stale: if it breaks now, with no
+    // final reply, the server may have taken the message — on a pooled connection as on
+    // a fresh one — so the attempt counts.
+    conn.smtp.command(Raw(&body)).await.map_err(|e| {
+        if e.status().is_none() && !e.is_client() {
+            SendError::Lost(e)
+        } else {
+            SendError::Smtp(e)
+        }
+    })
 }
 
 /// A message as written after `DATA`: every line starting with `.` gets another (RFC

@@ -553,9 +553,9 @@ async fn smtp_down_for_a_minute_mail_waits_without_spending_attempts_and_nothing
             );
         }
         // Waiting costs no attempts, and nothing gives up. The one exception is mail in
-        // the middle of its exchange on a just-opened connection when the server died:
-        // the server may have taken it, so that attempt counts (at most what was in
-        // flight). Mail claimed right now has its attempt counted until it is recorded.
+        // the middle of its exchange when the server died (on a just-opened connection,
+        // or after the body on any): the server may have taken it, so that attempt
+        // counts (at most one per connection). Mail claimed right now has its attempt counted until it is recorded.
         let (gave_up, spent, lost_in_flight): (i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'sent')),
                     count(*) FILTER (WHERE status = 'queued' AND claimed_by IS NULL AND attempts > 0

@@ -41,6 +41,9 @@ enum Fault {
     SilentAfterBody,
     /// Answer everything up to the message's end, then close the connection.
     HangUpAfterBody,
+    /// Take the first message of each connection normally; close the connection after
+    /// the body of the second, with no reply (so it is a pooled connection that breaks).
+    HangUpAfterSecondBody,
 }
 
 /// A network fault injector, not a stand-in for an SMTP library: a bare TCP listener
@@ -108,6 +111,7 @@ async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>
     }
     let _ = write.write_all(b"220 faults.test ESMTP\r\n").await;
     let mut line = Vec::new();
+    let mut messages = 0;
     loop {
         line.clear();
         if lines.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
@@ -142,6 +146,13 @@ async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>
                 body.extend_from_slice(&line);
             }
             bodies.lock().unwrap().push(body);
+            messages += 1;
+            if fault == Fault::HangUpAfterSecondBody && messages == 1 {
+                if write.write_all(b"250 OK queued\r\n").await.is_err() {
+                    return;
+                }
+                continue;
+            }
             if fault == Fault::SilentAfterBody {
                 let _ = lines.read_to_end(&mut Vec::new()).await;
             }
@@ -342,4 +353,42 @@ async fn a_server_silent_or_hanging_up_after_the_body_gets_the_message_again_and
     assert!(events(&app, id, "sent").await.is_empty());
 
     real_server_takes_it_once(&app, faulty, id, Some(&first_id)).await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_that_breaks_after_the_body_spends_the_attempt_and_sends_once() {
+    let faulty = FaultyServer::start(Fault::HangUpAfterSecondBody).await;
+    let app = app_sending_to(faulty.port).await;
+    let (_, first) = queued_message(&app, "first@example.com").await;
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.total()), (1, 1), "{round:?}");
+    assert_eq!(row(&app, first).await.0, "sent");
+
+    // The second message goes on the same, pooled connection, which the server closes
+    // after the whole body without a reply: it may have the message, so this is not
+    // a stale connection (tried again unspent, possibly forever) but a spent attempt.
+    let (_, id) = queued_message(&app, "second@example.com").await;
+    let round = app.send_mail().await;
+    assert_eq!(
+        faulty.connections.load(Ordering::SeqCst),
+        1,
+        "the pooled connection was used"
+    );
+    assert_eq!(
+        (round.sent, round.deferred, round.unreachable),
+        (0, 1, 0),
+        "{round:?}"
+    );
+    let bodies = faulty.bodies();
+    assert_eq!(bodies.len(), 2, "the server had the whole second message");
+    let message_id = message_id_of(&bodies[1]);
+    let (status, attempts, reply, due_in, _) = row(&app, id).await;
+    assert_eq!((status.as_str(), attempts), ("queued", 1));
+    assert!(reply.contains("connection lost"), "{reply}");
+    assert!(due_in >= 29, "retried after a backoff: {due_in}");
+    let deferred = events(&app, id, "deferred").await;
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(deferred[0]["attempt"], 1);
+
+    real_server_takes_it_once(&app, faulty, id, Some(&message_id)).await;
 }
