@@ -186,16 +186,7 @@ async fn public_signup_page_follows_accept_language_and_the_choice_sticks() {
         &[("email", "minji@example.kr"), ("name", "김민지")],
     )
     .await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(page.exists("html[lang=ko]"));
-    assert_eq!(
-        page.select("#signup-result"),
-        vec!["거의 다 되었습니다. 방금 보내 드린 메일의 링크를 눌러 구독을 확인해 주세요."]
-    );
-    assert_eq!(
-        stored_language(&app, "minji@example.kr").await.as_deref(),
-        Some("ko")
-    );
+    signed_up_in_korean(&app, &page, "minji@example.kr").await;
     let (subject, confirm_url): (String, String) = sqlx::query_as(
         "SELECT b.subject, m.data ->> 'confirm_url' FROM messages m JOIN message_bodies b ON b.id = m.body_id
          WHERE m.to_email = 'minji@example.kr'",
@@ -1166,16 +1157,7 @@ async fn public_a_form_set_to_korean_speaks_korean_to_any_browser() {
         &[("email", "seoyeon@example.kr")],
     )
     .await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(page.exists("html[lang=ko]"));
-    assert_eq!(
-        page.select("#signup-result"),
-        vec!["거의 다 되었습니다. 방금 보내 드린 메일의 링크를 눌러 구독을 확인해 주세요."]
-    );
-    assert_eq!(
-        stored_language(&app, "seoyeon@example.kr").await.as_deref(),
-        Some("ko")
-    );
+    signed_up_in_korean(&app, &page, "seoyeon@example.kr").await;
     assert_eq!(app.send_mail().await.sent, 1);
     let message: i64 =
         sqlx::query_scalar("SELECT id FROM messages WHERE to_email = 'seoyeon@example.kr'")
@@ -1407,4 +1389,15 @@ fn public_english_words_are_found_in_text_and_attributes_but_not_in_data() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(english_words(&page(r#"<p>a@b.example {{ subscriber.name }}</p><code>status</code><script>save()</script>"#), &[]).is_empty());
     assert!(english_words(&page("<td>Name</td>"), &["name"]).is_empty());
+}
+
+/// The signup answered in Korean, and the new subscriber is stored as Korean.
+async fn signed_up_in_korean(app: &TestApp, page: &Page, email: &str) {
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.exists("html[lang=ko]"));
+    assert_eq!(
+        page.select("#signup-result"),
+        vec!["거의 다 되었습니다. 방금 보내 드린 메일의 링크를 눌러 구독을 확인해 주세요."]
+    );
+    assert_eq!(stored_language(app, email).await.as_deref(), Some("ko"));
 }
