@@ -35,14 +35,7 @@ pub fn body(text: &str) -> Body {
         start = end + 1;
     }
     if needs_escape == 0 && !long_line {
-        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-        for line in lines(bytes) {
-            out.extend_from_slice(line.text);
-            if line.ended {
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        Body::dangerous_pre_encoded(out, ContentTransferEncoding::SevenBit)
+        Body::dangerous_pre_encoded(crlf(bytes), ContentTransferEncoding::SevenBit)
     } else if needs_escape <= bytes.len() / 3 {
         Body::dangerous_pre_encoded(
             quoted_printable(bytes),
@@ -83,6 +76,18 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = Line<'_>> {
         })
     })
     .filter(|l| l.ended || !l.text.is_empty())
+}
+
+/// The text with every line break as CRLF.
+fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+    for line in lines(bytes) {
+        out.extend_from_slice(line.text);
+        if line.ended {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -168,14 +173,7 @@ pub fn quoted_printable(bytes: &[u8]) -> Vec<u8> {
 
 /// Base64 of the text with its line breaks as CRLF, in lines of 76 characters.
 fn base64_lines(bytes: &[u8]) -> Vec<u8> {
-    let mut crlf = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-    for line in lines(bytes) {
-        crlf.extend_from_slice(line.text);
-        if line.ended {
-            crlf.extend_from_slice(b"\r\n");
-        }
-    }
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&crlf);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(crlf(bytes));
     let mut out = Vec::with_capacity(encoded.len() + encoded.len() / LINE * 2 + 2);
     for chunk in encoded.as_bytes().chunks(LINE) {
         out.extend_from_slice(chunk);

@@ -241,6 +241,18 @@ fn message_id_of(raw: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// The message waits for its next try with `attempt` attempts spent: queued, the reply
+/// saying why, due after a backoff, one `deferred` event per attempt.
+async fn deferred_with_attempt_spent(app: &TestApp, id: i64, attempt: i32, why: &str) {
+    let (status, attempts, reply, due_in, _) = row(app, id).await;
+    assert_eq!((status.as_str(), attempts), ("queued", attempt));
+    assert!(reply.contains(why), "{reply}");
+    assert!(due_in >= 29, "retried after a backoff: {due_in}");
+    let deferred = events(app, id, "deferred").await;
+    assert_eq!(deferred.len(), attempt as usize);
+    assert_eq!(deferred[attempt as usize - 1]["attempt"], attempt);
+}
+
 /// Brings the real server up where the faulty one was and checks the message goes out
 /// exactly once, with the Message-ID it had on every attempt.
 async fn real_server_takes_it_once(
@@ -326,13 +338,7 @@ async fn a_server_silent_or_hanging_up_after_the_body_gets_the_message_again_and
     assert_eq!(bodies.len(), 1, "the server had the whole message");
     let first_id = message_id_of(&bodies[0]);
     assert!(first_id.starts_with(&format!("<{id}.")), "{first_id}");
-    let (status, attempts, reply, due_in, _) = row(&app, id).await;
-    assert_eq!((status.as_str(), attempts), ("queued", 1));
-    assert!(reply.contains("timed out"), "{reply}");
-    assert!(due_in >= 29, "retried after a backoff: {due_in}");
-    let deferred = events(&app, id, "deferred").await;
-    assert_eq!(deferred.len(), 1);
-    assert_eq!(deferred[0]["attempt"], 1);
+    deferred_with_attempt_spent(&app, id, 1, "timed out").await;
     assert_eq!(app.send_mail().await.total(), 0, "not due yet");
 
     // Next time it hangs up instead of answering: the same, second attempt counted.
@@ -340,13 +346,7 @@ async fn a_server_silent_or_hanging_up_after_the_body_gets_the_message_again_and
     app.advance(chrono::Duration::minutes(5));
     let round = app.send_mail().await;
     assert_eq!((round.sent, round.deferred), (0, 1), "{round:?}");
-    let (status, attempts, reply, due_in, _) = row(&app, id).await;
-    assert_eq!((status.as_str(), attempts), ("queued", 2));
-    assert!(reply.contains("connection lost"), "{reply}");
-    assert!(due_in >= 29, "{due_in}");
-    let deferred = events(&app, id, "deferred").await;
-    assert_eq!(deferred.len(), 2);
-    assert_eq!(deferred[1]["attempt"], 2);
+    deferred_with_attempt_spent(&app, id, 2, "connection lost").await;
     let bodies = faulty.bodies();
     assert_eq!(bodies.len(), 2);
     assert_eq!(message_id_of(&bodies[1]), first_id);
@@ -382,13 +382,7 @@ async fn a_pooled_connection_that_breaks_after_the_body_spends_the_attempt_and_s
     let bodies = faulty.bodies();
     assert_eq!(bodies.len(), 2, "the server had the whole second message");
     let message_id = message_id_of(&bodies[1]);
-    let (status, attempts, reply, due_in, _) = row(&app, id).await;
-    assert_eq!((status.as_str(), attempts), ("queued", 1));
-    assert!(reply.contains("connection lost"), "{reply}");
-    assert!(due_in >= 29, "retried after a backoff: {due_in}");
-    let deferred = events(&app, id, "deferred").await;
-    assert_eq!(deferred.len(), 1);
-    assert_eq!(deferred[0]["attempt"], 1);
+    deferred_with_attempt_spent(&app, id, 1, "connection lost").await;
 
     real_server_takes_it_once(&app, faulty, id, Some(&message_id)).await;
 }

@@ -38,6 +38,19 @@ pub fn reference_from_tag(value: &str) -> Option<String> {
 }
 
 /// `addr` from `addr` or `Name <addr>`.
+/// The items of an array field (none when it is missing or not an array).
+fn array<'a>(m: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Value> {
+    m.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The objects in an array field.
+fn objects<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a Map<String, Value>> {
+    array(m, key).filter_map(Value::as_object)
+}
+
 fn bare_address(s: &str) -> String {
     match (s.rfind('<'), s.rfind('>')) {
         (Some(a), Some(b)) if a < b => s[a + 1..b].trim().to_string(),
@@ -114,13 +127,7 @@ pub fn parse(sns_message_id: &str, message: &str) -> Parsed {
                 None => bounce_type.clone(),
             };
             at = text(b, "timestamp");
-            for r in b
-                .get("bouncedRecipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_object)
-            {
+            for r in objects(b, "bouncedRecipients") {
                 if let Some(addr) = text(r, "emailAddress") {
                     let reason = join_reason(&[
                         text(r, "status"),
@@ -141,13 +148,7 @@ pub fn parse(sns_message_id: &str, message: &str) -> Parsed {
                 text(c, "complaintFeedbackType"),
                 text(c, "complaintSubType"),
             ]);
-            for r in c
-                .get("complainedRecipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_object)
-            {
+            for r in objects(c, "complainedRecipients") {
                 if let Some(addr) = text(r, "emailAddress") {
                     found.push((Kind::Complaint, bare_address(&addr), reason.clone()));
                 }
@@ -160,13 +161,7 @@ pub fn parse(sns_message_id: &str, message: &str) -> Parsed {
             };
             at = text(d, "timestamp");
             let reason = join_reason(&[text(d, "smtpResponse")]);
-            for addr in d
-                .get("recipients")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
+            for addr in array(d, "recipients").filter_map(Value::as_str) {
                 found.push((Kind::Delivered, bare_address(addr), reason.clone()));
             }
         }
