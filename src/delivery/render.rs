@@ -200,19 +200,46 @@ pub fn check(draft: &Draft) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// Renders `draft` for one recipient. `data` is the merge data (an object with
-/// `subscriber`, `unsubscribe_url`, `preferences_url` and whatever else the
-/// caller adds). `track` gets every trackable link in document order and
-/// returns the URL to put in its place (or `None` to keep it).
-pub fn render(
-    draft: &Draft,
-    data: &serde_json::Value,
-    track: &mut dyn FnMut(&Link) -> Option<String>,
-) -> Result<Rendered, RenderError> {
-    let env = environment();
-    let ctx = Value::from(Serde(data));
-    let [subject, preheader, body] = parts(draft).map(|(part, source)| {
-        let out = compile(&env, part, draft.format, source)?
+/// A draft with its three templates compiled once, for rendering many messages:
+/// compiling was about half of the time of a message rendered from the cache.
+pub struct Compiled {
+    draft: Draft,
+    env: Environment<'static>,
+    /// No template captures output and none holds a placeholder character, so the
+    /// render cache may take its messages (see `cache`).
+    cacheable: bool,
+}
+
+impl Compiled {
+    /// Fails with the first part's syntax error, as [`check`] does.
+    pub fn new(draft: Draft) -> Result<Self, RenderError> {
+        let mut env = environment();
+        for (part, source) in parts(&draft) {
+            env.add_template_owned(template_name(part, draft.format), source.to_owned())
+                .map_err(|err| template_error(part, err))?;
+        }
+        let cacheable = cache::cacheable_sources(&draft);
+        Ok(Self {
+            draft,
+            env,
+            cacheable,
+        })
+    }
+
+    pub fn draft(&self) -> &Draft {
+        &self.draft
+    }
+
+    fn template(&self, part: Part) -> Template<'_, '_> {
+        self.env
+            .get_template(template_name(part, self.draft.format))
+            .expect("every part is added in `Compiled::new`")
+    }
+
+    /// Runs one part's template (within the fuel and output limits).
+    fn merge(&self, part: Part, ctx: &Value) -> Result<String, RenderError> {
+        let out = self
+            .template(part)
             .render(ctx.clone())
             .map_err(|err| template_error(part, err))?;
         if out.len() > MAX_OUTPUT {
@@ -222,32 +249,55 @@ pub fn render(
             });
         }
         Ok(out)
-    });
-    let subject = header_line(&subject?);
-    let preheader = header_line(&preheader?);
-    let body = match draft.format {
-        BodyFormat::Markdown => markdown_to_html(&body?),
-        BodyFormat::Html => body?,
-    };
+    }
 
-    let footer = Footer::from_data(data);
-    let untracked: Vec<&str> = [footer.unsubscribe, footer.preferences]
-        .into_iter()
-        .flatten()
-        .collect();
-    // Markdown has no attribute syntax, so its link titles carry labels.
-    let title_labels = draft.format == BodyFormat::Markdown;
-    let pass = rewrite_body(&body, title_labels, &untracked, track);
-    let html = layout(&pass.html, &subject, &preheader, &footer)?;
-    let mut text = pass.text.out;
-    append_footer_text(&mut text, &footer);
-    Ok(Rendered {
-        subject,
-        preheader,
-        html,
-        text,
-        links: pass.links,
-    })
+    /// The full render of [`render`], without compiling again.
+    pub fn render(
+        &self,
+        data: &serde_json::Value,
+        track: &mut dyn FnMut(&Link) -> Option<String>,
+    ) -> Result<Rendered, RenderError> {
+        let draft = &self.draft;
+        let ctx = Value::from(Serde(data));
+        let subject = header_line(&self.merge(Part::Subject, &ctx)?);
+        let preheader = header_line(&self.merge(Part::Preheader, &ctx)?);
+        let body = self.merge(Part::Body, &ctx)?;
+        let body = match draft.format {
+            BodyFormat::Markdown => markdown_to_html(&body),
+            BodyFormat::Html => body,
+        };
+
+        let footer = Footer::from_data(data);
+        let untracked: Vec<&str> = [footer.unsubscribe, footer.preferences]
+            .into_iter()
+            .flatten()
+            .collect();
+        // Markdown has no attribute syntax, so its link titles carry labels.
+        let title_labels = draft.format == BodyFormat::Markdown;
+        let pass = rewrite_body(&body, title_labels, &untracked, track);
+        let html = layout(&pass.html, &subject, &preheader, &footer)?;
+        let mut text = pass.text.out;
+        append_footer_text(&mut text, &footer);
+        Ok(Rendered {
+            subject,
+            preheader,
+            html,
+            text,
+            links: pass.links,
+        })
+    }
+}
+
+/// Renders `draft` for one recipient. `data` is the merge data (an object with
+/// `subscriber`, `unsubscribe_url`, `preferences_url` and whatever else the
+/// caller adds). `track` gets every trackable link in document order and
+/// returns the URL to put in its place (or `None` to keep it).
+pub fn render(
+    draft: &Draft,
+    data: &serde_json::Value,
+    track: &mut dyn FnMut(&Link) -> Option<String>,
+) -> Result<Rendered, RenderError> {
+    Compiled::new(draft.clone())?.render(data, track)
 }
 
 fn parts(draft: &Draft) -> [(Part, &str); 3] {
@@ -280,15 +330,18 @@ fn compile<'e, 's>(
     format: BodyFormat,
     source: &'s str,
 ) -> Result<Template<'e, 's>, RenderError> {
-    // The name picks the auto-escape mode in `environment`.
-    let name = match (part, format) {
+    env.template_from_named_str(template_name(part, format), source)
+        .map_err(|err| template_error(part, err))
+}
+
+/// The name picks the auto-escape mode in `environment`.
+fn template_name(part: Part, format: BodyFormat) -> &'static str {
+    match (part, format) {
         (Part::Subject, _) => "subject",
         (Part::Preheader, _) => "preheader",
         (Part::Body, BodyFormat::Html) => "body.html",
         (Part::Body, BodyFormat::Markdown) => "body.md",
-    };
-    env.template_from_named_str(name, source)
-        .map_err(|err| template_error(part, err))
+    }
 }
 
 fn template_error(part: Part, err: minijinja::Error) -> RenderError {

@@ -19,7 +19,7 @@
 //! through a per-sender [`RenderCache`].
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::{
     outbox::parse_format,
-    render::{Draft, Link, RenderCache},
+    render::{Compiled, Draft, Link, RenderCache},
     smtp::{SendError, SmtpPool},
 };
 use crate::{
@@ -141,6 +141,9 @@ pub struct Sender {
     worker: Uuid,
     /// What every message of a body shares, rendered once (see `render::RenderCache`).
     renders: RenderCache,
+    /// Message bodies (never changed once written) with their templates compiled,
+    /// fetched once per body instead of with every claimed row.
+    bodies: Arc<Mutex<HashMap<i64, Arc<Body>>>>,
     /// Messages this sender has claimed and not yet recorded: their leases are renewed
     /// while they wait, are sent, and are recorded.
     held: Arc<Mutex<HashSet<i64>>>,
@@ -162,15 +165,29 @@ struct Claimed {
     sub_name: Option<String>,
     sub_language: Option<String>,
     sub_fields: Option<sqlx::types::Json<Value>>,
-    purpose: String,
-    subject: String,
-    preheader: String,
-    body: String,
-    format: String,
-    from_name: String,
     /// The claim took over an expired lease (its sender died or stalled).
     taken_over: bool,
+    /// Filled in by `claim` from the body cache.
+    #[sqlx(skip)]
+    body: Option<Arc<Body>>,
 }
+
+impl Claimed {
+    fn body(&self) -> &Body {
+        self.body.as_deref().expect("`claim` fills in every body")
+    }
+}
+
+/// A message body as the sender uses it.
+struct Body {
+    purpose: String,
+    from_name: String,
+    /// The draft compiled, or why it does not compile (each message then fails).
+    compiled: Result<Compiled, String>,
+}
+
+/// Bodies kept per sender; the cache starts over when full.
+const BODIES_KEPT: usize = 256;
 
 /// What the local capture store keeps of a message.
 struct Captured {
@@ -233,6 +250,7 @@ impl Sender {
             settings: Arc::new(settings),
             worker: Uuid::new_v4(),
             renders: RenderCache::default(),
+            bodies: Arc::default(),
             held: Arc::default(),
         }
     }
@@ -440,7 +458,8 @@ impl Sender {
 
     /// Claims due messages and holds them (their leases are renewed until recorded).
     async fn claim(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<Claimed>> {
-        let claimed = self.claim_due(conn).await?;
+        let mut claimed = self.claim_due(conn).await?;
+        self.fill_in_bodies(conn, &mut claimed).await?;
         let taken_over = claimed.iter().filter(|m| m.taken_over).count();
         if taken_over > 0 {
             tracing::warn!(
@@ -450,6 +469,67 @@ impl Sender {
         }
         self.held().extend(claimed.iter().map(|m| m.id));
         Ok(claimed)
+    }
+
+    /// Gives each claimed message its body, fetching (and compiling) those not yet kept.
+    async fn fill_in_bodies(
+        &self,
+        conn: &mut PgConnection,
+        claimed: &mut [Claimed],
+    ) -> sqlx::Result<()> {
+        let missing: Vec<i64> = {
+            let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ids: Vec<i64> = claimed
+                .iter()
+                .map(|m| m.body_id)
+                .filter(|id| !bodies.contains_key(id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut fetched = HashMap::new();
+        if !missing.is_empty() {
+            let rows: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
+                "SELECT id, purpose, subject, preheader, body, format, from_name FROM message_bodies WHERE id = ANY($1)",
+            )
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (id, purpose, subject, preheader, body, format, from_name) in rows {
+                let draft = Draft {
+                    subject,
+                    preheader,
+                    body,
+                    format: parse_format(&format),
+                };
+                let compiled = Compiled::new(draft).map_err(|e| e.to_string());
+                fetched.insert(
+                    id,
+                    Arc::new(Body {
+                        purpose,
+                        from_name,
+                        compiled,
+                    }),
+                );
+            }
+        }
+        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        if bodies.len() + fetched.len() > BODIES_KEPT {
+            bodies.clear();
+        }
+        bodies.extend(fetched.iter().map(|(id, b)| (*id, b.clone())));
+        for m in claimed {
+            // A message row cannot outlive its body (a foreign key without cascade).
+            m.body = bodies
+                .get(&m.body_id)
+                .or_else(|| fetched.get(&m.body_id))
+                .cloned();
+            if m.body.is_none() {
+                return Err(sqlx::Error::RowNotFound);
+            }
+        }
+        Ok(())
     }
 
     async fn claim_due(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<Claimed>> {
@@ -493,8 +573,8 @@ impl Sender {
              )
              SELECT m.id, m.attempts, m.max_attempts, m.marketing, m.body_id, m.subscriber_id, m.to_email, m.to_name, m.data,
                     s.status::text AS sub_status, s.name AS sub_name, s.language AS sub_language, s.fields AS sub_fields,
-                    b.purpose, b.subject, b.preheader, b.body, b.format, b.from_name, m.taken_over
-             FROM m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN subscribers s ON s.id = m.subscriber_id
+                    m.taken_over
+             FROM m LEFT JOIN subscribers s ON s.id = m.subscriber_id
              ORDER BY m.id",
         )
         .bind(now)
@@ -778,13 +858,9 @@ impl Sender {
                 }
             }
         }
-        let draft = Draft {
-            subject: m.subject.clone(),
-            preheader: m.preheader.clone(),
-            body: m.body.clone(),
-            format: parse_format(&m.format),
-        };
-        let tracked = !super::system::UNTRACKED_PURPOSES.contains(&m.purpose.as_str());
+        let body = m.body();
+        let compiled = body.compiled.as_ref().map_err(String::clone)?;
+        let tracked = !super::system::UNTRACKED_PURPOSES.contains(&body.purpose.as_str());
         let keys = &self.keys;
         let mut track = |l: &Link| -> Option<String> {
             tracked.then(|| {
@@ -802,12 +878,12 @@ impl Sender {
             })
         };
         let rendered = if cached_only {
-            match self.renders.render_if_cached(&draft, &data, &mut track) {
+            match self.renders.render_if_cached(compiled, &data, &mut track) {
                 Some(r) => r,
                 None => return Ok(None),
             }
         } else {
-            self.renders.render(&draft, &data, &mut track)
+            self.renders.render(compiled, &data, &mut track)
         }
         .map_err(|e| e.to_string())?;
         let mut html = rendered.html;
@@ -822,10 +898,10 @@ impl Sender {
             }
         }
 
-        let from_name = if m.from_name.is_empty() {
+        let from_name = if body.from_name.is_empty() {
             &s.from_name
         } else {
-            &m.from_name
+            &body.from_name
         };
         let from: Mailbox = Mailbox::new(
             (!from_name.is_empty()).then(|| from_name.clone()),
@@ -854,7 +930,7 @@ impl Sender {
             .message_id(Some(message_id.clone()))
             .raw_header(header(
                 "Feedback-ID",
-                format!("{}:{}:loopline", m.body_id, m.purpose),
+                format!("{}:{}:loopline", m.body_id, body.purpose),
             ));
         for (name, value) in super::feedback::echo_headers(&s.echo_to, &reference) {
             builder = builder.raw_header(header(name, value));
@@ -935,7 +1011,7 @@ impl Sender {
             let (status, event, reply): (&str, Option<(&str, Value)>, String) = match &outcome {
                 Outcome::Sent { reply, .. } => (
                     "sent",
-                    Some(("sent", json!({ "purpose": m.purpose }))),
+                    Some(("sent", json!({ "purpose": m.body().purpose }))),
                     reply.clone(),
                 ),
                 Outcome::Deferred { reply } if m.attempts < m.max_attempts => (
@@ -1090,7 +1166,7 @@ impl Sender {
                 replies.push(reply.chars().take(1000).collect::<String>());
                 message_ids.push(message_id.clone());
                 links.push(*n as i64);
-                purposes.push(m.purpose.clone());
+                purposes.push(m.body().purpose.clone());
             }
         }
         let recorded: i64 = sqlx::query_scalar(
@@ -1131,7 +1207,7 @@ impl Sender {
 fn suppressed(m: &Claimed) -> Option<&'static str> {
     match (m.subscriber_id, m.sub_status.as_deref()) {
         // A test message, to any address.
-        (None, _) if m.purpose == "test" => None,
+        (None, _) if m.body().purpose == "test" => None,
         (None, _) | (Some(_), None) => Some("not sent: the subscriber no longer exists"),
         (Some(_), Some("active")) => None,
         (Some(_), Some(_)) if m.marketing => Some("not sent: the subscriber is not active"),

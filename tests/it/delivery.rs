@@ -416,6 +416,78 @@ async fn mail_the_server_cannot_take_fails_once_without_holding_up_the_queue() {
     assert_eq!(smtp.wait_for(1).await.len(), 1);
 }
 
+/// The sender fetches and compiles each body once and keeps it: messages of several
+/// bodies in one claim each get their own, and a body that does not compile fails its
+/// own messages (with the template's error) and nobody else's.
+#[tokio::test]
+async fn each_message_gets_its_own_body_and_a_body_that_does_not_compile_fails_only_its_mail() {
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    let minjun = subscriber(&app, "minjun@example.kr", "김민준", "active").await;
+    let ann = subscriber(&app, "ann@example.kr", "Ann", "active").await;
+    let draft = |subject: &str, body: &str| Draft {
+        subject: subject.into(),
+        preheader: String::new(),
+        body: body.into(),
+        format: BodyFormat::Markdown,
+    };
+    let broken = crate::harness::queue_message(
+        &app,
+        ann,
+        "c:broken",
+        draft("Hi", "Hello\n\n{% if subscriber.name %}no end"),
+    )
+    .await;
+    queue_marketing(&app, ann, "c:first").await;
+    crate::harness::queue_message(
+        &app,
+        minjun,
+        "c:second",
+        draft(
+            "두 번째 소식, {{ subscriber.name }}님",
+            "Second body for {{ subscriber.name }}.",
+        ),
+    )
+    .await;
+    queue_marketing(&app, minjun, "c:first-again").await;
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.failed), (3, 1), "{round:?}");
+    let (status, attempts, reason) = message_row(&app, broken).await;
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    let reason = reason.unwrap_or_default();
+    assert!(reason.starts_with("body, line 3"), "{reason}");
+
+    let mut got: Vec<(String, String, String)> = smtp
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|raw| {
+            let mail = mailparse::parse_mail(raw).unwrap();
+            let text = part(&mail, "text/plain").unwrap().get_body().unwrap();
+            (
+                mail.headers.get_first_value("To").unwrap(),
+                mail.headers.get_first_value("Subject").unwrap(),
+                text,
+            )
+        })
+        .collect();
+    got.sort();
+    let summary: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(to, subject, _)| (to.as_str(), subject.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("ann@example.kr", "Ann님, 이번 주 마케팅 사례"),
+            ("minjun@example.kr", "김민준님, 이번 주 마케팅 사례"),
+            ("minjun@example.kr", "두 번째 소식, 김민준님"),
+        ]
+    );
+    assert!(got[2].2.contains("Second body for 김민준."), "{}", got[2].2);
+    assert!(got[1].2.contains("사례 읽기"), "{}", got[1].2);
+}
+
 #[tokio::test]
 async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
     let app = TestApp::spawn().await;

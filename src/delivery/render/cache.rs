@@ -52,8 +52,8 @@ use html5ever::tokenizer::{
 use minijinja::{Output, value::Value};
 
 use super::{
-    BodyFormat, Draft, Footer, Link, MAX_OUTPUT, RenderError, Rendered, compile, environment,
-    header_line, inline_css, layout_document, markdown_to_html, parts, rewrite_body,
+    BodyFormat, Compiled, Draft, Footer, Link, Part, RenderError, Rendered, header_line,
+    inline_css, layout_document, markdown_to_html, parts, rewrite_body,
 };
 
 // Placeholders are Linear B syllables: letters to Markdown and HTML like the values
@@ -227,8 +227,20 @@ fn pieces(s: &str) -> Option<Vec<Piece>> {
     Some(out)
 }
 
-fn normalize(s: &str) -> String {
-    s.chars().filter(|&c| c != FILL).collect()
+fn normalize(s: String) -> String {
+    if s.contains(FILL) {
+        s.replace(FILL, "")
+    } else {
+        s
+    }
+}
+
+/// Whether a draft's templates can go through the cache at all (see the module docs):
+/// no placeholder characters, no tags that capture output.
+pub(super) fn cacheable_sources(draft: &Draft) -> bool {
+    !parts(draft)
+        .iter()
+        .any(|(_, s)| s.chars().any(is_marker) || captures(s))
 }
 
 /// Everything that shapes a message except its values, tracked URLs and footer URLs.
@@ -263,7 +275,9 @@ enum Slot {
 /// skeletons and starts over when full.
 #[derive(Clone)]
 pub struct RenderCache {
-    slots: Arc<Mutex<HashMap<Key, Slot>>>,
+    /// Keys hold whole skeletons: hashed with foldhash, not SipHash, which took
+    /// microseconds per message.
+    slots: Arc<Mutex<Slots>>,
     capacity: usize,
     /// Messages rendered from a kept skeleton.
     hits: Arc<AtomicU64>,
@@ -275,13 +289,15 @@ impl Default for RenderCache {
     }
 }
 
+type Slots = HashMap<Key, Slot, foldhash::fast::RandomState>;
+
 /// Why a message renders the full way.
 struct FullWay(u32);
 
 impl RenderCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: Arc::new(Mutex::new(HashMap::new())),
+            slots: Arc::new(Mutex::new(HashMap::default())),
             capacity: capacity.max(1),
             hits: Arc::new(AtomicU64::new(0)),
         }
@@ -292,13 +308,13 @@ impl RenderCache {
     /// the full render after all.
     pub fn render(
         &self,
-        draft: &Draft,
+        compiled: &Compiled,
         data: &serde_json::Value,
         track: &mut dyn FnMut(&Link) -> Option<String>,
     ) -> Result<Rendered, RenderError> {
-        match self.try_render(draft, data, track, false) {
+        match self.try_render(compiled, data, track, false) {
             Ok(r) => Ok(r),
-            Err(FullWay(_)) => super::render(draft, data, track),
+            Err(FullWay(_)) => compiled.render(data, track),
         }
     }
 
@@ -306,11 +322,11 @@ impl RenderCache {
     /// task); `None` otherwise (`track` may have been called).
     pub fn render_if_cached(
         &self,
-        draft: &Draft,
+        compiled: &Compiled,
         data: &serde_json::Value,
         track: &mut dyn FnMut(&Link) -> Option<String>,
     ) -> Option<Result<Rendered, RenderError>> {
-        self.try_render(draft, data, track, true).ok().map(Ok)
+        self.try_render(compiled, data, track, true).ok().map(Ok)
     }
 
     /// Messages rendered from a skeleton already kept.
@@ -327,31 +343,27 @@ impl RenderCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn try_render(
         &self,
-        draft: &Draft,
+        compiled: &Compiled,
         data: &serde_json::Value,
         track: &mut dyn FnMut(&Link) -> Option<String>,
         cached_only: bool,
     ) -> Result<Rendered, FullWay> {
-        let sources = parts(draft);
-        if sources
-            .iter()
-            .any(|(_, s)| s.chars().any(is_marker) || captures(s))
-        {
+        if !compiled.cacheable {
             return Err(FullWay(line!()));
         }
-        let (skeleton, values) = record_parts(draft, data)?;
+        let ([subject, preheader, body], values) = record_parts(compiled, data)?;
         let footer = Footer::from_data(data);
         let key = Key {
-            format: draft.format,
-            subject: skeleton[0].clone(),
-            preheader: skeleton[1].clone(),
-            body: skeleton[2].clone(),
+            format: compiled.draft.format,
+            subject,
+            preheader,
+            body,
             lang: footer.lang.to_owned(),
             unsubscribe: footer.unsubscribe.is_some(),
             preferences: footer.preferences.is_some(),
@@ -388,7 +400,7 @@ impl RenderCache {
         // The first message of a skeleton is also rendered the full way, with the same
         // tracked URLs; the skeleton is kept only if both agree.
         let mut replay = seen.into_iter();
-        let reference = super::render(draft, data, &mut |_| replay.next().flatten());
+        let reference = compiled.render(data, &mut |_| replay.next().flatten());
         let same = reference
             .as_ref()
             .is_ok_and(|r| same_rendered(r, &rendered));
@@ -397,7 +409,7 @@ impl RenderCache {
         assert!(
             same,
             "the cache disagrees with the full render for {:?}",
-            draft.body
+            compiled.draft.body
         );
         if !same {
             tracing::warn!(
@@ -429,7 +441,7 @@ fn same_rendered(a: &Rendered, b: &Rendered) -> bool {
 
 /// Runs the three templates, recording: the normalized skeletons and the values.
 fn record_parts(
-    draft: &Draft,
+    compiled: &Compiled,
     data: &serde_json::Value,
 ) -> Result<([String; 3], Vec<String>), FullWay> {
     struct Reset;
@@ -438,7 +450,6 @@ fn record_parts(
             RECORDER.with(|r| r.borrow_mut().take());
         }
     }
-    let env = environment();
     let ctx = Value::from(minijinja::value::Serde(data));
     RECORDER.with(|r| {
         *r.borrow_mut() = Some(Recorder {
@@ -448,19 +459,14 @@ fn record_parts(
     });
     let _reset = Reset;
     let mut skeleton: [String; 3] = Default::default();
-    for (i, (part, source)) in parts(draft).into_iter().enumerate() {
-        let out = compile(&env, part, draft.format, source)
-            .and_then(|t| {
-                t.render(ctx.clone())
-                    .map_err(|e| super::template_error(part, e))
-            })
-            .map_err(|_| FullWay(line!()))?;
-        // Placeholders are at least as long as their values: within the limit here
-        // means within it for real.
-        if out.len() > MAX_OUTPUT {
-            return Err(FullWay(line!()));
-        }
-        skeleton[i] = normalize(&out);
+    for (i, part) in [Part::Subject, Part::Preheader, Part::Body]
+        .into_iter()
+        .enumerate()
+    {
+        // Placeholders are at least as long as their values: within the output limit
+        // here means within it for real.
+        let out = compiled.merge(part, &ctx).map_err(|_| FullWay(line!()))?;
+        skeleton[i] = normalize(out);
     }
     let rec = RECORDER.with(|r| r.borrow_mut().take());
     match rec {

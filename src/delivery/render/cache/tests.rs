@@ -3,7 +3,7 @@
 //! not; and the common shapes do use it.
 
 use super::super::{BodyFormat, Draft, Link, Rendered, render};
-use super::RenderCache;
+use super::{Compiled, RenderCache};
 use serde_json::{Value, json};
 
 const BENCH_BODY: &str = r#"# Hello {{ subscriber.first_name | default("friend") }},
@@ -78,11 +78,17 @@ fn tracker(l: &Link) -> Option<String> {
     ))
 }
 
+fn compiled(draft: &Draft) -> Compiled {
+    Compiled::new(draft.clone()).unwrap()
+}
+
 fn same(draft: &Draft, data: &Value, cache: &RenderCache) {
     let mut calls = Vec::new();
-    let cached = cache.render(draft, data, &mut |l| {
-        calls.push(l.clone());
-        tracker(l)
+    let cached = Compiled::new(draft.clone()).and_then(|c| {
+        cache.render(&c, data, &mut |l| {
+            calls.push(l.clone());
+            tracker(l)
+        })
     });
     let full = render(draft, data, &mut tracker);
     match (cached, full) {
@@ -244,7 +250,11 @@ fn values_that_are_not_plain_are_escaped_not_cached() {
     let evil = r#"<script>alert(1)</script><img src=x onerror=alert(1)> x" onmouseover="alert(1)"#;
     for name in ["Ann", evil, "Bob", evil] {
         let r = cache
-            .render(&draft, &data(name, "en", "free", ""), &mut tracker)
+            .render(
+                &compiled(&draft),
+                &data(name, "en", "free", ""),
+                &mut tracker,
+            )
             .unwrap();
         let doc = scraper::Html::parse_document(&r.html);
         let injected = scraper::Selector::parse("script, img, [onerror], [onmouseover]").unwrap();
@@ -287,12 +297,13 @@ fn render_if_cached_only_answers_from_a_kept_skeleton() {
     };
     let cache = RenderCache::new(8);
     let ann = data("Ann", "en", "pro", "");
-    assert!(cache.render_if_cached(&draft, &ann, &mut tracker).is_none());
+    let c = compiled(&draft);
+    assert!(cache.render_if_cached(&c, &ann, &mut tracker).is_none());
     assert!(cache.is_empty());
-    cache.render(&draft, &ann, &mut tracker).unwrap();
+    cache.render(&c, &ann, &mut tracker).unwrap();
     let bob = data("Bob Stone 7", "en", "pro", "");
     let cached = cache
-        .render_if_cached(&draft, &bob, &mut tracker)
+        .render_if_cached(&c, &bob, &mut tracker)
         .expect("kept")
         .unwrap();
     assert_eq!(
@@ -301,9 +312,5 @@ fn render_if_cached_only_answers_from_a_kept_skeleton() {
     );
     // Another branch of the `{% if %}` is another skeleton, not yet kept.
     let free = data("Bob", "en", "free", "");
-    assert!(
-        cache
-            .render_if_cached(&draft, &free, &mut tracker)
-            .is_none()
-    );
+    assert!(cache.render_if_cached(&c, &free, &mut tracker).is_none());
 }
