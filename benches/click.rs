@@ -246,9 +246,9 @@ async fn seed(
     .await?;
     let messages: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, data, status,
-                               run_at, created_at, sent_at)
+                               created_at, sent_at)
          SELECT 'bench:' || s.id, true, $1, s.id, s.email, jsonb_build_object('links', $2::bigint), 'sent',
-                now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour'
+                now() - interval '1 hour', now() - interval '1 hour'
          FROM subscribers s ORDER BY s.id
          RETURNING id, subscriber_id",
     )

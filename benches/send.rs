@@ -161,13 +161,18 @@ async fn main() -> anyhow::Result<()> {
         Transport::Capture,
         settings.clone(),
     );
-    sqlx::query("UPDATE messages SET run_at = run_at + interval '1 day' WHERE body_id = $1")
-        .bind(body)
-        .execute(&pool)
-        .await?;
+    sqlx::query(
+        "UPDATE message_queue q SET run_at = q.run_at + interval '1 day' FROM messages m
+         WHERE m.id = q.message_id AND m.body_id = $1",
+    )
+    .bind(body)
+    .execute(&pool)
+    .await?;
     let sampled = sampler.run_until_idle().await?;
     assert_eq!(sampled.sent, SAMPLE, "{sampled:?}");
-    sqlx::query("UPDATE messages SET run_at = $2 WHERE body_id = $1")
+    sqlx::query(
+        "UPDATE message_queue q SET run_at = $2 FROM messages m WHERE m.id = q.message_id AND m.body_id = $1",
+    )
         .bind(body)
         .bind(now)
         .execute(&pool)

@@ -323,10 +323,14 @@ pub async fn erase(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> 
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    // Mail to them: what is queued is cancelled, and no copy keeps their address.
+    // Mail to them: what is queued is cancelled (a sender holding some records nothing
+    // for it), and no copy keeps their address.
     sqlx::query(
-        "UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-                to_email = '(erased)', to_name = '', data = '{}', claimed_by = NULL, lease_until = NULL
+        "WITH cancelled AS (
+             DELETE FROM message_queue q USING messages m WHERE q.message_id = m.id AND m.subscriber_id = $1
+         )
+         UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+                to_email = '(erased)', to_name = '', data = '{}'
          WHERE subscriber_id = $1",
     )
     .bind(id)

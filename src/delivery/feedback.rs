@@ -1039,13 +1039,18 @@ async fn apply_one(
         && f.kind != Kind::Converted
         && let Some(mid) = &f.message_id
     {
-        message = sqlx::query_scalar(
-            "SELECT id FROM messages WHERE message_id = $1 AND subscriber_id = $2 LIMIT 1",
-        )
-        .bind(mid)
-        .bind(sid)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // Our Message-IDs are `<{reference}@{domain}>`: the reference names the message.
+        let reference = mid.trim_start_matches('<').split('@').next().unwrap_or("");
+        if let Some(id) = verify_message_ref(keys, reference, sid) {
+            message = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE id = $1 AND subscriber_id = $2 AND message_id = $3",
+            )
+            .bind(id)
+            .bind(sid)
+            .bind(mid)
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
         if message.is_some() {
             matched = "message-id";
         }

@@ -72,9 +72,12 @@ pub async fn enqueue(
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, to_name, data, run_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        "WITH m AS (
+             INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, to_name, data, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
+         )
+         INSERT INTO message_queue (message_id, run_at) SELECT id, $8 FROM m RETURNING message_id",
     )
     .bind(&m.idempotency_key)
     .bind(m.marketing)
@@ -105,11 +108,11 @@ pub struct MessageRow {
     pub captured: bool,
 }
 
-/// The status as users see it: a message being sent is a queued row whose lease
+/// The status as users see it: a message being sent is a queued one whose lease
 /// (`$now`, the parameter holding the current time) has not run out (see `sender`).
 fn shown_status(now: &str) -> String {
     format!(
-        "CASE WHEN m.status = 'queued' AND m.lease_until > {now} THEN 'sending' ELSE m.status::text END"
+        "CASE WHEN m.status = 'queued' AND q.lease_until > {now} THEN 'sending' ELSE m.status::text END"
     )
 }
 
@@ -117,11 +120,12 @@ fn shown_status(now: &str) -> String {
 fn row(now: &str) -> String {
     format!(
         "m.id, b.purpose, coalesce(c.subject, b.subject) AS subject, m.to_email, m.to_name, {} AS status,
-         m.attempts, m.smtp_reply, m.created_at, m.sent_at, c.message_id IS NOT NULL AS captured",
+         coalesce(q.attempts, m.attempts) AS attempts, m.smtp_reply, m.created_at, m.sent_at, c.message_id IS NOT NULL AS captured",
         shown_status(now)
     )
 }
-const FROM: &str = "messages m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN captured_mail c ON c.message_id = m.id";
+const FROM: &str = "messages m JOIN message_bodies b ON b.id = m.body_id LEFT JOIN captured_mail c ON c.message_id = m.id
+     LEFT JOIN message_queue q ON q.message_id = m.id";
 
 /// The newest messages, before `before` (keyset paging).
 pub async fn recent(
@@ -163,7 +167,7 @@ pub async fn captured(pool: &PgPool, id: i64) -> sqlx::Result<Option<Vec<u8>>> {
 /// Counts by status as users see it (queued, sending, sent, …), for the Outbox header.
 pub async fn counts(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT shown, count(*) FROM (SELECT {} AS shown FROM messages m) s
+        "SELECT shown, count(*) FROM (SELECT {} AS shown FROM messages m LEFT JOIN message_queue q ON q.message_id = m.id) s
          GROUP BY shown ORDER BY shown::message_status",
         shown_status("$1")
     )))

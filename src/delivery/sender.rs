@@ -11,9 +11,11 @@
 //! bounce suppresses the address. When the server cannot be reached at all, messages go
 //! back to the queue without spending an attempt and the sender pauses.
 //!
-//! A claim leaves `status` alone (a message being sent is a queued row with a live
-//! lease): it changes only unindexed columns, so PostgreSQL can make it a heap-only
-//! update instead of writing into every index of `messages`.
+//! The queue is its own narrow table, `message_queue` (a row while a message waits or is
+//! in flight): a claim changes only its unindexed lease columns (a message being sent
+//! is a queued one with a live lease), and an outcome deletes it and changes only
+//! unindexed columns of `messages`, so PostgreSQL can make both heap-only updates
+//! instead of writing into every index of `messages`.
 //!
 //! Claiming, sending and recording overlap (see `Sender::drain`); rendering goes
 //! through a per-sender [`RenderCache`].
@@ -303,8 +305,8 @@ impl Sender {
         let held: Vec<i64> = self.held().drain().collect();
         if !held.is_empty() {
             let _ = sqlx::query(
-                "UPDATE messages SET attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
-                 WHERE id = ANY($1) AND status = 'queued' AND claimed_by = $2",
+                "UPDATE message_queue SET attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
+                 WHERE message_id = ANY($1) AND claimed_by = $2",
             )
             .bind(&held)
             .bind(self.worker)
@@ -324,12 +326,12 @@ impl Sender {
     async fn time_until_due(&self) -> Duration {
         let now = self.clock.now();
         let next: sqlx::Result<Option<DateTime<Utc>>> = async {
-            // Both walk `messages_due` from its start; leased rows (in flight, few) are
-            // passed over by the first, and are all the second sees when nothing is due.
+            // Both walk `message_queue_due` from its start; leased rows (in flight, few)
+            // are passed over by the first, and are all the second sees when nothing is due.
             let unleased: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT run_at FROM messages
-                 WHERE status = 'queued' AND (lease_until IS NULL OR lease_until <= $1)
-                 ORDER BY run_at, id LIMIT 1",
+                "SELECT run_at FROM message_queue
+                 WHERE lease_until IS NULL OR lease_until <= $1
+                 ORDER BY run_at, message_id LIMIT 1",
             )
             .bind(now)
             .fetch_optional(&self.pool)
@@ -338,8 +340,7 @@ impl Sender {
                 return Ok(unleased);
             }
             let lease_ends: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT min(lease_until) FROM messages
-                 WHERE status = 'queued' AND run_at <= $1 AND lease_until > $1",
+                "SELECT min(lease_until) FROM message_queue WHERE run_at <= $1 AND lease_until > $1",
             )
             .bind(now)
             .fetch_one(&self.pool)
@@ -376,10 +377,10 @@ impl Sender {
                 continue;
             }
             let renewed = sqlx::query(
-                "UPDATE messages m SET lease_until = $3
-                 FROM (SELECT id FROM messages WHERE id = ANY($1) AND status = 'queued' AND claimed_by = $2
+                "UPDATE message_queue q SET lease_until = $3
+                 FROM (SELECT message_id FROM message_queue WHERE message_id = ANY($1) AND claimed_by = $2
                        FOR UPDATE SKIP LOCKED) r
-                 WHERE m.id = r.id",
+                 WHERE q.message_id = r.message_id",
             )
             .bind(&ids)
             .bind(self.worker)
@@ -552,9 +553,9 @@ impl Sender {
         Ok(claimed)
     }
 
-    /// Takes up to `n` due messages as this worker's lease: queued, due, and not leased
-    /// (or the lease ran out). Only unindexed columns change, so the update can be
-    /// heap-only; `status` stays `queued`.
+    /// Takes up to `n` due messages as this worker's lease: due, and not leased (or the
+    /// lease ran out). Only the queue row changes, and only its unindexed columns, so
+    /// the update can be heap-only; the message itself is only read.
     async fn claim_rows(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -563,18 +564,18 @@ impl Sender {
     ) -> sqlx::Result<Vec<Claimed>> {
         sqlx::query_as(
             "WITH c AS (
-                 SELECT id, lease_until FROM messages
-                 WHERE status = 'queued' AND run_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
-                 ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
-             ), m AS (
-                 UPDATE messages m SET attempts = m.attempts + 1, claimed_by = $3, lease_until = $4
-                 FROM c WHERE m.id = c.id
-                 RETURNING m.*, c.lease_until IS NOT NULL AS taken_over
+                 SELECT message_id, lease_until FROM message_queue
+                 WHERE run_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+                 ORDER BY run_at, message_id LIMIT $2 FOR UPDATE SKIP LOCKED
+             ), q AS (
+                 UPDATE message_queue q SET attempts = q.attempts + 1, claimed_by = $3, lease_until = $4
+                 FROM c WHERE q.message_id = c.message_id
+                 RETURNING q.message_id, q.attempts, c.lease_until IS NOT NULL AS taken_over
              )
-             SELECT m.id, m.attempts, m.max_attempts, m.marketing, m.body_id, m.subscriber_id, m.to_email, m.to_name, m.data,
+             SELECT m.id, q.attempts, m.max_attempts, m.marketing, m.body_id, m.subscriber_id, m.to_email, m.to_name, m.data,
                     s.status::text AS sub_status, s.name AS sub_name, s.language AS sub_language, s.fields AS sub_fields,
-                    m.taken_over
-             FROM m LEFT JOIN subscribers s ON s.id = m.subscriber_id
+                    q.taken_over
+             FROM q JOIN messages m ON m.id = q.message_id LEFT JOIN subscribers s ON s.id = m.subscriber_id
              ORDER BY m.id",
         )
         .bind(now)
@@ -1006,8 +1007,6 @@ impl Sender {
             .partition(|(_, o)| matches!(o, Outcome::Sent { captured: None, .. }));
         round.sent += self.record_sent(&mut tx, &sent, now).await?;
         for (m, outcome) in outcomes {
-            // Only if the claim is still ours (a lease that expired may have been retaken).
-            let mine = "id = $1 AND status = 'queued' AND claimed_by = $2";
             let (status, event, reply): (&str, Option<(&str, Value)>, String) = match &outcome {
                 Outcome::Sent { reply, .. } => (
                     "sent",
@@ -1055,27 +1054,45 @@ impl Sender {
                 Outcome::Unreachable { .. } => (None, None, now + chrono::Duration::seconds(30), 1),
                 _ => (None, None, now, 0),
             };
-            let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE messages SET status = $3::message_status, smtp_reply = $4, sent_at = $5, message_id = coalesce($6, message_id),
-                        run_at = $7, attempts = attempts - $8, claimed_by = NULL, lease_until = NULL,
-                        data = CASE WHEN $9 > 0 THEN data || jsonb_build_object('links', $9) ELSE data END
-                 WHERE {mine}"
-            )))
+            // Only if the claim is still ours (a lease that expired may have been retaken):
+            // back in the queue to be tried again, or out of it.
+            let attempts: Option<i32> = if status == "queued" {
+                sqlx::query_scalar(
+                    "UPDATE message_queue SET run_at = $3, attempts = attempts - $4, claimed_by = NULL, lease_until = NULL
+                     WHERE message_id = $1 AND claimed_by = $2 RETURNING attempts",
+                )
+                .bind(m.id)
+                .bind(self.worker)
+                .bind(run_at)
+                .bind(attempts_back)
+                .fetch_optional(&mut *tx)
+                .await?
+            } else {
+                sqlx::query_scalar(
+                    "DELETE FROM message_queue WHERE message_id = $1 AND claimed_by = $2 RETURNING attempts",
+                )
+                .bind(m.id)
+                .bind(self.worker)
+                .fetch_optional(&mut *tx)
+                .await?
+            };
+            let Some(attempts) = attempts else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE messages SET status = $2::message_status, smtp_reply = $3, sent_at = $4, message_id = coalesce($5, message_id),
+                        attempts = $6, data = CASE WHEN $7 > 0 THEN data || jsonb_build_object('links', $7) ELSE data END
+                 WHERE id = $1",
+            )
             .bind(m.id)
-            .bind(self.worker)
             .bind(status)
             .bind(reply.chars().take(1000).collect::<String>())
             .bind(sent_at)
             .bind(message_id)
-            .bind(run_at)
-            .bind(attempts_back)
+            .bind(attempts)
             .bind(links)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                continue;
-            }
+            .await?;
             match &outcome {
                 Outcome::Sent { captured, .. } => {
                     round.sent += 1;
@@ -1173,11 +1190,16 @@ impl Sender {
             "WITH o AS (
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
                      AS o(id, reply, message_id, links, purpose)
+             ), d AS (
+                 -- Only what is still ours (a lease that expired may have been retaken).
+                 DELETE FROM message_queue q USING o WHERE q.message_id = o.id AND q.claimed_by = $7
+                 RETURNING q.message_id, q.attempts
              ), u AS (
+                 -- Unindexed columns only: a heap-only update.
                  UPDATE messages m SET status = 'sent', smtp_reply = o.reply, sent_at = $6, message_id = o.message_id,
-                        run_at = $6, claimed_by = NULL, lease_until = NULL,
+                        attempts = d.attempts,
                         data = CASE WHEN o.links > 0 THEN m.data || jsonb_build_object('links', o.links) ELSE m.data END
-                 FROM o WHERE m.id = o.id AND m.status = 'queued' AND m.claimed_by = $7
+                 FROM d JOIN o ON o.id = d.message_id WHERE m.id = d.message_id
                  RETURNING m.id, m.subscriber_id, m.marketing, o.purpose
              ), counters AS (
                  -- N unopened in a row counts from here; a human open resets it.

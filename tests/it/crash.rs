@@ -371,12 +371,11 @@ async fn kill_9_during_a_10000_message_send_loses_nothing_and_repeats_only_what_
 
     wait_received(&smtp, N / 5, Duration::from_secs(300), &mut first).await;
     // Being sent: queued with a live lease.
-    let claimed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM messages WHERE status = 'queued' AND lease_until > now()",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_queue WHERE lease_until > now()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     first.kill_9();
     let at_kill = smtp.count();
@@ -558,11 +557,11 @@ async fn smtp_down_for_a_minute_mail_waits_without_spending_attempts_and_nothing
         // counts (at most one per connection). Mail claimed right now has its attempt counted until it is recorded.
         let (gave_up, spent, lost_in_flight): (i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'sent')),
-                    count(*) FILTER (WHERE status = 'queued' AND claimed_by IS NULL AND attempts > 0
+                    count(*) FILTER (WHERE status = 'queued' AND q.claimed_by IS NULL AND q.attempts > 0
                                      AND smtp_reply NOT LIKE 'connection lost during the message%'),
-                    count(*) FILTER (WHERE status = 'queued' AND claimed_by IS NULL AND attempts > 0
+                    count(*) FILTER (WHERE status = 'queued' AND q.claimed_by IS NULL AND q.attempts > 0
                                      AND smtp_reply LIKE 'connection lost during the message%')
-             FROM messages",
+             FROM messages m LEFT JOIN message_queue q ON q.message_id = m.id",
         )
         .fetch_one(&pool)
         .await

@@ -65,11 +65,14 @@ async fn message_row(app: &TestApp, id: i64) -> (String, i32, Option<String>) {
 
 /// A message's status, attempts and the sender holding it, if any.
 async fn claim_of(app: &TestApp, id: i64) -> (String, i32, Option<uuid::Uuid>) {
-    sqlx::query_as("SELECT status::text, attempts, claimed_by FROM messages WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT m.status::text, coalesce(q.attempts, m.attempts), q.claimed_by
+         FROM messages m LEFT JOIN message_queue q ON q.message_id = m.id WHERE m.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }
 
 /// Queues one marketing message to a subscriber, as a campaign would.
@@ -701,8 +704,8 @@ async fn sent_message(app: &TestApp, subscriber_id: i64, links: i64) -> i64 {
     .await
     .unwrap();
     sqlx::query_scalar(
-        "INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, data, status, run_at, created_at, sent_at)
-         SELECT 'm:' || $1 || ':' || $2, true, $2, s.id, s.email, jsonb_build_object('links', $3::bigint), 'sent', $4, $4, $4
+        "INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, data, status, created_at, sent_at)
+         SELECT 'm:' || $1 || ':' || $2, true, $2, s.id, s.email, jsonb_build_object('links', $3::bigint), 'sent', $4, $4
          FROM subscribers s WHERE s.id = $1 RETURNING id",
     )
     .bind(subscriber_id)
@@ -1013,7 +1016,7 @@ async fn a_send_slower_than_the_lease_keeps_its_claim_and_is_not_sent_twice() {
 
     let lease = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
-            "SELECT lease_until FROM messages WHERE id = $1",
+            "SELECT (SELECT lease_until FROM message_queue WHERE message_id = $1)",
         )
         .bind(id)
         .fetch_one(&pool)
@@ -1072,7 +1075,7 @@ async fn mail_claimed_by_a_sender_that_died_goes_out_once_its_lease_runs_out() {
     let id = queue_marketing(&app, sid, "dead:1").await;
     // What a claim of a sender that then died leaves: a queued row with a live lease.
     sqlx::query(
-        "UPDATE messages SET attempts = 1, claimed_by = gen_random_uuid(), lease_until = $2 WHERE id = $1",
+        "UPDATE message_queue SET attempts = 1, claimed_by = gen_random_uuid(), lease_until = $2 WHERE message_id = $1",
     )
     .bind(id)
     .bind(app.clock.now() + chrono::Duration::minutes(2))
