@@ -194,6 +194,16 @@ async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscr
     let app = app_with_smtp(&smtp).await;
     let sid = subscriber(&app, "reader@example.kr", "김철수", "active").await;
     let mid = queue_marketing(&app, sid, "campaign:1:reader").await;
+    let updated_at = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT updated_at FROM subscribers WHERE id = $1",
+        )
+        .bind(sid)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let record_changed = updated_at(app.pool.clone()).await;
     assert_eq!(app.send_mail().await.sent, 1);
     let mail_bytes = smtp.wait_for(1).await.remove(0);
     let mail = mailparse::parse_mail(&mail_bytes).unwrap();
@@ -267,6 +277,14 @@ async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscr
     .await
     .unwrap();
     assert_eq!((unopened, clicked), (0, true));
+    // The counters moved; the subscriber's record did not change.
+    assert_eq!(updated_at(app.pool.clone()).await, record_changed);
+    sqlx::query("UPDATE subscribers SET name = '김철수 님' WHERE id = $1")
+        .bind(sid)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(updated_at(app.pool.clone()).await > record_changed);
 
     // A link checker's HEAD is recorded as a machine; a tampered token goes nowhere.
     let res = browser.head(&links[0]).send().await.unwrap();
