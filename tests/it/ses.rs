@@ -764,6 +764,20 @@ async fn ses_messages_that_do_not_verify_change_nothing() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The genuine message under a header that names another kind of message.
+    let res = w
+        .app
+        .client()
+        .http
+        .post(format!("{}/webhooks/ses", w.app.base))
+        .header("x-amz-sns-message-type", "SubscriptionConfirmation")
+        .body(serde_json::to_vec(&genuine).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("x-amz-sns-message-type"), "{text}");
 
     assert_eq!(w.sns.seen().len(), fetched, "{:?}", w.sns.seen());
     assert_eq!(status(app, jane).await, "active");
