@@ -303,17 +303,26 @@ impl Sender {
         // Anything still claimed (normally nothing: a round finishes what it claimed)
         // goes back at once rather than after the lease.
         let held: Vec<i64> = self.held().drain().collect();
-        if !held.is_empty() {
-            let _ = sqlx::query(
-                "UPDATE message_queue SET attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
-                 WHERE message_id = ANY($1) AND claimed_by = $2",
-            )
-            .bind(&held)
-            .bind(self.worker)
-            .execute(&self.pool)
-            .await;
+        if !held.is_empty()
+            && let Ok(mut conn) = self.pool.acquire().await
+        {
+            let _ = self.hand_back(&mut conn, &held).await;
         }
         tracing::info!("sender stopped");
+    }
+
+    /// Gives claimed mail back unsent, its attempt not spent (a failure leaves it to the
+    /// lease, as a crash would).
+    async fn hand_back(&self, conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE message_queue SET attempts = greatest(attempts - 1, 0), claimed_by = NULL, lease_until = NULL
+             WHERE message_id = ANY($1) AND claimed_by = $2",
+        )
+        .bind(ids)
+        .bind(self.worker)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -460,7 +469,11 @@ impl Sender {
     /// Claims due messages and holds them (their leases are renewed until recorded).
     async fn claim(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<Claimed>> {
         let mut claimed = self.claim_due(conn).await?;
-        self.fill_in_bodies(conn, &mut claimed).await?;
+        if let Err(e) = self.fill_in_bodies(conn, &mut claimed).await {
+            let ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
+            let _ = self.hand_back(conn, &ids).await;
+            return Err(e);
+        }
         let taken_over = claimed.iter().filter(|m| m.taken_over).count();
         if taken_over > 0 {
             tracing::warn!(
