@@ -34,6 +34,16 @@ pub async fn start(name: &str, pool_size: u32) -> anyhow::Result<Bench> {
         pool.close().await;
         drop(pg);
         pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&again)).await??;
+        // Planning time too (the module is loaded now): a statement planned on every call
+        // shows it.
+        let pool = db::pool(pg.connect_options("postgres"), 1).await?;
+        sqlx::query("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+            .execute(&pool)
+            .await?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&pool)
+            .await?;
+        pool.close().await;
     }
     db::ensure_database(pg.connect_options("postgres"), "bench").await?;
     let pool = db::pool(pg.connect_options("bench"), pool_size).await?;
@@ -78,8 +88,8 @@ pub async fn top_statements(pool: &PgPool, n: i64) -> anyhow::Result<Vec<String>
     if !statements_wanted() {
         return Ok(vec![]);
     }
-    let rows: Vec<(String, i64, f64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, total_exec_time, rows,
+    let rows: Vec<(String, i64, f64, f64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, total_exec_time, total_plan_time, rows,
                 wal_records, shared_blks_dirtied
          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
          ORDER BY total_exec_time DESC LIMIT $1",
@@ -94,14 +104,16 @@ pub async fn top_statements(pool: &PgPool, n: i64) -> anyhow::Result<Vec<String>
     .fetch_one(pool)
     .await?;
     let mut out = vec![format!(
-        "{:>9} {:>7} {:>9} {:>8} {:>8} {:>8}  statement (all statements: {total:.0} ms)",
-        "total ms", "calls", "µs/call", "rows", "WAL rec", "dirtied"
+        "{:>9} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}  statement (all statements: {total:.0} ms executing)",
+        "total ms", "calls", "µs/call", "plan µs", "rows", "WAL rec", "dirtied"
     )];
-    for (q, calls, ms, rows, wal, dirtied) in rows {
+    for (q, calls, ms, plan_ms, rows, wal, dirtied) in rows {
         let q: String = q.chars().take(110).collect();
+        let per_call = |ms: f64| ms * 1000.0 / calls.max(1) as f64;
         out.push(format!(
-            "{ms:>9.0} {calls:>7} {:>9.0} {rows:>8} {wal:>8} {dirtied:>8}  {q}",
-            ms * 1000.0 / calls.max(1) as f64
+            "{ms:>9.0} {calls:>7} {:>9.0} {:>9.0} {rows:>8} {wal:>8} {dirtied:>8}  {q}",
+            per_call(ms),
+            per_call(plan_ms)
         ));
     }
     Ok(out)
