@@ -30,7 +30,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, stream};
 use lettre::message::{
     Mailbox, Message, MultiPart, SinglePart,
     header::{ContentType, HeaderName, HeaderValue},
@@ -44,7 +43,7 @@ use uuid::Uuid;
 use super::{
     outbox::parse_format,
     render::{Compiled, Draft, Link, RenderCache},
-    smtp::{SendError, SmtpPool},
+    smtp::{Chained, Opened, SendError, SmtpPool},
 };
 use crate::{
     audience::{links, subscribers},
@@ -234,6 +233,61 @@ enum Outcome {
     Unreachable {
         reason: String,
     },
+}
+
+/// What to do with a claimed message (see `Sender::prepare`).
+enum Prepared {
+    Done(Outcome),
+    Smtp(Built),
+}
+
+/// What the sending slots of one `drain` share.
+struct Ways<'a> {
+    /// Claimed messages, in claim order.
+    claimed: &'a tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
+    /// Places for messages sent or sending and not yet recorded.
+    window: &'a Arc<Semaphore>,
+    /// The server was unreachable: what is not yet tried goes back unspent.
+    stop: &'a AtomicBool,
+    to_record: &'a mpsc::Sender<(Claimed, Outcome, OwnedSemaphorePermit)>,
+}
+
+impl Ways<'_> {
+    async fn record(&self, m: Claimed, outcome: Outcome, permit: OwnedSemaphorePermit) {
+        // Only fails if the recorder panicked; its error is reported by `drain`.
+        let _ = self.to_record.send((m, outcome, permit)).await;
+    }
+
+    /// An outcome that says the server is unreachable stops the sending.
+    fn judged(&self, outcome: Outcome) -> Outcome {
+        if matches!(outcome, Outcome::Unreachable { .. }) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// The next claimed message with its window place, if both are there right now.
+    fn next_waiting(&self) -> Option<(Claimed, OwnedSemaphorePermit)> {
+        let permit = self.window.clone().try_acquire_owned().ok()?;
+        let m = self.claimed.try_lock().ok()?.try_recv().ok()?;
+        Some((m, permit))
+    }
+}
+
+/// The outcome of a message the SMTP server was given.
+fn sent_outcome(
+    b: Built,
+    reply: Result<lettre::transport::smtp::response::Response, SendError>,
+) -> Outcome {
+    match reply {
+        Ok(r) => Outcome::Sent {
+            reply: format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
+            message_id: b.message_id,
+            links: b.links,
+            captured: None,
+        },
+        Err(e) => classify_error(&e),
+    }
 }
 
 impl Sender {
@@ -629,7 +683,7 @@ impl Sender {
             })
             .collect();
         // Claims are taken ahead by their own task, at most about one claim ahead.
-        let (to_send, mut claimed) = mpsc::channel::<Claimed>(4 * concurrency);
+        let (to_send, claimed) = mpsc::channel::<Claimed>(4 * concurrency);
         let claimer = {
             let (me, stop) = (self.clone(), stop.clone());
             tokio::spawn(async move {
@@ -657,34 +711,14 @@ impl Sender {
                 None
             })
         };
-        let claims = stream::poll_fn(move |cx| claimed.poll_recv(cx));
-        claims
-            .map(|m| {
-                let (window, stop) = (window.clone(), stop.clone());
-                async move {
-                    let permit = window.acquire_owned().await.expect("never closed");
-                    let outcome = if stop.load(Ordering::Relaxed) {
-                        Outcome::Unreachable {
-                            reason: "not tried: the SMTP server was unreachable".into(),
-                        }
-                    } else {
-                        self.deliver(&m).await
-                    };
-                    if matches!(outcome, Outcome::Unreachable { .. }) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    (m, outcome, permit)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .for_each(|done| {
-                let to_record = &to_record;
-                async move {
-                    // Only fails if the recorder panicked; its error is reported below.
-                    let _ = to_record.send(done).await;
-                }
-            })
-            .await;
+        let claimed = tokio::sync::Mutex::new(claimed);
+        let ways = Ways {
+            claimed: &claimed,
+            window: &window,
+            stop: &stop,
+            to_record: &to_record,
+        };
+        futures_util::future::join_all((0..concurrency).map(|_| self.slot(&ways))).await;
         drop(to_record);
         let mut round = Round::default();
         let mut record_error = None;
@@ -791,32 +825,131 @@ impl Sender {
         }
     }
 
-    async fn deliver(&self, m: &Claimed) -> Outcome {
-        if let Some(reason) = suppressed(m) {
-            return Outcome::Suppressed { reason };
-        }
-        // A body whose skeleton is cached renders in microseconds: right here. The rest
-        // (templates, layout, CSS) goes to a blocking thread.
-        let built = match self.build(m, true) {
-            Ok(Some(b)) => Ok(b),
-            Err(e) => Err(e),
-            Ok(None) => {
-                let me = self.clone();
-                let input = m.clone();
-                match tokio::task::spawn_blocking(move || me.build(&input, false)).await {
-                    Ok(Ok(Some(b))) => Ok(b),
-                    Ok(Ok(None)) => Err("rendering stopped".into()),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(format!("rendering stopped: {e}")),
+    /// One sending slot: takes claimed messages one at a time and sends each on its own
+    /// held SMTP connection. When the next message is already claimed, it goes out with
+    /// the current one's body (see [`super::smtp::Session`]): a message then costs one round trip.
+    async fn slot(&self, ways: &Ways<'_>) {
+        let mut session = match &self.transport {
+            Transport::Smtp(smtp) => Some(smtp.session()),
+            Transport::Capture => None,
+        };
+        // The next message, taken early to go out behind the current body: its window
+        // place, its built form if it was ready, and whether the server already waits for
+        // its body.
+        let mut carried: Option<(Claimed, OwnedSemaphorePermit, Option<Built>, Option<Opened>)> =
+            None;
+        loop {
+            let (m, permit, built, opened) = match carried.take() {
+                Some(next) => next,
+                None => {
+                    let Some(m) = ways.claimed.lock().await.recv().await else {
+                        break;
+                    };
+                    let permit = ways
+                        .window
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
+                    (m, permit, None, None)
+                }
+            };
+            if opened.is_none() && ways.stop.load(Ordering::Relaxed) {
+                let outcome = Outcome::Unreachable {
+                    reason: "not tried: the SMTP server was unreachable".into(),
+                };
+                ways.record(m, outcome, permit).await;
+                continue;
+            }
+            let b = match built {
+                Some(b) => b,
+                None => match self.prepare(&m).await {
+                    Prepared::Smtp(b) => b,
+                    Prepared::Done(outcome) => {
+                        ways.record(m, outcome, permit).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(session) = session.as_mut() else {
+                unreachable!("only SMTP leaves a message to send");
+            };
+            let opened = match opened {
+                Some(o) => o,
+                None => match session.open(&b.envelope, &b.raw).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        ways.record(m, ways.judged(classify_error(&e)), permit)
+                            .await;
+                        continue;
+                    }
+                },
+            };
+            let mut next = None;
+            if !ways.stop.load(Ordering::Relaxed)
+                && let Some((n, p)) = ways.next_waiting()
+            {
+                match self.prepare_cached(&n) {
+                    Some(Prepared::Done(outcome)) => ways.record(n, outcome, p).await,
+                    Some(Prepared::Smtp(nb)) => next = Some((n, p, nb)),
+                    // Not rendered yet: it goes on its own, next.
+                    None => carried = Some((n, p, None, None)),
                 }
             }
+            let along = next
+                .as_ref()
+                .map(|(_, _, nb)| (&nb.envelope, nb.raw.as_slice()));
+            let (reply, chained) = session.finish(opened, along).await;
+            ways.record(m, ways.judged(sent_outcome(b, reply)), permit)
+                .await;
+            if let Some((n, p, nb)) = next {
+                match chained {
+                    Chained::Opened(o) => carried = Some((n, p, Some(nb), Some(o))),
+                    Chained::NotTried => carried = Some((n, p, Some(nb), None)),
+                    Chained::Refused(e) => {
+                        ways.record(n, ways.judged(classify_error(&e)), p).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What to do with a claimed message: decided without the SMTP server (suppressed,
+    /// not renderable, captured locally), or built and ready to send.
+    async fn prepare(&self, m: &Claimed) -> Prepared {
+        if let Some(p) = self.prepare_cached(m) {
+            return p;
+        }
+        // Not cached: templates, layout and CSS go to a blocking thread.
+        let me = self.clone();
+        let input = m.clone();
+        let built = match tokio::task::spawn_blocking(move || me.build(&input, false)).await {
+            Ok(Ok(Some(b))) => Ok(b),
+            Ok(Ok(None)) => Err("rendering stopped".into()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(format!("rendering stopped: {e}")),
         };
-        let b = match built {
-            Ok(b) => b,
-            Err(reason) => return Outcome::Failed { reason },
-        };
-        match &self.transport {
-            Transport::Capture => Outcome::Sent {
+        self.built(built)
+    }
+
+    /// [`Sender::prepare`] when that needs no blocking thread: `None` when the message's
+    /// skeleton is not in the render cache yet. A body whose skeleton is cached renders
+    /// in microseconds.
+    fn prepare_cached(&self, m: &Claimed) -> Option<Prepared> {
+        if let Some(reason) = suppressed(m) {
+            return Some(Prepared::Done(Outcome::Suppressed { reason }));
+        }
+        match self.build(m, true) {
+            Ok(Some(b)) => Some(self.built(Ok(b))),
+            Err(e) => Some(self.built(Err(e))),
+            Ok(None) => None,
+        }
+    }
+
+    fn built(&self, built: Result<Built, String>) -> Prepared {
+        match (built, &self.transport) {
+            (Err(reason), _) => Prepared::Done(Outcome::Failed { reason }),
+            (Ok(b), Transport::Capture) => Prepared::Done(Outcome::Sent {
                 reply: "250 captured locally (no SMTP_URL set)".into(),
                 message_id: b.message_id,
                 links: b.links,
@@ -826,16 +959,8 @@ impl Sender {
                     html: b.html,
                     text: b.text,
                 }),
-            },
-            Transport::Smtp(smtp) => match smtp.send(&b.envelope, &b.raw).await {
-                Ok(r) => Outcome::Sent {
-                    reply: format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
-                    message_id: b.message_id,
-                    links: b.links,
-                    captured: None,
-                },
-                Err(e) => classify_error(&e),
-            },
+            }),
+            (Ok(b), Transport::Smtp(_)) => Prepared::Smtp(b),
         }
     }
 

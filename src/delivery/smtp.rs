@@ -11,12 +11,15 @@
 //! fails without a reply and the message goes back to the queue unspent).
 //!
 //! The message transaction itself (MAIL, RCPT, DATA, the body) is written here on
-//! lettre's connection: when the server offers `PIPELINING` (RFC 2920) the three
-//! commands go out in one write and their replies are read in order, so a message costs
-//! two round trips instead of four; the body is dot-stuffed in one pass and written with
-//! its terminating `.` in one write. Any failure ends the session, as in lettre, and a
-//! server left waiting for a body after a failed recipient is disconnected rather than
-//! sent a body.
+//! lettre's connection, by a [`Session`]: a sending slot holds one connection for a run
+//! of messages. When the server offers `PIPELINING` (RFC 2920) the three commands go out
+//! in one write and their replies are read in order; and when the slot already has its
+//! next message, that message's commands go out in the same write as the current body
+//! (message content may be the first "command" of a group), so a message costs one
+//! round trip instead of the four of a plain exchange. The body is dot-stuffed in one
+//! pass and written with its terminating `.` in one write. A failure without a reply,
+//! or a refused command, ends the session, as in lettre, and a server left waiting for a
+//! body after a failed recipient is disconnected rather than sent a body.
 //!
 //! `SMTP_URL` is read like lettre's `from_url`: `smtp://` plain (port 25), with
 //! `?tls=required` or `?tls=opportunistic` STARTTLS (port 587), `smtps://` implicit TLS
@@ -239,36 +242,22 @@ impl SmtpPool {
         })
     }
 
-    /// Sends one formatted message on a pooled connection (or a new one).
-    ///
-    /// A connection that breaks without a reply is read by where it was opened and how
-    /// far the message got: a pooled one that breaks before the server answered DATA
-    /// may just have gone stale while idle (`Smtp`, tried again unspent); a session
-    /// opened for this message that breaks mid-message, or any connection that breaks
-    /// after the body was sent, is `Lost` — the server may have taken the message, so
-    /// the attempt counts.
+    /// Sends one formatted message on a pooled connection (or a new one): a session for
+    /// just this message.
     pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
-        let timeout = self.server.timeout;
-        let (mut conn, fresh) = match self.take().await {
-            Some(c) => (c, false),
-            None => (
-                tokio::time::timeout(timeout, self.connect())
-                    .await
-                    .map_err(|_| SendError::SessionTimeout)??,
-                true,
-            ),
-        };
-        match tokio::time::timeout(timeout, transact(&mut conn, envelope, raw)).await {
-            Ok(Ok(reply)) => {
-                self.put(conn);
-                Ok(reply)
-            }
-            // The session has ended (see `transact`), so it is not reused.
-            Ok(Err(SendError::Smtp(e))) if fresh && e.status().is_none() && !e.is_client() => {
-                Err(SendError::Lost(e))
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(SendError::Timeout),
+        let mut session = self.session();
+        let opened = session.open(envelope, raw).await?;
+        session.finish(opened, None).await.0
+    }
+
+    /// A sending slot's hold on one connection for a run of messages (see [`Session`]).
+    pub fn session(&self) -> Session<'_> {
+        Session {
+            pool: self,
+            conn: None,
+            fresh: false,
+            in_data: false,
+            used: Instant::now(),
         }
     }
 
@@ -291,10 +280,11 @@ impl SmtpPool {
         }
     }
 
-    fn put(&self, conn: Conn) {
+    /// Back into the pool, idle since `since`.
+    fn put_since(&self, conn: Conn, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, since));
         }
     }
 
@@ -359,11 +349,221 @@ impl SmtpPool {
     }
 }
 
-/// One message on an open session: MAIL, RCPT, DATA (pipelined when the server offers
-/// it), then the body. On any failure the session is over: ended with `QUIT` when the
-/// exchange is in step, or simply dropped when the server is waiting for a body (a
-/// `354` after a refused recipient), so nothing half-sent can be taken for a message.
-async fn transact(conn: &mut Conn, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
+/// One connection held by a sending slot across a run of messages.
+///
+/// A message is [`open`](Session::open)ed (MAIL, RCPT, DATA, pipelined when the server
+/// offers `PIPELINING`) and then [`finish`](Session::finish)ed with its body. When the
+/// slot already has its next message, `finish` writes that message's MAIL, RCPT and
+/// DATA right behind the body's terminating dot — RFC 2920 allows message content as
+/// the first "command" of a group — so with a pipelining server a message costs one
+/// round trip instead of two.
+///
+/// Any failure ends the session, as in lettre: the connection is closed with `QUIT`
+/// when the exchange is in step, or simply dropped when the server is waiting for a
+/// body. A connection is only ever taken for one message's exchange at a time; what a
+/// reply belongs to is fixed by the order of the commands. A session dropped between
+/// messages puts its connection back in the pool; one dropped with a message open
+/// closes it.
+pub struct Session<'a> {
+    pool: &'a SmtpPool,
+    conn: Option<Conn>,
+    /// The connection was opened for the message being opened (not pooled, not reused).
+    fresh: bool,
+    /// The server has answered DATA and waits for a body.
+    in_data: bool,
+    /// When the connection last finished an exchange.
+    used: Instant,
+}
+
+/// A message the server waits for the body of (DATA answered 354), or one already sent
+/// whole (a body that is not UTF-8 goes through lettre's own transaction).
+pub enum Opened {
+    Waiting(String),
+    Sent(Response),
+}
+
+/// What became of the next message whose commands went out behind a body.
+pub enum Chained {
+    /// Nothing went out for it: open it on its own (a new connection if this one ended).
+    NotTried,
+    /// The server waits for its body: finish it on this session.
+    Opened(Opened),
+    /// The server refused it (a reply with a code); the session is over.
+    Refused(SendError),
+}
+
+/// What to send for one message, checked against the server's extensions.
+struct Transaction {
+    commands: Vec<String>,
+    body: String,
+}
+
+impl Session<'_> {
+    /// Starts a message: MAIL, RCPT, DATA. On success the server waits for its body.
+    pub async fn open(&mut self, envelope: &Envelope, raw: &[u8]) -> Result<Opened, SendError> {
+        debug_assert!(!self.in_data, "a message is already open");
+        let timeout = self.pool.server.timeout;
+        // A connection held idle for a while is checked (or replaced) like a pooled one.
+        if self.used.elapsed() >= FRESH
+            && let Some(conn) = self.conn.take()
+        {
+            self.pool.put_since(conn, self.used);
+        }
+        if self.conn.is_none() {
+            match self.pool.take().await {
+                Some(c) => (self.conn, self.fresh) = (Some(c), false),
+                None => {
+                    let c = tokio::time::timeout(timeout, self.pool.connect())
+                        .await
+                        .map_err(|_| SendError::SessionTimeout)??;
+                    (self.conn, self.fresh) = (Some(c), true);
+                }
+            }
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let Some(t) = transaction(conn, envelope, raw)? else {
+            // Not UTF-8: lettre's own transaction takes bytes.
+            let sent = tokio::time::timeout(timeout, conn.smtp.send(envelope, raw)).await;
+            return match sent {
+                Ok(Ok(reply)) => {
+                    self.done();
+                    Ok(Opened::Sent(reply))
+                }
+                Ok(Err(e)) => Err(self.ended(SendError::Smtp(e))),
+                Err(_) => Err(self.ended(SendError::Timeout)),
+            };
+        };
+        match tokio::time::timeout(timeout, commands(conn, &t.commands, false)).await {
+            Ok(Ok(())) => {
+                self.in_data = true;
+                Ok(Opened::Waiting(t.body))
+            }
+            Ok(Err(e)) => Err(self.ended(SendError::Smtp(e))),
+            Err(_) => Err(self.ended(SendError::Timeout)),
+        }
+    }
+
+    /// Sends an opened message's body and reads its reply. With `next` (a message of this
+    /// slot's, not yet opened) and a pipelining server, the next message's MAIL, RCPT and
+    /// DATA go out in the same write, and what became of them is returned too.
+    pub async fn finish(
+        &mut self,
+        opened: Opened,
+        next: Option<(&Envelope, &[u8])>,
+    ) -> (Result<Response, SendError>, Chained) {
+        let body = match opened {
+            Opened::Sent(reply) => return (Ok(reply), Chained::NotTried),
+            Opened::Waiting(body) => body,
+        };
+        let timeout = self.pool.server.timeout;
+        self.in_data = false;
+        let Some(conn) = self.conn.as_mut() else {
+            unreachable!("an opened message holds its connection")
+        };
+        // The next message rides along only if it can go as it is (its extensions
+        // checked here; if not, `open` reports why).
+        let chained = match next {
+            Some((envelope, raw)) if conn.pipelining => {
+                transaction(conn, envelope, raw).ok().flatten()
+            }
+            _ => None,
+        };
+        let mut write = body;
+        if let Some(t) = &chained {
+            write.extend(t.commands.iter().map(String::as_str));
+        }
+        // The connection answered DATA, so it was not stale: if it breaks now, with no
+        // final reply, the server may have taken the message — on a pooled connection as
+        // on a fresh one — so the attempt counts.
+        let reply = match tokio::time::timeout(timeout, conn.smtp.command(Raw(&write))).await {
+            Ok(Ok(reply)) => Ok(reply),
+            // No reply: the session is over, and nothing was read for the next message.
+            Ok(Err(e)) if e.status().is_none() => {
+                self.conn = None;
+                let e = if e.is_client() {
+                    SendError::Smtp(e)
+                } else {
+                    SendError::Lost(e)
+                };
+                return (Err(e), Chained::NotTried);
+            }
+            Ok(Err(e)) => Err(SendError::Smtp(e)),
+            Err(_) => {
+                self.conn = None;
+                return (Err(SendError::Timeout), Chained::NotTried);
+            }
+        };
+        let Some(t) = chained else {
+            if reply.is_ok() {
+                self.done();
+            } else {
+                // As lettre: a refused message ends the session.
+                self.end().await;
+            }
+            return (reply, Chained::NotTried);
+        };
+        // The body's reply is in; the next message's replies follow it.
+        let next = match tokio::time::timeout(timeout, commands(conn, &t.commands, true)).await {
+            Ok(Ok(())) => {
+                self.done();
+                self.in_data = true;
+                return (reply, Chained::Opened(Opened::Waiting(t.body)));
+            }
+            // Refused with a reply: that is the next message's outcome.
+            Ok(Err(e)) if e.status().is_some() => Chained::Refused(SendError::Smtp(e)),
+            // No reply (the connection broke or went silent after the body's reply):
+            // nothing was taken for it; it opens on its own.
+            _ => Chained::NotTried,
+        };
+        self.conn = None;
+        (reply, next)
+    }
+
+    /// An exchange ended in step: the connection stays for the next message.
+    fn done(&mut self) {
+        self.fresh = false;
+        self.used = Instant::now();
+    }
+
+    /// Ends the session after a refusal the server is in step with.
+    async fn end(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.smtp.abort().await;
+        }
+    }
+
+    /// The session is over (`commands` already closed or dropped what it could); a
+    /// connection opened for this message that broke without a reply may have taken
+    /// part of it, so the attempt counts.
+    fn ended(&mut self, e: SendError) -> SendError {
+        let fresh = std::mem::take(&mut self.fresh);
+        self.conn = None;
+        match e {
+            SendError::Smtp(e) if fresh && e.status().is_none() && !e.is_client() => {
+                SendError::Lost(e)
+            }
+            e => e,
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !self.in_data
+        {
+            self.pool.put_since(conn, self.used);
+        }
+    }
+}
+
+/// The commands and data block for a message, after checking that the server offers
+/// what it needs. `None` when the bytes are not UTF-8 (lettre's commands are text).
+fn transaction(
+    conn: &Conn,
+    envelope: &Envelope,
+    raw: &[u8],
+) -> Result<Option<Transaction>, SendError> {
     let info = conn.smtp.server_info();
     let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
     let utf8_envelope =
@@ -379,8 +579,7 @@ async fn transact(conn: &mut Conn, envelope: &Envelope, raw: &[u8]) -> Result<Re
         ));
     }
     let Some(body) = data_block(raw) else {
-        // Not UTF-8: lettre's own transaction takes bytes.
-        return conn.smtp.send(envelope, raw).await.map_err(SendError::Smtp);
+        return Ok(None);
     };
     let mut options = Vec::new();
     if utf8_envelope {
@@ -397,13 +596,21 @@ async fn transact(conn: &mut Conn, envelope: &Envelope, raw: &[u8]) -> Result<Re
             .map(|to| Rcpt::new(to.clone(), vec![]).to_string()),
     );
     commands.push(Data.to_string());
+    Ok(Some(Transaction { commands, body }))
+}
 
+/// MAIL, RCPT…, DATA and their replies, until the server waits for the body. With
+/// `written`, the commands already went out (behind the previous body) and only their
+/// replies are read. On a refusal the session is over: ended with `QUIT` when the
+/// exchange is in step, or left to be dropped when the server waits for a body (a `354`
+/// after a refused recipient), so nothing half-sent can be taken for a message.
+async fn commands(conn: &mut Conn, commands: &[String], written: bool) -> Result<(), smtp::Error> {
     let mut refused = None;
     let mut waiting_for_body = false;
     if conn.pipelining {
         let last = commands.len() - 1;
         for i in 0..=last {
-            let reply = if i == 0 {
+            let reply = if i == 0 && !written {
                 conn.smtp.command(Raw(&commands.concat())).await
             } else {
                 conn.smtp.read_response().await
@@ -412,41 +619,32 @@ async fn transact(conn: &mut Conn, envelope: &Envelope, raw: &[u8]) -> Result<Re
                 Ok(_) => waiting_for_body = i == last,
                 // No reply at all (connection lost, garbage): nothing more to read; a
                 // refusal already read (say a 421 before the server hung up) says more.
-                Err(e) if e.status().is_none() => {
-                    return Err(SendError::Smtp(refused.unwrap_or(e)));
-                }
+                Err(e) if e.status().is_none() => return Err(refused.unwrap_or(e)),
                 Err(e) => {
                     refused.get_or_insert(e);
                 }
             }
         }
     } else {
-        for command in &commands {
+        for command in commands {
             if let Err(e) = conn.smtp.command(Raw(command)).await {
                 if e.status().is_none() {
-                    return Err(SendError::Smtp(e));
+                    return Err(e);
                 }
                 refused = Some(e);
                 break;
             }
         }
     }
-    if let Some(e) = refused {
-        if !waiting_for_body {
-            conn.smtp.abort().await;
+    match refused {
+        None => Ok(()),
+        Some(e) => {
+            if !waiting_for_body {
+                conn.smtp.abort().await;
+            }
+            Err(e)
         }
-        return Err(SendError::Smtp(e));
     }
-    // The connection answered DATA, so it was not stale: if it breaks now, with no
-    // final reply, the server may have taken the message — on a pooled connection as on
-    // a fresh one — so the attempt counts.
-    conn.smtp.command(Raw(&body)).await.map_err(|e| {
-        if e.status().is_none() && !e.is_client() {
-            SendError::Lost(e)
-        } else {
-            SendError::Smtp(e)
-        }
-    })
 }
 
 /// A message as written after `DATA`: every line starting with `.` gets another (RFC

@@ -19,6 +19,12 @@ use serde_json::{Value, json};
 use crate::harness::{SmtpServer, TestApp};
 
 async fn app_with_smtp(smtp: &SmtpServer) -> TestApp {
+    app_with_smtp_slots(smtp, None).await
+}
+
+/// With `slots`, that many messages in flight (and SMTP connections) instead of the
+/// default.
+async fn app_with_smtp_slots(smtp: &SmtpServer, slots: Option<usize>) -> TestApp {
     let url = smtp.url();
     TestApp::spawn_with(
         move |c| {
@@ -27,6 +33,9 @@ async fn app_with_smtp(smtp: &SmtpServer) -> TestApp {
             });
             c.mail.from_email = "news@example.kr".into();
             c.mail.from_name = "루프라인 뉴스".into();
+            if let Some(n) = slots {
+                c.mail.concurrency = n;
+            }
         },
         startup::job_registry(),
     )
@@ -354,25 +363,41 @@ async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscr
 #[tokio::test]
 async fn hard_bounces_suppress_temporary_failures_retry_and_an_unreachable_server_spends_no_attempt()
  {
-    bounces_retries_and_an_unreachable_server(SmtpServer::start()).await;
+    bounces_retries_and_an_unreachable_server(SmtpServer::start(), None).await;
+}
+
+/// The same replies when every message rides behind the previous one's body on a single
+/// connection (a refused recipient ends that session; the next message opens another).
+#[tokio::test]
+async fn on_one_connection_each_message_behind_the_last_bounces_and_retries_are_told_apart_alike() {
+    bounces_retries_and_an_unreachable_server(SmtpServer::start(), Some(1)).await;
 }
 
 /// The same replies when every command waits for its answer (no `PIPELINING`).
 #[tokio::test]
 async fn without_pipelining_bounces_retries_and_an_unreachable_server_are_told_apart_alike() {
-    bounces_retries_and_an_unreachable_server(SmtpServer::start_without_pipelining()).await;
+    bounces_retries_and_an_unreachable_server(SmtpServer::start_without_pipelining(), None).await;
 }
 
-async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer) {
-    let app = app_with_smtp(&smtp).await;
+async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer, slots: Option<usize>) {
+    let app = app_with_smtp_slots(&smtp, slots).await;
+    let first = subscriber(&app, "first@example.kr", "", "active").await;
     let bouncer = subscriber(&app, "bounce@example.kr", "", "active").await;
     let busy = subscriber(&app, "later@example.kr", "", "active").await;
     let fine = subscriber(&app, "fine@example.kr", "", "active").await;
+    let f = queue_marketing(&app, first, "c:1").await;
     let b = queue_marketing(&app, bouncer, "c:b").await;
     let l = queue_marketing(&app, busy, "c:l").await;
-    queue_marketing(&app, fine, "c:f").await;
+    let ok = queue_marketing(&app, fine, "c:f").await;
     let round = app.send_mail().await;
-    assert_eq!((round.sent, round.bounced, round.deferred), (1, 1, 1));
+    assert_eq!((round.sent, round.bounced, round.deferred), (2, 1, 1));
+    let got = smtp.wait_for(2).await;
+    assert_eq!(got.len(), 2, "each accepted message arrived once");
+    for id in [f, ok] {
+        let (st, _, reply) = message_row(&app, id).await;
+        assert_eq!(st, "sent");
+        assert!(reply.unwrap().starts_with("250"));
+    }
     let row = |id: i64| message_row(&app, id);
     let (st, _, reply) = row(b).await;
     assert_eq!(st, "bounced");

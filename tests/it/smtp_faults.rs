@@ -35,6 +35,8 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
+    /// None: every message is answered.
+    None,
     /// Accept the TCP connection, then say nothing at all.
     NoGreeting,
     /// Answer everything up to and including the message's end, then say nothing.
@@ -56,23 +58,45 @@ struct FaultyServer {
     /// What arrived after DATA, up to the terminating dot, per message.
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     connections: Arc<AtomicUsize>,
+    /// Bodies whose terminating dot arrived with the next message's commands behind it
+    /// (already read from the socket when the body ended).
+    chained: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
 
 impl FaultyServer {
     async fn start(fault: Fault) -> Self {
+        Self::start_with(fault, false).await
+    }
+
+    /// One that offers `PIPELINING` (its line reader takes commands as they come).
+    async fn start_pipelining(fault: Fault) -> Self {
+        Self::start_with(fault, true).await
+    }
+
+    async fn start_with(fault: Fault, pipelining: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let fault = Arc::new(Mutex::new(fault));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let chained = Arc::new(AtomicUsize::new(0));
         let accept = {
-            let (fault, bodies, connections) = (fault.clone(), bodies.clone(), connections.clone());
+            let (fault, bodies, connections, chained) = (
+                fault.clone(),
+                bodies.clone(),
+                connections.clone(),
+                chained.clone(),
+            );
             tokio::spawn(async move {
                 while let Ok((socket, _)) = listener.accept().await {
                     connections.fetch_add(1, Ordering::SeqCst);
                     let fault = *fault.lock().unwrap();
-                    tokio::spawn(session(socket, fault, bodies.clone()));
+                    let seen = Seen {
+                        bodies: bodies.clone(),
+                        chained: chained.clone(),
+                    };
+                    tokio::spawn(session(socket, fault, pipelining, seen));
                 }
             })
         };
@@ -81,6 +105,7 @@ impl FaultyServer {
             fault,
             bodies,
             connections,
+            chained,
             accept,
         }
     }
@@ -101,7 +126,13 @@ impl FaultyServer {
     }
 }
 
-async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>>>) {
+/// What a session reports back to its server.
+struct Seen {
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    chained: Arc<AtomicUsize>,
+}
+
+async fn session(socket: TcpStream, fault: Fault, pipelining: bool, seen: Seen) {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
     if fault == Fault::NoGreeting {
@@ -118,7 +149,9 @@ async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>
             return;
         }
         let command = String::from_utf8_lossy(&line).to_ascii_uppercase();
-        let reply: &[u8] = if command.starts_with("EHLO") {
+        let reply: &[u8] = if command.starts_with("EHLO") && pipelining {
+            b"250-faults.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+        } else if command.starts_with("EHLO") {
             b"250-faults.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
         } else if command.starts_with("HELO")
             || command.starts_with("MAIL")
@@ -145,9 +178,12 @@ async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>
                 }
                 body.extend_from_slice(&line);
             }
-            bodies.lock().unwrap().push(body);
+            seen.bodies.lock().unwrap().push(body);
+            if !lines.buffer().is_empty() {
+                seen.chained.fetch_add(1, Ordering::SeqCst);
+            }
             messages += 1;
-            if fault == Fault::HangUpAfterSecondBody && messages == 1 {
+            if fault == Fault::None || (fault == Fault::HangUpAfterSecondBody && messages == 1) {
                 if write.write_all(b"250 OK queued\r\n").await.is_err() {
                     return;
                 }
@@ -168,8 +204,16 @@ async fn session(socket: TcpStream, fault: Fault, bodies: Arc<Mutex<Vec<Vec<u8>>
 }
 
 async fn app_sending_to(port: u16) -> TestApp {
+    app_sending_with(port, None).await
+}
+
+/// With `slots`, that many messages in flight (and connections) instead of the default.
+async fn app_sending_with(port: u16, slots: Option<usize>) -> TestApp {
     TestApp::spawn_with(
         move |c| {
+            if let Some(n) = slots {
+                c.mail.concurrency = n;
+            }
             c.smtp = Some(SmtpConfig {
                 url: Secret::new(format!("smtp://127.0.0.1:{port}")),
             });
@@ -387,4 +431,74 @@ async fn a_pooled_connection_that_breaks_after_the_body_spends_the_attempt_and_s
     deferred_with_attempt_spent(&app, id, 1, "connection lost").await;
 
     real_server_takes_it_once(&app, faulty, id, Some(&message_id)).await;
+}
+
+/// With a server that offers `PIPELINING`, each message's MAIL, RCPT and DATA go out in
+/// the same write as the previous message's body: one connection, one round trip a
+/// message, and every message arrives once, under its own Message-ID.
+#[tokio::test]
+async fn with_pipelining_the_next_message_rides_behind_the_previous_body() {
+    let faulty = FaultyServer::start_pipelining(Fault::None).await;
+    let app = app_sending_with(faulty.port, Some(1)).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            queued_message(&app, &format!("reader{i}@example.com"))
+                .await
+                .1,
+        );
+    }
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.total()), (4, 4), "{round:?}");
+    assert_eq!(faulty.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        faulty.chained.load(Ordering::SeqCst),
+        3,
+        "the second, third and fourth went behind a body"
+    );
+    let received: Vec<String> = faulty.bodies().iter().map(|b| message_id_of(b)).collect();
+    assert_eq!(received.len(), 4);
+    for id in ids {
+        let (status, attempts, reply, _, message_id) = row(&app, id).await;
+        assert_eq!((status.as_str(), attempts), ("sent", 1));
+        assert!(reply.starts_with("250"), "{reply}");
+        let message_id = message_id.unwrap();
+        assert_eq!(
+            received.iter().filter(|r| **r == message_id).count(),
+            1,
+            "{message_id} arrived once"
+        );
+        assert_eq!(events(&app, id, "sent").await.len(), 1);
+    }
+}
+
+/// A message that went behind the previous body, on a connection the server closes after
+/// its own body with no reply: the first is sent, the second may have been taken, so its
+/// attempt counts, and it goes out once later.
+#[tokio::test]
+async fn a_message_sent_behind_another_whose_connection_breaks_after_its_body_is_deferred_and_sent_once()
+ {
+    let faulty = FaultyServer::start_pipelining(Fault::HangUpAfterSecondBody).await;
+    let app = app_sending_with(faulty.port, Some(1)).await;
+    let (_, first) = queued_message(&app, "first@example.com").await;
+    let (_, second) = queued_message(&app, "second@example.com").await;
+    let round = app.send_mail().await;
+    assert_eq!(
+        (round.sent, round.deferred, round.unreachable),
+        (1, 1, 0),
+        "{round:?}"
+    );
+    assert_eq!(faulty.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        faulty.chained.load(Ordering::SeqCst),
+        1,
+        "the second rode along"
+    );
+    assert_eq!(row(&app, first).await.0, "sent");
+    let bodies = faulty.bodies();
+    assert_eq!(bodies.len(), 2, "the server had the whole second message");
+    let message_id = message_id_of(&bodies[1]);
+    deferred_with_attempt_spent(&app, second, 1, "connection lost").await;
+
+    real_server_takes_it_once(&app, faulty, second, Some(&message_id)).await;
 }
