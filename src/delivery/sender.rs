@@ -242,17 +242,18 @@ enum Prepared {
 }
 
 /// What the sending slots of one `drain` share.
-struct Ways<'a> {
+#[derive(Clone)]
+struct Ways {
     /// Claimed messages, in claim order.
-    claimed: &'a tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
+    claimed: Arc<tokio::sync::Mutex<mpsc::Receiver<Claimed>>>,
     /// Places for messages sent or sending and not yet recorded.
-    window: &'a Arc<Semaphore>,
+    window: Arc<Semaphore>,
     /// The server was unreachable: what is not yet tried goes back unspent.
-    stop: &'a AtomicBool,
-    to_record: &'a mpsc::Sender<(Claimed, Outcome, OwnedSemaphorePermit)>,
+    stop: Arc<AtomicBool>,
+    to_record: mpsc::Sender<(Claimed, Outcome, OwnedSemaphorePermit)>,
 }
 
-impl Ways<'_> {
+impl Ways {
     async fn record(&self, m: Claimed, outcome: Outcome, permit: OwnedSemaphorePermit) {
         // Only fails if the recorder panicked; its error is reported by `drain`.
         let _ = self.to_record.send((m, outcome, permit)).await;
@@ -711,15 +712,23 @@ impl Sender {
                 None
             })
         };
-        let claimed = tokio::sync::Mutex::new(claimed);
+        // The slots are tasks of their own, so the runtime's threads can run them at once.
         let ways = Ways {
-            claimed: &claimed,
-            window: &window,
-            stop: &stop,
-            to_record: &to_record,
+            claimed: Arc::new(tokio::sync::Mutex::new(claimed)),
+            window,
+            stop,
+            to_record,
         };
-        futures_util::future::join_all((0..concurrency).map(|_| self.slot(&ways))).await;
-        drop(to_record);
+        let slots: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (me, ways) = (self.clone(), ways.clone());
+                tokio::spawn(async move { me.slot(&ways).await })
+            })
+            .collect();
+        drop(ways);
+        for slot in slots {
+            slot.await?;
+        }
         let mut round = Round::default();
         let mut record_error = None;
         for recorder in recorders {
@@ -828,7 +837,7 @@ impl Sender {
     /// One sending slot: takes claimed messages one at a time and sends each on its own
     /// held SMTP connection. When the next message is already claimed, it goes out with
     /// the current one's body (see [`super::smtp::Session`]): a message then costs one round trip.
-    async fn slot(&self, ways: &Ways<'_>) {
+    async fn slot(&self, ways: &Ways) {
         let mut session = match &self.transport {
             Transport::Smtp(smtp) => Some(smtp.session()),
             Transport::Capture => None,
