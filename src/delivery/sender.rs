@@ -726,8 +726,13 @@ impl Sender {
             })
             .collect();
         drop(ways);
+        // Every slot is waited for, even after one failed: leases are renewed until the
+        // last message out is recorded.
+        let mut slot_error = None;
         for slot in slots {
-            slot.await?;
+            if let Err(e) = slot.await {
+                slot_error.get_or_insert(e);
+            }
         }
         let mut round = Round::default();
         let mut record_error = None;
@@ -739,6 +744,9 @@ impl Sender {
             }
         }
         let claim_error = claimer.await?;
+        if let Some(e) = slot_error {
+            return Err(e.into());
+        }
         match claim_error.or(record_error) {
             Some(e) => Err(e),
             None => Ok(round),
@@ -894,12 +902,13 @@ impl Sender {
                     }
                 },
             };
-            let mut next = None;
+            let (mut next, mut decided) = (None, None);
             if !ways.stop.load(Ordering::Relaxed)
                 && let Some((n, p)) = ways.next_waiting()
             {
                 match self.prepare_cached(&n) {
-                    Some(Prepared::Done(outcome)) => ways.record(n, outcome, p).await,
+                    // Recorded once the server has the current body (it is waiting).
+                    Some(Prepared::Done(outcome)) => decided = Some((n, outcome, p)),
                     Some(Prepared::Smtp(nb)) => next = Some((n, p, nb)),
                     // Not rendered yet: it goes on its own, next.
                     None => carried = Some((n, p, None, None)),
@@ -911,6 +920,9 @@ impl Sender {
             let (reply, chained) = session.finish(opened, along).await;
             ways.record(m, ways.judged(sent_outcome(b, reply)), permit)
                 .await;
+            if let Some((n, outcome, p)) = decided {
+                ways.record(n, outcome, p).await;
+            }
             if let Some((n, p, nb)) = next {
                 match chained {
                     Chained::Opened(o) => carried = Some((n, p, Some(nb), Some(o))),

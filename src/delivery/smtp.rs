@@ -256,7 +256,7 @@ impl SmtpPool {
             pool: self,
             conn: None,
             fresh: false,
-            in_data: false,
+            busy: false,
             used: Instant::now(),
         }
     }
@@ -358,19 +358,22 @@ impl SmtpPool {
 /// the first "command" of a group — so with a pipelining server a message costs one
 /// round trip instead of two.
 ///
-/// Any failure ends the session, as in lettre: the connection is closed with `QUIT`
-/// when the exchange is in step, or simply dropped when the server is waiting for a
-/// body. A connection is only ever taken for one message's exchange at a time; what a
-/// reply belongs to is fixed by the order of the commands. A session dropped between
-/// messages puts its connection back in the pool; one dropped with a message open
-/// closes it.
+/// A refused command before the body ends the session, as in lettre: the connection is
+/// closed with `QUIT` when the exchange is in step, or simply dropped when the server is
+/// waiting for a body. So does a refused body, a `421` (the server is closing), and any
+/// failure without a reply (the connection is dropped). After an accepted body, or a
+/// refused one with commands of the next message behind it, the server is in step and
+/// the session goes on. A connection is only ever taken for one message's exchange at a
+/// time; what a reply belongs to is fixed by the order of the commands. A session dropped
+/// between messages puts its connection back in the pool; one dropped in the middle of
+/// an exchange (replies still due, or a body awaited) closes it.
 pub struct Session<'a> {
     pool: &'a SmtpPool,
     conn: Option<Conn>,
     /// The connection was opened for the message being opened (not pooled, not reused).
     fresh: bool,
-    /// The server has answered DATA and waits for a body.
-    in_data: bool,
+    /// An exchange is under way: replies are still due, or the server waits for a body.
+    busy: bool,
     /// When the connection last finished an exchange.
     used: Instant,
 }
@@ -401,7 +404,7 @@ struct Transaction {
 impl Session<'_> {
     /// Starts a message: MAIL, RCPT, DATA. On success the server waits for its body.
     pub async fn open(&mut self, envelope: &Envelope, raw: &[u8]) -> Result<Opened, SendError> {
-        debug_assert!(!self.in_data, "a message is already open");
+        debug_assert!(!self.busy, "a message is already open");
         let timeout = self.pool.server.timeout;
         // A connection held idle for a while is checked (or replaced) like a pooled one.
         if self.used.elapsed() >= FRESH
@@ -421,7 +424,9 @@ impl Session<'_> {
             }
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let Some(t) = transaction(conn, envelope, raw)? else {
+        let t = transaction(conn, envelope, raw)?;
+        self.busy = true;
+        let Some(t) = t else {
             // Not UTF-8: lettre's own transaction takes bytes.
             let sent = tokio::time::timeout(timeout, conn.smtp.send(envelope, raw)).await;
             return match sent {
@@ -434,10 +439,8 @@ impl Session<'_> {
             };
         };
         match tokio::time::timeout(timeout, commands(conn, &t.commands, false)).await {
-            Ok(Ok(())) => {
-                self.in_data = true;
-                Ok(Opened::Waiting(t.body))
-            }
+            // Busy still: the server waits for the body.
+            Ok(Ok(())) => Ok(Opened::Waiting(t.body)),
             Ok(Err(e)) => Err(self.ended(SendError::Smtp(e))),
             Err(_) => Err(self.ended(SendError::Timeout)),
         }
@@ -456,7 +459,6 @@ impl Session<'_> {
             Opened::Waiting(body) => body,
         };
         let timeout = self.pool.server.timeout;
-        self.in_data = false;
         let Some(conn) = self.conn.as_mut() else {
             unreachable!("an opened message holds its connection")
         };
@@ -479,7 +481,7 @@ impl Session<'_> {
             Ok(Ok(reply)) => Ok(reply),
             // No reply: the session is over, and nothing was read for the next message.
             Ok(Err(e)) if e.status().is_none() => {
-                self.conn = None;
+                self.drop_connection();
                 let e = if e.is_client() {
                     SendError::Smtp(e)
                 } else {
@@ -489,47 +491,60 @@ impl Session<'_> {
             }
             Ok(Err(e)) => Err(SendError::Smtp(e)),
             Err(_) => {
-                self.conn = None;
+                self.drop_connection();
                 return (Err(SendError::Timeout), Chained::NotTried);
             }
         };
-        let Some(t) = chained else {
-            if reply.is_ok() {
-                self.done();
-            } else {
-                // As lettre: a refused message ends the session.
-                self.end().await;
+        // 421: the server is closing the connection.
+        let closing =
+            matches!(&reply, Err(e) if e.status().is_some_and(|c| c.to_string() == "421"));
+        let chained = match chained {
+            Some(t) if !closing => t,
+            // A refused body with nothing behind it ends the session (dropped rather than
+            // sent a `QUIT` that a server gone silent would never answer); so does a
+            // `421`, whatever rode along (nothing was taken for it).
+            _ if reply.is_err() => {
+                self.drop_connection();
+                return (reply, Chained::NotTried);
             }
-            return (reply, Chained::NotTried);
+            _ => {
+                self.done();
+                return (reply, Chained::NotTried);
+            }
         };
         // The body's reply is in; the next message's replies follow it.
-        let next = match tokio::time::timeout(timeout, commands(conn, &t.commands, true)).await {
-            Ok(Ok(())) => {
-                self.done();
-                self.in_data = true;
-                return (reply, Chained::Opened(Opened::Waiting(t.body)));
-            }
-            // Refused with a reply: that is the next message's outcome.
-            Ok(Err(e)) if e.status().is_some() => Chained::Refused(SendError::Smtp(e)),
-            // No reply (the connection broke or went silent after the body's reply):
-            // nothing was taken for it; it opens on its own.
-            _ => Chained::NotTried,
+        let Some(conn) = self.conn.as_mut() else {
+            unreachable!("kept above")
         };
-        self.conn = None;
+        let next =
+            match tokio::time::timeout(timeout, commands(conn, &chained.commands, true)).await {
+                Ok(Ok(())) => {
+                    // Busy still: the server waits for the next message's body.
+                    self.fresh = false;
+                    self.used = Instant::now();
+                    return (reply, Chained::Opened(Opened::Waiting(chained.body)));
+                }
+                // Refused with a reply: that is the next message's outcome.
+                Ok(Err(e)) if e.status().is_some() => Chained::Refused(SendError::Smtp(e)),
+                // No reply (the connection broke or went silent after the body's reply):
+                // nothing was taken for it; it opens on its own.
+                _ => Chained::NotTried,
+            };
+        self.drop_connection();
         (reply, next)
     }
 
     /// An exchange ended in step: the connection stays for the next message.
     fn done(&mut self) {
         self.fresh = false;
+        self.busy = false;
         self.used = Instant::now();
     }
 
-    /// Ends the session after a refusal the server is in step with.
-    async fn end(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            conn.smtp.abort().await;
-        }
+    /// The session is over; the connection is closed without a word.
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.busy = false;
     }
 
     /// The session is over (`commands` already closed or dropped what it could); a
@@ -537,7 +552,7 @@ impl Session<'_> {
     /// part of it, so the attempt counts.
     fn ended(&mut self, e: SendError) -> SendError {
         let fresh = std::mem::take(&mut self.fresh);
-        self.conn = None;
+        self.drop_connection();
         match e {
             SendError::Smtp(e) if fresh && e.status().is_none() && !e.is_client() => {
                 SendError::Lost(e)
@@ -550,7 +565,7 @@ impl Session<'_> {
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take()
-            && !self.in_data
+            && !self.busy
         {
             self.pool.put_since(conn, self.used);
         }

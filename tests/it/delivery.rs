@@ -385,10 +385,13 @@ async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer, slots: Opti
     let bouncer = subscriber(&app, "bounce@example.kr", "", "active").await;
     let busy = subscriber(&app, "later@example.kr", "", "active").await;
     let fine = subscriber(&app, "fine@example.kr", "", "active").await;
+    // In this order, on one connection: `fine` rides behind `first` and is sent, `later`
+    // rides behind `fine` and is refused for now (ending that session), `bounce` opens
+    // its own and is refused for good.
     let f = queue_marketing(&app, first, "c:1").await;
-    let b = queue_marketing(&app, bouncer, "c:b").await;
-    let l = queue_marketing(&app, busy, "c:l").await;
     let ok = queue_marketing(&app, fine, "c:f").await;
+    let l = queue_marketing(&app, busy, "c:l").await;
+    let b = queue_marketing(&app, bouncer, "c:b").await;
     let round = app.send_mail().await;
     assert_eq!((round.sent, round.bounced, round.deferred), (2, 1, 1));
     let got = smtp.wait_for(2).await;

@@ -43,6 +43,8 @@ enum Fault {
     SilentAfterBody,
     /// Answer everything up to the message's end, then close the connection.
     HangUpAfterBody,
+    /// Refuse the message after its body (554), then say nothing more, without closing.
+    RefuseBodyThenSilent,
     /// Take the first message of each connection normally; close the connection after
     /// the body of the second, with no reply (so it is a pooled connection that breaks).
     HangUpAfterSecondBody,
@@ -188,6 +190,11 @@ async fn session(socket: TcpStream, fault: Fault, pipelining: bool, seen: Seen) 
                     return;
                 }
                 continue;
+            }
+            if fault == Fault::RefuseBodyThenSilent {
+                let _ = write.write_all(b"554 5.7.1 Message rejected\r\n").await;
+                let _ = lines.read_to_end(&mut Vec::new()).await;
+                return;
             }
             if fault == Fault::SilentAfterBody {
                 let _ = lines.read_to_end(&mut Vec::new()).await;
@@ -501,4 +508,33 @@ async fn a_message_sent_behind_another_whose_connection_breaks_after_its_body_is
     deferred_with_attempt_spent(&app, second, 1, "connection lost").await;
 
     real_server_takes_it_once(&app, faulty, second, Some(&message_id)).await;
+}
+
+/// A server that refuses a message after its body and then goes silent without closing:
+/// the refusal is the message's outcome at once, and the session is dropped rather than
+/// left waiting for a reply to `QUIT` that never comes.
+#[tokio::test]
+async fn a_body_refused_by_a_server_that_then_goes_silent_is_bounced_without_waiting() {
+    let faulty = FaultyServer::start(Fault::RefuseBodyThenSilent).await;
+    let app = app_sending_to(faulty.port).await;
+    let (sid, id) = queued_message(&app, "reader@example.com").await;
+    let started = Instant::now();
+    let round = app.send_mail().await;
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "no wait on the silent server: {:?}",
+        started.elapsed()
+    );
+    assert_eq!((round.bounced, round.total()), (1, 1), "{round:?}");
+    let (status, attempts, reply, _, _) = row(&app, id).await;
+    assert_eq!((status.as_str(), attempts), ("bounced", 1));
+    assert!(reply.contains("554"), "{reply}");
+    // Not a "no such user" bounce: the address stays.
+    let sub: String = sqlx::query_scalar("SELECT status::text FROM subscribers WHERE id = $1")
+        .bind(sid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(sub, "active");
+    assert_eq!(faulty.bodies().len(), 1);
 }
