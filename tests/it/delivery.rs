@@ -621,6 +621,11 @@ async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
         msg.select("#message-subject"),
         vec!["홍길동님께 드리는 소식"]
     );
+    // Our own words, in the reader's language, where a server's reply would be.
+    assert_eq!(
+        msg.select("#message-reply"),
+        vec!["Captured here: no SMTP server is set, so nothing was sent."]
+    );
     assert!(
         msg.attr("#message-desktop", "srcdoc")
             .unwrap()
