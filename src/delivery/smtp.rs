@@ -30,7 +30,10 @@ use std::{
     fmt, io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -83,6 +86,10 @@ pub struct SmtpPool {
     server: Arc<Server>,
     idle: Arc<Mutex<Vec<(Conn, Instant)>>>,
     max_idle: usize,
+    /// Whether a message's commands may go behind the previous body. Cleared, for good,
+    /// by a server that offers PIPELINING but leaves such commands unanswered: after one
+    /// timeout, each message waits for the last one's reply instead.
+    chaining: Arc<AtomicBool>,
 }
 
 /// A session, and whether its server takes pipelined commands.
@@ -238,6 +245,7 @@ impl SmtpPool {
                 timeout,
             }),
             idle: Arc::new(Mutex::new(Vec::new())),
+            chaining: Arc::new(AtomicBool::new(true)),
             max_idle: pool_size.max(1),
         })
     }
@@ -356,7 +364,9 @@ impl SmtpPool {
 /// slot already has its next message, `finish` writes that message's MAIL, RCPT and
 /// DATA right behind the body's terminating dot — RFC 2920 allows message content as
 /// the first "command" of a group — so with a pipelining server a message costs one
-/// round trip instead of two.
+/// round trip instead of two. A server that offers PIPELINING but leaves such commands
+/// unanswered costs one timeout (the message goes out on its own, unspent); the pool
+/// then stops chaining.
 ///
 /// A refused command before the body ends the session, as in lettre: the connection is
 /// closed with `QUIT` when the exchange is in step, or simply dropped when the server is
@@ -465,7 +475,9 @@ impl Session<'_> {
         // The next message rides along only if it can go as it is (its extensions
         // checked here; if not, `open` reports why).
         let chained = match next {
-            Some((envelope, raw)) if conn.pipelining => {
+            Some((envelope, raw))
+                if conn.pipelining && self.pool.chaining.load(Ordering::Relaxed) =>
+            {
                 transaction(conn, envelope, raw).ok().flatten()
             }
             _ => None,
@@ -526,9 +538,21 @@ impl Session<'_> {
                 }
                 // Refused with a reply: that is the next message's outcome.
                 Ok(Err(e)) if e.status().is_some() => Chained::Refused(SendError::Smtp(e)),
-                // No reply (the connection broke or went silent after the body's reply):
-                // nothing was taken for it; it opens on its own.
-                _ => Chained::NotTried,
+                // Silent after the body's reply: a server that does not take commands
+                // behind a body after all. Nothing was taken for the message; it opens on
+                // its own, and later ones no longer ride along.
+                Err(_) => {
+                    if self.pool.chaining.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the SMTP server left commands sent behind a message body unanswered; \
+                             from now on each message waits for the previous one's reply"
+                        );
+                    }
+                    Chained::NotTried
+                }
+                // No reply (the connection broke after the body's reply): nothing was
+                // taken for it; it opens on its own.
+                Ok(Err(_)) => Chained::NotTried,
             };
         self.drop_connection();
         (reply, next)

@@ -45,6 +45,9 @@ enum Fault {
     HangUpAfterBody,
     /// Refuse the message after its body (554), then say nothing more, without closing.
     RefuseBodyThenSilent,
+    /// Offer PIPELINING but throw away whatever came in behind a body (as a server that
+    /// flushes its input after the data would).
+    DropBehindBody,
     /// Take the first message of each connection normally; close the connection after
     /// the body of the second, with no reply (so it is a pooled connection that breaks).
     HangUpAfterSecondBody,
@@ -181,8 +184,16 @@ async fn session(socket: TcpStream, fault: Fault, pipelining: bool, seen: Seen) 
                 body.extend_from_slice(&line);
             }
             seen.bodies.lock().unwrap().push(body);
-            if !lines.buffer().is_empty() {
+            let behind = lines.buffer().len();
+            if behind > 0 {
                 seen.chained.fetch_add(1, Ordering::SeqCst);
+            }
+            if fault == Fault::DropBehindBody {
+                std::pin::Pin::new(&mut lines).consume(behind);
+                if write.write_all(b"250 OK queued\r\n").await.is_err() {
+                    return;
+                }
+                continue;
             }
             messages += 1;
             if fault == Fault::None || (fault == Fault::HangUpAfterSecondBody && messages == 1) {
@@ -537,4 +548,44 @@ async fn a_body_refused_by_a_server_that_then_goes_silent_is_bounced_without_wai
         .unwrap();
     assert_eq!(sub, "active");
     assert_eq!(faulty.bodies().len(), 1);
+}
+
+/// A server that offers PIPELINING but drops the commands that came in behind a body:
+/// the message they were for waits one timeout, unanswered, then goes out on its own
+/// without spending an attempt, and later messages no longer ride along (one timeout in
+/// all, not one per message).
+#[tokio::test]
+async fn a_server_that_drops_commands_behind_a_body_costs_one_timeout_then_mail_goes_one_by_one() {
+    let faulty = FaultyServer::start_pipelining(Fault::DropBehindBody).await;
+    let app = app_sending_with(faulty.port, Some(1)).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            queued_message(&app, &format!("reader{i}@example.com"))
+                .await
+                .1,
+        );
+    }
+    let started = Instant::now();
+    let round = app.send_mail().await;
+    let elapsed = started.elapsed();
+    assert_eq!((round.sent, round.total()), (4, 4), "{round:?}");
+    assert!(
+        elapsed >= TIMEOUT && elapsed < TIMEOUT * 2,
+        "one timeout in all: {elapsed:?}"
+    );
+    assert_eq!(
+        faulty.chained.load(Ordering::SeqCst),
+        1,
+        "only one rode along"
+    );
+    assert_eq!(faulty.connections.load(Ordering::SeqCst), 2);
+    let received: Vec<String> = faulty.bodies().iter().map(|b| message_id_of(b)).collect();
+    assert_eq!(received.len(), 4);
+    for id in ids {
+        let (status, attempts, _, _, message_id) = row(&app, id).await;
+        assert_eq!((status.as_str(), attempts), ("sent", 1));
+        let message_id = message_id.unwrap();
+        assert_eq!(received.iter().filter(|r| **r == message_id).count(), 1);
+    }
 }
