@@ -713,13 +713,38 @@ async fn public_korean_dashboard_shows_no_english_ui_words() {
         pages[8].1.attr("#import-error", "data-code").as_deref(),
         Some("not_csv")
     );
-    // The remote server's reply stays as it came, marked English under a Korean label.
+    // Captured mail (no SMTP server here): where a server's reply would be, our own
+    // words, in Korean.
+    let captured = "여기에 보관됨: SMTP 서버가 설정되지 않아 실제로 보내지 않았습니다.";
     let outbox = &pages.iter().find(|(p, _)| p == "/outbox").unwrap().1;
-    assert!(outbox.exists("#outbox-table td.reply span[lang=en]"));
+    assert_eq!(outbox.select("#outbox-table td.reply")[0], captured);
+    assert!(!outbox.exists("#outbox-table td.reply span[lang=en]"));
     let message_path = format!("/outbox/{message}");
     let message_page = &pages.iter().find(|(p, _)| *p == message_path).unwrap().1;
-    assert!(message_page.exists("#message-reply[lang=en]"));
+    assert_eq!(message_page.select("#message-reply"), vec![captured]);
     assert!(message_page.exists("html[lang=ko]"));
+    // A remote server's reply stays as it came, marked English under a Korean label (the
+    // same message, as it would read had it gone through a server).
+    sqlx::query("DELETE FROM captured_mail WHERE message_id = $1")
+        .bind(message)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE messages SET smtp_reply = '250 2.0.0 Ok: queued as 4F2A1' WHERE id = $1")
+        .bind(message)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let outbox = get(&c, "/outbox", Some(EN_BROWSER)).await;
+    assert_eq!(
+        outbox.select("#outbox-table td.reply span[lang=en]")[0],
+        "250 2.0.0 Ok: queued as 4F2A1"
+    );
+    let message_page = get(&c, &message_path, Some(EN_BROWSER)).await;
+    assert_eq!(
+        message_page.select("#message-reply[lang=en]"),
+        vec!["250 2.0.0 Ok: queued as 4F2A1"]
+    );
     let jobs = &pages.iter().find(|(p, _)| p == "/settings/jobs").unwrap().1;
     assert_eq!(
         jobs.select(&format!("tr[data-job-id='{dead}'] .error-text")),
