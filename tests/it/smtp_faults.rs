@@ -458,14 +458,7 @@ async fn a_pooled_connection_that_breaks_after_the_body_spends_the_attempt_and_s
 async fn with_pipelining_the_next_message_rides_behind_the_previous_body() {
     let faulty = FaultyServer::start_pipelining(Fault::None).await;
     let app = app_sending_with(faulty.port, Some(1)).await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(
-            queued_message(&app, &format!("reader{i}@example.com"))
-                .await
-                .1,
-        );
-    }
+    let ids = queued_readers(&app, 4).await;
     let round = app.send_mail().await;
     assert_eq!((round.sent, round.total()), (4, 4), "{round:?}");
     assert_eq!(faulty.connections.load(Ordering::SeqCst), 1);
@@ -474,20 +467,7 @@ async fn with_pipelining_the_next_message_rides_behind_the_previous_body() {
         3,
         "the second, third and fourth went behind a body"
     );
-    let received: Vec<String> = faulty.bodies().iter().map(|b| message_id_of(b)).collect();
-    assert_eq!(received.len(), 4);
-    for id in ids {
-        let (status, attempts, reply, _, message_id) = row(&app, id).await;
-        assert_eq!((status.as_str(), attempts), ("sent", 1));
-        assert!(reply.starts_with("250"), "{reply}");
-        let message_id = message_id.unwrap();
-        assert_eq!(
-            received.iter().filter(|r| **r == message_id).count(),
-            1,
-            "{message_id} arrived once"
-        );
-        assert_eq!(events(&app, id, "sent").await.len(), 1);
-    }
+    each_sent_once_on_the_first_attempt(&app, &faulty, &ids).await;
 }
 
 /// A message that went behind the previous body, on a connection the server closes after
@@ -558,14 +538,7 @@ async fn a_body_refused_by_a_server_that_then_goes_silent_is_bounced_without_wai
 async fn a_server_that_drops_commands_behind_a_body_costs_one_timeout_then_mail_goes_one_by_one() {
     let faulty = FaultyServer::start_pipelining(Fault::DropBehindBody).await;
     let app = app_sending_with(faulty.port, Some(1)).await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(
-            queued_message(&app, &format!("reader{i}@example.com"))
-                .await
-                .1,
-        );
-    }
+    let ids = queued_readers(&app, 4).await;
     let started = Instant::now();
     let round = app.send_mail().await;
     let elapsed = started.elapsed();
@@ -580,12 +553,37 @@ async fn a_server_that_drops_commands_behind_a_body_costs_one_timeout_then_mail_
         "only one rode along"
     );
     assert_eq!(faulty.connections.load(Ordering::SeqCst), 2);
+    each_sent_once_on_the_first_attempt(&app, &faulty, &ids).await;
+}
+
+/// `n` messages queued for `reader0@…` onwards; their outbox ids.
+async fn queued_readers(app: &TestApp, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            queued_message(app, &format!("reader{i}@example.com"))
+                .await
+                .1,
+        );
+    }
+    ids
+}
+
+/// Each message is sent on its first attempt, with one `sent` event, and the server got
+/// exactly one body with its Message-ID; nothing else arrived.
+async fn each_sent_once_on_the_first_attempt(app: &TestApp, faulty: &FaultyServer, ids: &[i64]) {
     let received: Vec<String> = faulty.bodies().iter().map(|b| message_id_of(b)).collect();
-    assert_eq!(received.len(), 4);
-    for id in ids {
-        let (status, attempts, _, _, message_id) = row(&app, id).await;
+    assert_eq!(received.len(), ids.len());
+    for &id in ids {
+        let (status, attempts, reply, _, message_id) = row(app, id).await;
         assert_eq!((status.as_str(), attempts), ("sent", 1));
+        assert!(reply.starts_with("250"), "{reply}");
         let message_id = message_id.unwrap();
-        assert_eq!(received.iter().filter(|r| **r == message_id).count(), 1);
+        assert_eq!(
+            received.iter().filter(|r| **r == message_id).count(),
+            1,
+            "{message_id} arrived once"
+        );
+        assert_eq!(events(app, id, "sent").await.len(), 1);
     }
 }
