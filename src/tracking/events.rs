@@ -252,9 +252,9 @@ async fn judge(
     let mut ids: Vec<i64> = reactions.iter().map(Reaction::message_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    // One read: each message, and the latest click of each of its links within the
-    // window of the batch's earliest click (enough to count distinct links for every
-    // click in the batch).
+    // One read: each message, and the latest click of each of its links (kept on the
+    // message row, `recent_clicks`) within the window of the batch's earliest click
+    // (enough to count distinct links for every click in the batch).
     let since = reactions
         .iter()
         .filter(|r| matches!(r, Reaction::Click { .. }))
@@ -273,11 +273,11 @@ async fn judge(
         "SELECT m.id, m.subscriber_id, m.sent_at, coalesce((m.data->>'links')::bigint, 0), r.positions, r.ats
          FROM messages m
          LEFT JOIN LATERAL (
-             SELECT array_agg(position) AS positions, array_agg(latest) AS ats
-             FROM (SELECT (e.data->>'position')::int AS position, max(e.at) AS latest
-                   FROM events e
-                   WHERE $2::timestamptz IS NOT NULL AND e.message_id = m.id AND e.kind = 'clicked' AND e.at > $2
-                   GROUP BY 1) c
+             SELECT array_agg(c.key::int) AS positions,
+                    array_agg(to_timestamp(c.value::bigint / 1000.0)) AS ats
+             FROM jsonb_each_text(m.recent_clicks) AS c
+             WHERE $2::timestamptz IS NOT NULL
+               AND c.value::bigint > (extract(epoch FROM $2::timestamptz) * 1000)::bigint
          ) r ON true
          WHERE m.id = ANY($1)",
     )
@@ -467,7 +467,8 @@ async fn judge(
 
 /// Writes a judged batch in one statement, so one implicit transaction and one commit:
 /// re-judge stored clicks of bursts (the statement's snapshot does not see the rows it
-/// inserts), insert the events, move the counters of human events. The
+/// inserts), insert the events, keep each message's latest click per link
+/// (`messages.recent_clicks`, what judging reads), move the counters of human events. The
 /// `cardinality(…) > 0` gates are evaluated once, so an empty part scans nothing
 /// whatever plan PostgreSQL picked.
 pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Result<()> {
@@ -487,6 +488,16 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
          ), inserted AS (
              INSERT INTO events (subscriber_id, message_id, kind, at, data)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
+             RETURNING 1
+         ), latest_clicks AS (
+             -- Each message's latest click per link, read by the next batches' judging.
+             UPDATE messages m SET recent_clicks = coalesce(m.recent_clicks, '{}'::jsonb) || l.latest
+             FROM (SELECT message_id, jsonb_object_agg(position::text, at_ms) AS latest
+                   FROM (SELECT message_id, position, max(at_ms) AS at_ms
+                         FROM unnest($11::bigint[], $12::int[], $13::bigint[]) AS c(message_id, position, at_ms)
+                         GROUP BY 1, 2) p
+                   GROUP BY 1) l
+             WHERE cardinality($11::bigint[]) > 0 AND m.id = l.message_id
              RETURNING 1
          ), engaged AS (
              UPDATE subscribers s
@@ -510,6 +521,15 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
     .bind(&r.engaged_ids)
     .bind(&r.opens)
     .bind(&r.clicks)
+    .bind(judged.clicks.iter().map(|c| c.0).collect::<Vec<i64>>())
+    .bind(judged.clicks.iter().map(|c| i32::from(c.1)).collect::<Vec<i32>>())
+    .bind(
+        judged
+            .clicks
+            .iter()
+            .map(|c| c.2.timestamp_millis())
+            .collect::<Vec<i64>>(),
+    )
     .execute(&mut *conn)
     .await?;
     Ok(())
