@@ -308,35 +308,59 @@ pub async fn export(pool: &PgPool, id: i64) -> AppResult<Value> {
 /// aggregate counts survive. The address is kept only as a hash, so an import cannot
 /// silently add it back.
 pub async fn erase(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> {
+    // Erasure locks the subscriber, then their messages; a click being stored locks a
+    // message and its subscriber in the order PostgreSQL picks. Should the two meet,
+    // PostgreSQL aborts one: the click batch is retried by its writer, the erasure here.
+    let mut tries = 0;
+    loop {
+        match erase_once(pool, id, now).await {
+            Err(e) if tries < 3 && is_deadlock(&e) => tries += 1,
+            Ok(true) => return Ok(()),
+            Ok(false) => return Err(AppError::NotFound),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
+}
+
+/// One try at [`erase`]; `false` when there is no such subscriber.
+async fn erase_once(pool: &PgPool, id: i64, now: DateTime<Utc>) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     let email: Option<String> =
         sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-    let email = email.ok_or(AppError::NotFound)?;
+    let Some(email) = email else {
+        return Ok(false);
+    };
     sqlx::query("UPDATE events SET data = '{}' WHERE subscriber_id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM subscribers WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    // Mail to them: what is queued is cancelled (a sender holding some records nothing
-    // for it), and no copy keeps their address.
+    // Mail to them, before the row goes (deleting it sets their messages'
+    // `subscriber_id` to NULL): what is queued is cancelled (a sender holding some
+    // records nothing for it), and no copy keeps their address or which links they
+    // clicked.
     sqlx::query(
         "WITH cancelled AS (
              DELETE FROM message_queue q USING messages m WHERE q.message_id = m.id AND m.subscriber_id = $1
          )
          UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-                to_email = '(erased)', to_name = '', data = '{}'
+                to_email = '(erased)', to_name = '', data = '{}', recent_clicks = NULL
          WHERE subscriber_id = $1",
     )
     .bind(id)
     .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM captured_mail c USING messages m WHERE c.message_id = m.id AND m.subscriber_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM subscribers WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -357,7 +381,7 @@ pub async fn erase(pool: &PgPool, id: i64, now: DateTime<Utc>) -> AppResult<()> 
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The suppression key of an address: SHA-256 of its lower-cased form.

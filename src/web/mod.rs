@@ -305,7 +305,9 @@ struct FastRequestId;
 impl MakeRequestId for FastRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
         let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        HeaderValue::from_str(&id.to_string()).ok().map(RequestId::new)
+        HeaderValue::from_str(&id.to_string())
+            .ok()
+            .map(RequestId::new)
     }
 }
 

@@ -1002,6 +1002,8 @@ async fn an_old_confirmation_link_cannot_bring_back_someone_who_left_and_erasure
     c.post_form("/f/news", &[("email", "leaver@example.com")])
         .await;
     assert_eq!(confirmation_jobs(&app).await.len(), 2);
+    // The mail they were sent so far, captured locally (no SMTP server in tests).
+    assert!(app.send_mail().await.sent >= 1);
     let token = links::subscriber_token(&app.state.keys, id);
     c.http
         .post(c.url(&format!("/p/{token}/erase")))
@@ -1022,6 +1024,15 @@ async fn an_old_confirmation_link_cannot_bring_back_someone_who_left_and_erasure
         .unwrap();
     let mentions: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE payload::text LIKE '%leaver@example.com%' AND status <> 'done'").fetch_one(&app.pool).await.unwrap();
     assert_eq!(mentions, 0, "no queued work still carries the address");
+    // Nor does any mail they were sent, or its captured copy.
+    let (to_them, copies): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM messages WHERE to_email = 'leaver@example.com'),
+                (SELECT count(*) FROM captured_mail WHERE convert_from(raw, 'UTF8') LIKE '%leaver@example.com%')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((to_them, copies), (0, 0), "no mail keeps the address");
     c.post_form("/f/news", &[("email", "leaver@example.com")])
         .await;
     let suppressed: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
