@@ -277,7 +277,7 @@ async fn judge(
                     array_agg(to_timestamp(c.value::bigint / 1000.0)) AS ats
              FROM jsonb_each_text(m.recent_clicks) AS c
              WHERE $2::timestamptz IS NOT NULL
-               AND c.value::bigint > (extract(epoch FROM $2::timestamptz) * 1000)::bigint
+               AND c.value::bigint > floor(extract(epoch FROM $2::timestamptz) * 1000)::bigint
          ) r ON true
          WHERE m.id = ANY($1)",
     )
@@ -490,8 +490,16 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
              RETURNING 1
          ), latest_clicks AS (
-             -- Each message's latest click per link, read by the next batches' judging.
-             UPDATE messages m SET recent_clicks = coalesce(m.recent_clicks, '{}'::jsonb) || l.latest
+             -- Each message's latest click per link, read by the next batches' judging:
+             -- merged key by key keeping the later time (batches of different processes
+             -- may commit out of order).
+             UPDATE messages m
+             SET recent_clicks = (
+                 SELECT jsonb_object_agg(k, latest)
+                 FROM (SELECT key AS k, max(value::bigint) AS latest
+                       FROM (SELECT * FROM jsonb_each_text(m.recent_clicks)
+                             UNION ALL SELECT * FROM jsonb_each_text(l.latest)) both_sides
+                       GROUP BY key) merged)
              FROM (SELECT message_id, jsonb_object_agg(position::text, at_ms) AS latest
                    FROM (SELECT message_id, position, max(at_ms) AS at_ms
                          FROM unnest($11::bigint[], $12::int[], $13::bigint[]) AS c(message_id, position, at_ms)

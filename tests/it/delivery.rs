@@ -1033,6 +1033,72 @@ async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_cl
     assert_eq!(last, (true, "human".to_string()));
 }
 
+/// Each message's latest click per link, kept for judging, is merged key by key keeping
+/// the later time: a batch from another process that commits later with older clicks
+/// does not hide a newer one from the burst rule.
+#[tokio::test]
+async fn the_latest_click_per_link_survives_batches_committed_out_of_order() {
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "merge@example.kr", "", "active").await;
+    let five = sent_message(&app, sid, 5).await;
+    let privacy = &app.state.privacy;
+    let now = app.clock.now();
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    let click = |position, secs: i64| events::Reaction::Click {
+        click: click_of(five, sid, position),
+        req: req.clone(),
+        at: now + chrono::Duration::seconds(secs),
+    };
+    let stored = |position: u16| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT (recent_clicks->>$2::text)::bigint FROM messages WHERE id = $1",
+            )
+            .bind(five)
+            .bind(i32::from(position))
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+            .flatten()
+        }
+    };
+    let mut conn = app.pool.acquire().await.unwrap();
+    // Process A clicks link 1 at +20 s and commits first; process B clicked link 1 at
+    // +5 s and link 2 at +6 s, and commits after.
+    let a = events::Judging::default()
+        .judge(&mut conn, &[click(1, 20)], privacy)
+        .await
+        .unwrap();
+    let b = events::Judging::default()
+        .judge(&mut conn, &[click(1, 5), click(2, 6)], privacy)
+        .await
+        .unwrap();
+    events::write(&mut conn, &a).await.unwrap();
+    events::write(&mut conn, &b).await.unwrap();
+    let ms = |secs: i64| (now + chrono::Duration::seconds(secs)).timestamp_millis();
+    assert_eq!(stored(1).await, Some(ms(20)), "the later time stays");
+    assert_eq!(stored(2).await, Some(ms(6)));
+    // A third process at +22 s: links 1 (at +20) and 3 are within the window with this
+    // click on link 4, so four distinct links: a burst, seen through the kept times alone.
+    let c = events::Judging::default()
+        .judge(&mut conn, &[click(3, 21), click(4, 22)], privacy)
+        .await
+        .unwrap();
+    events::write(&mut conn, &c).await.unwrap();
+    let last: (bool, String) = sqlx::query_as(
+        "SELECT (data->>'human')::bool, data->>'reason' FROM events WHERE kind = 'clicked' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(last, (false, "link_burst".to_string()));
+}
+
 /// Two senders on one database with a 2 s lease, and a server that answers 5 s after it
 /// took the message: the sender that claimed it keeps renewing its lease, so the other
 /// never takes the message over. One copy arrives, the row is sent once.
