@@ -977,16 +977,7 @@ async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_cl
     let five = sent_message(&app, sid, 5).await;
     let privacy = &app.state.privacy;
     let now = app.clock.now();
-    let req = events::Request {
-        user_agent: Some(SAFARI.into()),
-        ip: Some("203.0.113.9".parse().unwrap()),
-        ..Default::default()
-    };
-    let click = |position, secs: i64| events::Reaction::Click {
-        click: click_of(five, sid, position),
-        req: req.clone(),
-        at: now + chrono::Duration::seconds(secs),
-    };
+    let click = safari_click(five, sid, now);
     let mut judging = events::Judging::default();
     let mut conn = app.pool.acquire().await.unwrap();
     let a = judging
@@ -1033,6 +1024,25 @@ async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_cl
     assert_eq!(last, (true, "human".to_string()));
 }
 
+/// A human-looking click (Safari, a public address) on `message`'s link `position`,
+/// `secs` seconds after `now`.
+fn safari_click(
+    message: i64,
+    sid: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> impl Fn(u16, i64) -> events::Reaction {
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    move |position, secs| events::Reaction::Click {
+        click: click_of(message, sid, position),
+        req: req.clone(),
+        at: now + chrono::Duration::seconds(secs),
+    }
+}
+
 /// Each message's latest click per link, kept for judging, is merged key by key keeping
 /// the later time: a batch from another process that commits later with older clicks
 /// does not hide a newer one from the burst rule.
@@ -1043,16 +1053,7 @@ async fn the_latest_click_per_link_survives_batches_committed_out_of_order() {
     let five = sent_message(&app, sid, 5).await;
     let privacy = &app.state.privacy;
     let now = app.clock.now();
-    let req = events::Request {
-        user_agent: Some(SAFARI.into()),
-        ip: Some("203.0.113.9".parse().unwrap()),
-        ..Default::default()
-    };
-    let click = |position, secs: i64| events::Reaction::Click {
-        click: click_of(five, sid, position),
-        req: req.clone(),
-        at: now + chrono::Duration::seconds(secs),
-    };
+    let click = safari_click(five, sid, now);
     let stored = |position: u16| {
         let pool = app.pool.clone();
         async move {
