@@ -241,6 +241,26 @@ enum Prepared {
     Smtp(Built),
 }
 
+/// A claimed message a slot holds with its window place: built if it was ready, and
+/// opened if its commands already went out behind the previous body.
+struct Carried {
+    m: Claimed,
+    permit: OwnedSemaphorePermit,
+    built: Option<Built>,
+    opened: Option<Opened>,
+}
+
+impl Carried {
+    fn new(m: Claimed, permit: OwnedSemaphorePermit, built: Option<Built>) -> Self {
+        Self {
+            m,
+            permit,
+            built,
+            opened: None,
+        }
+    }
+}
+
 /// What the sending slots of one `drain` share.
 #[derive(Clone)]
 struct Ways {
@@ -850,13 +870,15 @@ impl Sender {
             Transport::Smtp(smtp) => Some(smtp.session()),
             Transport::Capture => None,
         };
-        // The next message, taken early to go out behind the current body: its window
-        // place, its built form if it was ready, and whether the server already waits for
-        // its body.
-        let mut carried: Option<(Claimed, OwnedSemaphorePermit, Option<Built>, Option<Opened>)> =
-            None;
+        // The next message, taken early to go out behind the current body.
+        let mut carried: Option<Carried> = None;
         loop {
-            let (m, permit, built, opened) = match carried.take() {
+            let Carried {
+                m,
+                permit,
+                built,
+                opened,
+            } = match carried.take() {
                 Some(next) => next,
                 None => {
                     let Some(m) = ways.claimed.lock().await.recv().await else {
@@ -868,7 +890,7 @@ impl Sender {
                         .acquire_owned()
                         .await
                         .expect("never closed");
-                    (m, permit, None, None)
+                    Carried::new(m, permit, None)
                 }
             };
             if opened.is_none() && ways.stop.load(Ordering::Relaxed) {
@@ -911,7 +933,7 @@ impl Sender {
                     Some(Prepared::Done(outcome)) => decided = Some((n, outcome, p)),
                     Some(Prepared::Smtp(nb)) => next = Some((n, p, nb)),
                     // Not rendered yet: it goes on its own, next.
-                    None => carried = Some((n, p, None, None)),
+                    None => carried = Some(Carried::new(n, p, None)),
                 }
             }
             let along = next
@@ -925,8 +947,13 @@ impl Sender {
             }
             if let Some((n, p, nb)) = next {
                 match chained {
-                    Chained::Opened(o) => carried = Some((n, p, Some(nb), Some(o))),
-                    Chained::NotTried => carried = Some((n, p, Some(nb), None)),
+                    Chained::Opened(o) => {
+                        carried = Some(Carried {
+                            opened: Some(o),
+                            ..Carried::new(n, p, Some(nb))
+                        });
+                    }
+                    Chained::NotTried => carried = Some(Carried::new(n, p, Some(nb))),
                     Chained::Refused(e) => {
                         ways.record(n, ways.judged(classify_error(&e)), p).await;
                     }
@@ -960,11 +987,7 @@ impl Sender {
         if let Some(reason) = suppressed(m) {
             return Some(Prepared::Done(Outcome::Suppressed { reason }));
         }
-        match self.build(m, true) {
-            Ok(Some(b)) => Some(self.built(Ok(b))),
-            Err(e) => Some(self.built(Err(e))),
-            Ok(None) => None,
-        }
+        self.build(m, true).transpose().map(|b| self.built(b))
     }
 
     fn built(&self, built: Result<Built, String>) -> Prepared {

@@ -531,9 +531,10 @@ impl Session<'_> {
         let next =
             match tokio::time::timeout(timeout, commands(conn, &chained.commands, true)).await {
                 Ok(Ok(())) => {
-                    // Busy still: the server waits for the next message's body.
-                    self.fresh = false;
-                    self.used = Instant::now();
+                    // The current exchange ended in step; the next one is under way (the
+                    // server waits for its body).
+                    self.done();
+                    self.busy = true;
                     return (reply, Chained::Opened(Opened::Waiting(chained.body)));
                 }
                 // Refused with a reply: that is the next message's outcome.
