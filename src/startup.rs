@@ -138,6 +138,7 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
     tracing::info!(%addr, url = %public, "Loopline is listening");
 
     tokio::spawn(watch_signals(shutdown.clone()));
+    tokio::spawn(warm_count_index(app.state.clone()));
     let worker = tokio::spawn(app.jobs.clone().run(shutdown.clone(), grace));
     let sender = tokio::spawn(app.sender.clone().run(shutdown.clone()));
     let served = serve(listener, app.router, shutdown.clone(), grace).await;
@@ -152,6 +153,18 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
     }
     tracing::info!("stopped serving");
     served
+}
+
+/// Builds the segment count index in the background, so the first segment previews
+/// after a start are answered from memory too (until then they count in SQL).
+async fn warm_count_index(state: AppState) {
+    let built = async {
+        let fields = crate::audience::segments::field_defs(&state.pool).await?;
+        state.count_index.build_now(&state.pool, &fields).await
+    };
+    if let Err(e) = built.await {
+        tracing::warn!(error = %e, "building the segment count index failed; counting in SQL");
+    }
 }
 
 /// Ctrl-C or SIGTERM begins a graceful shutdown; a second one is left to the OS.

@@ -141,11 +141,20 @@ impl Bench {
 
 /// Peak resident memory of this process so far, in MiB.
 pub fn peak_rss_mib() -> f64 {
+    memory_mib("VmHWM:")
+}
+
+/// Resident memory of this process now, in MiB.
+pub fn rss_mib() -> f64 {
+    memory_mib("VmRSS:")
+}
+
+fn memory_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

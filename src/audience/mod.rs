@@ -2,6 +2,7 @@
 //! import and export. Every later capability reads, tags and segments it.
 
 pub mod bulk;
+pub mod count_index;
 pub mod data_requests;
 pub mod export;
 pub mod fields;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::{
+    count_index::CountIndex,
     fields::{FieldDef, FieldType},
     lifecycle::{Lifecycle, Stage},
     subscribers::Status,
@@ -432,16 +433,50 @@ pub async fn field_defs(pool: &PgPool) -> sqlx::Result<Vec<FieldDef>> {
         .await
 }
 
-/// How many subscribers match, now.
+/// How many subscribers match, now, counted in SQL (what recipients are selected by).
 pub async fn count(pool: &PgPool, cond: &Condition, now: DateTime<Utc>) -> AppResult<i64> {
     let fields = field_defs(pool).await?;
-    let lifecycle = Lifecycle::load(pool).await?;
+    count_validated(pool, cond, now, &fields).await
+}
+
+/// How many subscribers match, now: from the count index when it holds every condition
+/// (the dashboard's live preview and saved-segment counts), else in SQL.
+pub async fn count_live(
+    pool: &PgPool,
+    index: &CountIndex,
+    cond: &Condition,
+    now: DateTime<Utc>,
+) -> AppResult<i64> {
+    let fields = field_defs(pool).await?;
+    validate_fields(cond, &fields)?;
+    if let Some(n) = index.count(pool, cond, &fields).await? {
+        return Ok(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    count_validated(pool, cond, now, &fields).await
+}
+
+fn validate_fields(cond: &Condition, fields: &[FieldDef]) -> AppResult<()> {
+    let lifecycle = Lifecycle::default();
     let ctx = Context {
-        fields: &fields,
+        fields,
         lifecycle: &lifecycle,
     };
     cond.validate(&ctx)
-        .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))?;
+        .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))
+}
+
+async fn count_validated(
+    pool: &PgPool,
+    cond: &Condition,
+    now: DateTime<Utc>,
+    fields: &[FieldDef],
+) -> AppResult<i64> {
+    validate_fields(cond, fields)?;
+    let lifecycle = Lifecycle::load(pool).await?;
+    let ctx = Context {
+        fields,
+        lifecycle: &lifecycle,
+    };
     let mut qb = query_frame("count(*)", now);
     push_condition(&mut qb, cond, &ctx);
     Ok(qb.build_query_scalar().fetch_one(pool).await?)

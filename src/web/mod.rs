@@ -74,6 +74,8 @@ pub struct StateInner {
     /// Checks SNS messages for `/webhooks/ses` (certificates cached per process), when
     /// SES feedback is configured.
     pub sns: Option<Arc<crate::delivery::feedback::sns::Verifier>>,
+    /// Answers the dashboard's segment counts from memory when it can.
+    pub count_index: crate::audience::count_index::CountIndex,
 }
 
 impl std::ops::Deref for AppState {
@@ -105,6 +107,7 @@ impl AppState {
             config,
             keys,
             throttle: LoginThrottle::default(),
+            count_index: Default::default(),
         }))
     }
 

@@ -162,7 +162,7 @@ async fn page(
     let now = state.clock.now();
     let mut saved = Vec::new();
     for seg in segments::list(&state.pool).await? {
-        let n = segments::count(&state.pool, &seg.definition.0, now)
+        let n = segments::count_live(&state.pool, &state.count_index, &seg.definition.0, now)
             .await
             .unwrap_or(-1);
         saved.push((seg.id, seg.name, n));
@@ -208,17 +208,21 @@ pub async fn preview(
 ) -> AppResult<Response> {
     let input = parse_input(&form);
     match to_condition(&input) {
-        Ok(cond) => match segments::count(&state.pool, &cond, state.clock.now()).await {
-            Ok(n) => Ok(page(&state, &s, input, Some(n), vec![])
-                .await?
-                .into_response()),
-            Err(AppError::Unprocessable(e)) => Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                page(&state, &s, input, None, vec![e]).await?,
-            )
-                .into_response()),
-            Err(e) => Err(e),
-        },
+        Ok(cond) => {
+            match segments::count_live(&state.pool, &state.count_index, &cond, state.clock.now())
+                .await
+            {
+                Ok(n) => Ok(page(&state, &s, input, Some(n), vec![])
+                    .await?
+                    .into_response()),
+                Err(AppError::Unprocessable(e)) => Ok((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    page(&state, &s, input, None, vec![e]).await?,
+                )
+                    .into_response()),
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
             page(&state, &s, input, None, vec![e]).await?,

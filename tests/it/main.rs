@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod audience;
 mod browser;
+mod count_index;
 mod crash;
 mod delivery;
 mod errors;
