@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Loopline: upload (stored in chunks), inspect, queue, run the job.
+    common::reset_statements(&pool).await?;
     let started = Instant::now();
     let mut upload = imports::Upload::begin(&pool, "subscribers.csv", None).await?;
     {
@@ -92,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         imp.added
     );
     let peak = common::peak_rss_mib();
+    let statements = common::top_statements(&pool, 8).await?;
 
     // The limit: \copy into a bare table with the same unique email index.
     sqlx::query(
@@ -133,6 +135,12 @@ async fn main() -> anyhow::Result<()> {
         ours_secs - upload_secs
     );
     println!("  psql \\copy into bare table     : {limit:>10.0} rows/s  ({limit_secs:.1} s)");
+    if !statements.is_empty() {
+        println!("  PostgreSQL statements during our import (pg_stat_statements, by total time):");
+        for line in &statements {
+            println!("    {line}");
+        }
+    }
     println!(
         "{}",
         serde_json::json!({ "name": "import", "unit": "rows/s", "ours": ours.round(), "limit": limit.round(), "ratio": (ours / limit * 100.0).round() / 100.0, "peak_rss_mib": peak.round() })

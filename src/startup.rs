@@ -138,7 +138,7 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
     tracing::info!(%addr, url = %public, "Loopline is listening");
 
     tokio::spawn(watch_signals(shutdown.clone()));
-    tokio::spawn(warm_count_index(app.state.clone()));
+    tokio::spawn(warm_live_index(app.state.clone()));
     let worker = tokio::spawn(app.jobs.clone().run(shutdown.clone(), grace));
     let sender = tokio::spawn(app.sender.clone().run(shutdown.clone()));
     let served = serve(listener, app.router, shutdown.clone(), grace).await;
@@ -155,15 +155,15 @@ async fn run_on(db: &Database, config: Config, shutdown: CancellationToken) -> a
     served
 }
 
-/// Builds the segment count index in the background, so the first segment previews
-/// after a start are answered from memory too (until then they count in SQL).
-async fn warm_count_index(state: AppState) {
+/// Builds the live index in the background, so the first segment previews and searches
+/// after a start are answered from memory too (until then they go to SQL).
+async fn warm_live_index(state: AppState) {
     let built = async {
         let fields = crate::audience::segments::field_defs(&state.pool).await?;
-        state.count_index.build_now(&state.pool, &fields).await
+        state.live_index.build_now(&state.pool, &fields).await
     };
     if let Err(e) = built.await {
-        tracing::warn!(error = %e, "building the segment count index failed; counting in SQL");
+        tracing::warn!(error = %e, "building the live index failed; counting and searching in SQL");
     }
 }
 

@@ -2,7 +2,6 @@
 //! import and export. Every later capability reads, tags and segments it.
 
 pub mod bulk;
-pub mod count_index;
 pub mod data_requests;
 pub mod export;
 pub mod fields;
@@ -11,6 +10,7 @@ pub mod import;
 pub mod imports;
 pub mod lifecycle;
 pub mod links;
+pub mod live_index;
 pub mod segments;
 pub mod signup;
 pub mod subscribers;

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::{
-    count_index::CountIndex,
     fields::{FieldDef, FieldType},
     lifecycle::{Lifecycle, Stage},
+    live_index::LiveIndex,
     subscribers::Status,
 };
 use crate::{AppError, AppResult, Problem};
@@ -443,13 +443,13 @@ pub async fn count(pool: &PgPool, cond: &Condition, now: DateTime<Utc>) -> AppRe
 /// (the dashboard's live preview and saved-segment counts), else in SQL.
 pub async fn count_live(
     pool: &PgPool,
-    index: &CountIndex,
+    index: &LiveIndex,
     cond: &Condition,
     now: DateTime<Utc>,
 ) -> AppResult<i64> {
     let fields = field_defs(pool).await?;
     validate_fields(cond, &fields)?;
-    if let Some(n) = index.count(pool, cond, &fields).await? {
+    if let Some(n) = index.count(pool, cond, &fields).await {
         return Ok(i64::try_from(n).unwrap_or(i64::MAX));
     }
     count_validated(pool, cond, now, &fields).await

@@ -83,6 +83,81 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// The list's filters, compiled into one page query.
+struct Filters<'a> {
+    q: &'a ListQuery,
+    lifecycle: &'a Lifecycle,
+    fields: &'a [crate::audience::fields::FieldDef],
+    segment: Option<&'a segments::Condition>,
+    /// The search text, trimmed, without NUL (PostgreSQL text cannot hold it).
+    search: &'a str,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl Filters<'_> {
+    /// Newest first after `q.after`, at most `limit` rows. With `ids` (what the live
+    /// index found for the search), only those; without, the search is a `LIKE`.
+    fn query(&self, ids: Option<&[i64]>, limit: i64) -> QueryBuilder<Postgres> {
+        let q = self.q;
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+        let columns: Vec<String> = subscribers::COLUMNS
+            .split(',')
+            .map(|c| format!("s.{}", c.trim()))
+            .collect();
+        qb.push(columns.join(", "));
+        qb.push(" FROM subscribers s, (SELECT ");
+        qb.push_bind(self.now);
+        qb.push("::timestamptz AS now) p WHERE true");
+        let search = self.search;
+        match ids {
+            Some(ids) => {
+                qb.push(" AND s.id = ANY(");
+                qb.push_bind(ids.to_vec());
+                qb.push(")");
+            }
+            None if !search.is_empty() => {
+                qb.push(" AND (lower(s.email) LIKE ");
+                qb.push_bind(like_pattern(search));
+                qb.push(" OR lower(s.name) LIKE ");
+                qb.push_bind(like_pattern(search));
+                qb.push(")");
+            }
+            None => {}
+        }
+        if let Some(status) = Status::parse(&q.status) {
+            qb.push(" AND s.status = ");
+            qb.push_bind(status);
+        }
+        if let Ok(tag_id) = q.tag.parse::<i64>() {
+            qb.push(" AND s.tag_ids @> ARRAY[");
+            qb.push_bind(tag_id);
+            qb.push("::bigint]");
+        }
+        if let Some(stage) = Stage::parse(&q.stage) {
+            qb.push(" AND ");
+            qb.push(self.lifecycle.sql_condition(stage, "p.now"));
+        }
+        if let Some(cond) = self.segment {
+            let ctx = segments::Context {
+                fields: self.fields,
+                lifecycle: self.lifecycle,
+            };
+            qb.push(" AND ");
+            segments::push_condition(&mut qb, cond, &ctx);
+        }
+        if let Some(after) = q.after {
+            qb.push(" AND s.id < ");
+            qb.push_bind(after);
+        }
+        qb.push(" ORDER BY s.id DESC LIMIT ");
+        qb.push_bind(limit);
+        qb
+    }
+}
+
+/// How many matching ids a search hands to one page query at a time.
+const SEARCH_CHUNK: usize = 2000;
+
 pub async fn list(
     State(state): State<AppState>,
     Extension(s): Extension<Session>,
@@ -90,59 +165,71 @@ pub async fn list(
 ) -> AppResult<Html<String>> {
     let lifecycle = Lifecycle::load(&state.pool).await?;
     let now = state.clock.now();
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
-    let columns: Vec<String> = subscribers::COLUMNS
-        .split(',')
-        .map(|c| format!("s.{}", c.trim()))
-        .collect();
-    qb.push(columns.join(", "));
-    qb.push(" FROM subscribers s, (SELECT ");
-    qb.push_bind(now);
-    qb.push("::timestamptz AS now) p WHERE true");
-    let search = q.q.trim();
-    if !search.is_empty() {
-        qb.push(" AND (lower(s.email) LIKE ");
-        qb.push_bind(like_pattern(search));
-        qb.push(" OR lower(s.name) LIKE ");
-        qb.push_bind(like_pattern(search));
-        qb.push(")");
-    }
-    if let Some(status) = Status::parse(&q.status) {
-        qb.push(" AND s.status = ");
-        qb.push_bind(status);
-    }
-    if let Ok(tag_id) = q.tag.parse::<i64>() {
-        qb.push(" AND s.tag_ids @> ARRAY[");
-        qb.push_bind(tag_id);
-        qb.push("::bigint]");
-    }
-    if let Some(stage) = Stage::parse(&q.stage) {
-        qb.push(" AND ");
-        qb.push(lifecycle.sql_condition(stage, "p.now"));
-    }
-    if let Ok(segment_id) = q.segment.parse::<i64>() {
-        let seg = segments::get(&state.pool, segment_id)
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let fields = segments::field_defs(&state.pool).await?;
-        let ctx = segments::Context {
-            fields: &fields,
-            lifecycle: &lifecycle,
-        };
-        seg.definition
-            .0
-            .validate(&ctx)
-            .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))?;
-        qb.push(" AND ");
-        segments::push_condition(&mut qb, &seg.definition.0, &ctx);
-    }
-    if let Some(after) = q.after {
-        qb.push(" AND s.id < ");
-        qb.push_bind(after);
-    }
-    qb.push(" ORDER BY s.id DESC LIMIT ");
-    qb.push_bind(PAGE_SIZE + 1);
-    let mut found: Vec<Subscriber> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let fields = segments::field_defs(&state.pool).await?;
+    let segment = match q.segment.parse::<i64>() {
+        Ok(segment_id) => {
+            let seg = segments::get(&state.pool, segment_id)
+                .await?
+                .ok_or(AppError::NotFound)?;
+            let ctx = segments::Context {
+                fields: &fields,
+                lifecycle: &lifecycle,
+            };
+            seg.definition
+                .0
+                .validate(&ctx)
+                .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))?;
+            Some(seg.definition.0)
+        }
+        Err(_) => None,
+    };
+    let search = q.q.trim().replace('\0', "");
+    let search = search.as_str();
+    let filters = Filters {
+        q: &q,
+        lifecycle: &lifecycle,
+        fields: &fields,
+        segment: segment.as_ref(),
+        search,
+        now,
+    };
+    let matches = if search.is_empty() {
+        None
+    } else {
+        state.live_index.search(&state.pool, search, &fields).await
+    };
+    let mut found: Vec<Subscriber> = match matches {
+        // The live index found the matching ids: page through them newest first, a
+        // chunk at a time, with the other filters in SQL.
+        Some(ids) => {
+            let below = match q.after {
+                Some(after) => ids.partition_point(|&id| id < after),
+                None => ids.len(),
+            };
+            let mut ids = ids[..below].iter().rev().copied();
+            let mut found = Vec::new();
+            loop {
+                let chunk: Vec<i64> = ids.by_ref().take(SEARCH_CHUNK).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let mut qb = filters.query(Some(&chunk), PAGE_SIZE + 1 - found.len() as i64);
+                found.extend(
+                    qb.build_query_as::<Subscriber>()
+                        .fetch_all(&state.pool)
+                        .await?,
+                );
+                if found.len() as i64 > PAGE_SIZE {
+                    break;
+                }
+            }
+            found
+        }
+        None => {
+            let mut qb = filters.query(None, PAGE_SIZE + 1);
+            qb.build_query_as().fetch_all(&state.pool).await?
+        }
+    };
     let more = found.len() as i64 > PAGE_SIZE;
     found.truncate(PAGE_SIZE as usize);
     let next = if more {

@@ -75,7 +75,7 @@ pub struct StateInner {
     /// SES feedback is configured.
     pub sns: Option<Arc<crate::delivery::feedback::sns::Verifier>>,
     /// Answers the dashboard's segment counts from memory when it can.
-    pub count_index: crate::audience::count_index::CountIndex,
+    pub live_index: crate::audience::live_index::LiveIndex,
 }
 
 impl std::ops::Deref for AppState {
@@ -107,7 +107,7 @@ impl AppState {
             config,
             keys,
             throttle: LoginThrottle::default(),
-            count_index: Default::default(),
+            live_index: Default::default(),
         }))
     }
 

@@ -162,7 +162,7 @@ async fn page(
     let now = state.clock.now();
     let mut saved = Vec::new();
     for seg in segments::list(&state.pool).await? {
-        let n = segments::count_live(&state.pool, &state.count_index, &seg.definition.0, now)
+        let n = segments::count_live(&state.pool, &state.live_index, &seg.definition.0, now)
             .await
             .unwrap_or(-1);
         saved.push((seg.id, seg.name, n));
@@ -209,7 +209,7 @@ pub async fn preview(
     let input = parse_input(&form);
     match to_condition(&input) {
         Ok(cond) => {
-            match segments::count_live(&state.pool, &state.count_index, &cond, state.clock.now())
+            match segments::count_live(&state.pool, &state.live_index, &cond, state.clock.now())
                 .await
             {
                 Ok(n) => Ok(page(&state, &s, input, Some(n), vec![])

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use loopline::{
+    accounts::Role,
     audience::{
-        count_index::CountIndex,
+        live_index::LiveIndex,
         segments::{self, Condition, FieldOp, Match},
         subscribers::Status,
     },
@@ -185,7 +186,7 @@ async fn define_fields(pool: &PgPool) -> Vec<i64> {
 
 /// Compares the index with SQL on `n` random segments; every one must be answered by
 /// the index.
-async fn agree(pool: &PgPool, index: &CountIndex, rng: &mut Rng, tags: &[i64], n: usize) {
+async fn agree(pool: &PgPool, index: &LiveIndex, rng: &mut Rng, tags: &[i64], n: usize) {
     let fields = segments::field_defs(pool).await.unwrap();
     let now = chrono::Utc::now();
     for _ in 0..n {
@@ -196,7 +197,7 @@ async fn agree(pool: &PgPool, index: &CountIndex, rng: &mut Rng, tags: &[i64], n
                 .collect(),
         };
         let sql = segments::count(pool, &cond, now).await.unwrap();
-        let indexed = index.count(pool, &cond, &fields).await.unwrap();
+        let indexed = index.count(pool, &cond, &fields).await;
         assert_eq!(
             indexed,
             Some(sql as u64),
@@ -212,7 +213,7 @@ async fn the_index_counts_what_sql_counts_through_random_changes() {
     let tags = define_fields(&pool).await;
     let mut rng = Rng(0x5eed_1234_abcd_9876);
     insert(&pool, &mut rng, &tags, 300).await;
-    let index = CountIndex::with_margin(Duration::ZERO);
+    let index = LiveIndex::new();
     let fields = segments::field_defs(&pool).await.unwrap();
     index.build_now(&pool, &fields).await.unwrap();
     agree(&pool, &index, &mut rng, &tags, 120).await;
@@ -303,15 +304,19 @@ async fn a_transaction_open_during_a_catch_up_is_seen_by_the_next_one() {
         .await
         .unwrap();
     let fields = segments::field_defs(&pool).await.unwrap();
-    // No margin: only the horizon keeps the late commit from being missed.
-    let index = CountIndex::with_margin(Duration::ZERO);
+    let index = LiveIndex::new();
     index.build_now(&pool, &fields).await.unwrap();
     let active = Condition::Status { is: Status::Active };
     let count = || index.count(&pool, &active, &fields);
-    assert_eq!(count().await.unwrap(), Some(50));
+    assert_eq!(count().await, Some(50));
 
-    // A transaction starts and changes rows, stamped with its start time...
+    // A writer invisible to pg_stat_activity (as another role's session would be)
+    // starts a transaction and changes rows...
     let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL track_activities = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("UPDATE subscribers SET status = 'bounced' WHERE id IN (SELECT id FROM subscribers ORDER BY id LIMIT 3)")
         .execute(&mut *tx)
         .await
@@ -320,11 +325,107 @@ async fn a_transaction_open_during_a_catch_up_is_seen_by_the_next_one() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    // ...a catch-up runs while it is open (and cannot see it)...
-    assert_eq!(count().await.unwrap(), Some(50));
-    // ...then it commits, and the next catch-up must still find its stamps.
+    // ...catch-ups run while it is open (and cannot see it), and a later transaction
+    // commits first...
+    assert_eq!(count().await, Some(50));
+    sqlx::query("UPDATE subscribers SET status = 'unsubscribed' WHERE id = (SELECT id FROM subscribers ORDER BY id OFFSET 10 LIMIT 1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count().await, Some(49));
+    // ...then it commits, and the next catch-up finds its changes.
     tx.commit().await.unwrap();
-    assert_eq!(count().await.unwrap(), Some(46));
+    assert_eq!(count().await, Some(45));
+}
+
+/// Values PostgreSQL reads differently from a quick `f64` or `lower()`, written by
+/// someone other than the app: the index must count them as SQL does, or leave the
+/// count to SQL — never give another number, never fail.
+#[tokio::test]
+async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
+    let (pool, _) = fresh_database().await;
+    define_fields(&pool).await;
+    let fields = segments::field_defs(&pool).await.unwrap();
+    let field = |key: &str, op, value: &str| Condition::Field {
+        key: key.into(),
+        op,
+        value: value.into(),
+    };
+    let cases: [(&str, Vec<Condition>); 5] = [
+        // Underflows to 0 in an f64; exact in numeric.
+        (
+            r#"{"orders": 1e-400}"#,
+            vec![
+                field("orders", FieldOp::Is, "0"),
+                field("orders", FieldOp::LessThan, "1e-300"),
+                field("orders", FieldOp::GreaterThan, "-1e-300"),
+            ],
+        ),
+        // More digits than an f64 keeps, written as a JSON number.
+        (
+            r#"{"orders": 0.1000000000000000001}"#,
+            vec![
+                field("orders", FieldOp::Is, "0.1"),
+                field("orders", FieldOp::GreaterThan, "0.1"),
+            ],
+        ),
+        // Beyond the f64 range.
+        (
+            r#"{"orders": 1e400, "vip": true}"#,
+            vec![
+                field("vip", FieldOp::Is, "true"),
+                field("orders", FieldOp::IsSet, ""),
+            ],
+        ),
+        // A title-case letter, which lower() in the C locale leaves alone.
+        (
+            r#"{"city": "ǅakovo"}"#,
+            vec![
+                field("city", FieldOp::Is, "ǆakovo"),
+                field("city", FieldOp::Contains, "ǅ"),
+                field("city", FieldOp::IsNot, "x"),
+            ],
+        ),
+        (
+            r#"{"joined": "2024-3-5"}"#,
+            vec![field("joined", FieldOp::Is, "2024-03-05")],
+        ),
+    ];
+    for (i, (value, conditions)) in cases.iter().enumerate() {
+        sqlx::query("INSERT INTO subscribers (email, status, fields, created_at) VALUES ($1, 'active', $2::jsonb, now())")
+            .bind(format!("odd{i}@example.kr"))
+            .bind(value)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO subscribers (email, status, fields, created_at) VALUES ($1, 'active', '{\"orders\": 0.1, \"city\": \"x\"}', now())")
+            .bind(format!("plain{i}@example.kr"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Built before and caught up after the value arrives: both paths.
+        let index = LiveIndex::new();
+        for built_after in [false, true] {
+            if built_after {
+                index.build_now(&pool, &fields).await.unwrap();
+            }
+            for cond in conditions {
+                let sql = segments::count(&pool, cond, chrono::Utc::now())
+                    .await
+                    .unwrap();
+                let indexed = index.count(&pool, cond, &fields).await;
+                assert!(
+                    indexed.is_none_or(|n| n == sql as u64),
+                    "{value}: {} index {indexed:?}, SQL {sql}",
+                    serde_json::to_string(cond).unwrap()
+                );
+            }
+        }
+        sqlx::query("DELETE FROM subscribers")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -334,7 +435,7 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
     let mut rng = Rng(99);
     insert(&pool, &mut rng, &tags, 40).await;
     let fields = segments::field_defs(&pool).await.unwrap();
-    let index = CountIndex::with_margin(Duration::ZERO);
+    let index = LiveIndex::new();
     index.build_now(&pool, &fields).await.unwrap();
     let field = |key: &str, op, value: &str| Condition::Field {
         key: key.into(),
@@ -347,32 +448,26 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
         days: 7,
         negate: false,
     };
-    assert_eq!(index.count(&pool, &opened, &fields).await.unwrap(), None);
+    assert_eq!(index.count(&pool, &opened, &fields).await, None);
 
     // A value whose comparison an f64 or a locale-free lower() cannot reproduce.
     let orders = field("orders", FieldOp::GreaterThan, "5");
-    assert!(
-        index
-            .count(&pool, &orders, &fields)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(index.count(&pool, &orders, &fields).await.is_some());
     sqlx::query("UPDATE subscribers SET fields = fields || '{\"orders\": 12345678901234567}' WHERE id = (SELECT min(id) FROM subscribers)")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(index.count(&pool, &orders, &fields).await.unwrap(), None);
+    assert_eq!(index.count(&pool, &orders, &fields).await, None);
     let city = field("city", FieldOp::Is, "seoul");
-    assert!(index.count(&pool, &city, &fields).await.unwrap().is_some());
+    assert!(index.count(&pool, &city, &fields).await.is_some());
     sqlx::query("UPDATE subscribers SET fields = fields || '{\"city\": \"Évry\"}' WHERE id = (SELECT max(id) FROM subscribers)")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(index.count(&pool, &city, &fields).await.unwrap(), None);
+    assert_eq!(index.count(&pool, &city, &fields).await, None);
     // Other fields are still answered, and the odd row stops counting once it is fixed.
     let vip = field("vip", FieldOp::Is, "true");
-    assert!(index.count(&pool, &vip, &fields).await.unwrap().is_some());
+    assert!(index.count(&pool, &vip, &fields).await.is_some());
     sqlx::query("UPDATE subscribers SET fields = fields || '{\"city\": \"Evry\"}' WHERE id = (SELECT max(id) FROM subscribers)")
         .execute(&pool)
         .await
@@ -380,10 +475,7 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
     let sql = segments::count(&pool, &city, chrono::Utc::now())
         .await
         .unwrap();
-    assert_eq!(
-        index.count(&pool, &city, &fields).await.unwrap(),
-        Some(sql as u64)
-    );
+    assert_eq!(index.count(&pool, &city, &fields).await, Some(sql as u64));
 
     // A new field definition: the index is rebuilt (SQL meanwhile), then answers again.
     sqlx::query("INSERT INTO custom_fields (key, label, type) VALUES ('score', 'Score', 'number')")
@@ -392,10 +484,10 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
         .unwrap();
     let fields = segments::field_defs(&pool).await.unwrap();
     let score = field("score", FieldOp::IsNotSet, "");
-    assert_eq!(index.count(&pool, &score, &fields).await.unwrap(), None);
+    assert_eq!(index.count(&pool, &score, &fields).await, None);
     let mut answered = None;
     for _ in 0..200 {
-        answered = index.count(&pool, &score, &fields).await.unwrap();
+        answered = index.count(&pool, &score, &fields).await;
         if answered.is_some() {
             break;
         }
@@ -428,11 +520,11 @@ async fn the_dashboard_preview_counts_from_the_index_once_built() {
     let sql = segments::count(&app.pool, &cond, now).await.unwrap();
     let fields = segments::field_defs(&app.pool).await.unwrap();
     app.state
-        .count_index
+        .live_index
         .build_now(&app.pool, &fields)
         .await
         .unwrap();
-    let live = segments::count_live(&app.pool, &app.state.count_index, &cond, now)
+    let live = segments::count_live(&app.pool, &app.state.live_index, &cond, now)
         .await
         .unwrap();
     assert_eq!(live, sql);
@@ -442,8 +534,171 @@ async fn the_dashboard_preview_counts_from_the_index_once_built() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let live = segments::count_live(&app.pool, &app.state.count_index, &cond, now)
+    let live = segments::count_live(&app.pool, &app.state.live_index, &cond, now)
         .await
         .unwrap();
     assert_eq!(live, sql + 1);
+}
+
+/// What the list's SQL search selects, as ids.
+async fn sql_search(pool: &PgPool, needle: &str) -> Vec<i64> {
+    let escaped = needle
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    sqlx::query_scalar(
+        "SELECT id FROM subscribers WHERE lower(email) LIKE $1 OR lower(name) LIKE $1 ORDER BY id",
+    )
+    .bind(format!("%{escaped}%"))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn search_finds_what_sql_finds_through_renames_and_deletes() {
+    let (pool, _) = fresh_database().await;
+    define_fields(&pool).await;
+    let people = [
+        ("hong@example.kr", "홍길동"),
+        ("gildong.hong@mail.example.com", "Hong Gil-dong"),
+        ("kim_50%@example.kr", "김철수"),
+        ("LEE@Example.COM", "이영희 Lee"),
+        ("park@example.org", ""),
+        ("100_percent@example.kr", "Percent 50% Off"),
+    ];
+    for (email, name) in people {
+        sqlx::query("INSERT INTO subscribers (email, name, status, created_at) VALUES ($1, $2, 'active', now())")
+            .bind(email)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let mut rng = Rng(3);
+    for _ in 0..300 {
+        let k = rng.below(100_000);
+        sqlx::query("INSERT INTO subscribers (email, name, created_at) VALUES ($1, $2, now())")
+            .bind(format!("user{k}@example.net"))
+            .bind(format!("구독자 {k}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let fields = segments::field_defs(&pool).await.unwrap();
+    let index = LiveIndex::new();
+    index.build_now(&pool, &fields).await.unwrap();
+    let needles = [
+        "hong",
+        "HONG",
+        "길동",
+        "example.kr",
+        "_",
+        "%",
+        "50%",
+        "lee",
+        "이영희",
+        "@",
+        "user1",
+        "구독자 4",
+        "nobody",
+        "m@e",
+    ];
+    let check = |round: &'static str| {
+        let (pool, index, fields) = (&pool, &index, &fields);
+        async move {
+            for needle in needles {
+                let found = index.search(pool, needle, fields).await.unwrap();
+                assert_eq!(found, sql_search(pool, needle).await, "{round}: {needle:?}");
+            }
+        }
+    };
+    check("built").await;
+    // NUL never matches (the list strips it before searching).
+    assert!(
+        index
+            .search(&pool, "kr\0x", &fields)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        index.search(&pool, "홍길동", &fields).await.unwrap().len(),
+        1
+    );
+
+    // Renames (new entries, old ones dead), deletes, and enough churn to compact.
+    sqlx::query("UPDATE subscribers SET email = 'renamed@example.kr', name = '새이름' WHERE email = 'hong@example.kr'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM subscribers WHERE email LIKE 'LEE%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for i in 0..40 {
+        sqlx::query("UPDATE subscribers SET name = name || $1 WHERE email LIKE 'user%'")
+            .bind(format!(" {i}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        index.search(&pool, "x", &fields).await.unwrap();
+    }
+    check("after changes").await;
+    assert_eq!(
+        index.search(&pool, "새이름", &fields).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_list_searches_through_the_index_page_by_page_with_other_filters() {
+    let app = TestApp::spawn().await;
+    // 2,300 matching addresses (more than one chunk of ids), every third one bounced.
+    sqlx::query(
+        "INSERT INTO subscribers (email, name, status, created_at)
+         SELECT 'match' || i || '@example.kr', '매치 ' || i,
+                CASE WHEN i % 3 = 0 THEN 'bounced' ELSE 'active' END::subscriber_status, now()
+         FROM generate_series(1, 2300) i",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO subscribers (email, name, created_at) SELECT 'other' || i || '@example.kr', '', now() FROM generate_series(1, 500) i")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let fields = segments::field_defs(&app.pool).await.unwrap();
+    app.state
+        .live_index
+        .build_now(&app.pool, &fields)
+        .await
+        .unwrap();
+    // A match added after the build is found too (the search catches up first).
+    sqlx::query("INSERT INTO subscribers (email, name, status, created_at) VALUES ('late@example.kr', '매치 늦게', 'bounced', now())")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let (viewer, _) = app.signed_in(Role::Viewer).await;
+    let mut path = "/audience?q=%EB%A7%A4%EC%B9%98&status=bounced".to_string(); // "매치"
+    let mut seen = Vec::new();
+    loop {
+        let page = viewer.page(&path).await;
+        seen.extend(page.select("#subscribers-table td.email"));
+        match page.attr("#next-page", "href") {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    let expected: Vec<String> = sqlx::query_scalar(
+        "SELECT email FROM subscribers WHERE lower(name) LIKE '%매치%' AND status = 'bounced' ORDER BY id DESC",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(expected.len(), 767);
+    assert_eq!(seen, expected);
+    assert_eq!(seen[0], "late@example.kr");
 }

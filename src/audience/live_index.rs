@@ -1,0 +1,890 @@
+//! The live index: what the dashboard asks of a million subscribers at typing speed —
+//! segment counts (status, tags, custom fields) and the list's search by part of an
+//! address or name — held in memory as bitmaps, typed columns and one lower-cased text
+//! buffer, so each answer takes milliseconds instead of a pass over the table.
+//!
+//! PostgreSQL stays the only source of truth, and recipients are always selected there
+//! (`segments::push_condition`); the index only counts and finds ids. Before each answer
+//! it catches up with every change committed so far, exactly, whoever made it:
+//!
+//! - a record change stamps the row's `change_xid` with the writing transaction's id
+//!   (trigger or column default), and a removed subscriber leaves a row in
+//!   `subscriber_removals` stamped the same way;
+//! - the index remembers the snapshot (`pg_current_snapshot()`) its build or last
+//!   catch-up read under; the next catch-up, in a repeatable-read transaction, reads the
+//!   rows stamped by transactions that snapshot did not see (`pg_visible_in_snapshot`),
+//!   from the snapshot's `xmin` up through an index on `change_xid`.
+//!
+//! A count whose conditions the index does not hold (lifecycle stage and engagement,
+//! which move with every open and click; events) or whose field holds a value the index
+//! cannot read exactly as PostgreSQL would (a numeric string with more digits than an
+//! `f64` keeps, a text with cased non-ASCII letters, where `lower()` depends on the
+//! database's locale) returns `None`, and the caller counts in SQL. So does every answer
+//! while the index is being built, while another request is catching it up, or after a
+//! database error (logged; the index is rebuilt). Search
+//! lower-cases with Unicode rules (the SQL fallback with the database's). The tests in
+//! `tests/it/live_index.rs` check the index against SQL on random segments and changes.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::NaiveDate;
+use futures_util::TryStreamExt;
+use roaring::RoaringBitmap;
+use serde_json::value::RawValue;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{
+    fields::{FieldDef, FieldType},
+    segments::{Condition, FieldOp, Match},
+    subscribers::Status,
+};
+
+/// An index this old is rebuilt in the background (it keeps serving meanwhile): the
+/// rebuild drops what removed rows left behind.
+const REFRESH_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Removal rows are kept this long; an index not caught up for half of it is rebuilt.
+const REMOVALS_KEPT_HOURS: i64 = 24;
+const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// After a failed build or catch-up, SQL answers for this long before the next try.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
+/// After the audience outgrew the index (more than 4 GiB of addresses and names).
+const RETRY_OUTGROWN: Duration = Duration::from_secs(60 * 60);
+
+/// One per process, shared by every request.
+#[derive(Clone, Default)]
+pub struct LiveIndex {
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    index: Option<Index>,
+    building: bool,
+    pruned: Option<Instant>,
+    /// No build is tried before then (after a failure, or when the audience outgrew the
+    /// index).
+    paused_until: Option<Instant>,
+}
+
+impl LiveIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many subscribers `cond` selects, from the index caught up with every committed
+    /// change; `None` when the index cannot answer (see the module docs). `cond` must
+    /// have been validated against `fields`. Starts a build when there is no index yet.
+    pub async fn count(&self, pool: &PgPool, cond: &Condition, fields: &[FieldDef]) -> Option<u64> {
+        if !held(cond, fields) {
+            return None;
+        }
+        self.caught_up(pool, fields, |ix| ix.eval(cond).map(|b| b.len()))
+            .await
+            .flatten()
+    }
+
+    /// The ids, ascending, of subscribers whose address or name contains `needle`,
+    /// ignoring case (what `lower(email) LIKE '%…%' OR lower(name) LIKE '%…%'` selects),
+    /// caught up like [`LiveIndex::count`]; `None` when the index cannot answer.
+    pub async fn search(
+        &self,
+        pool: &PgPool,
+        needle: &str,
+        fields: &[FieldDef],
+    ) -> Option<Vec<i64>> {
+        self.caught_up(pool, fields, |ix| ix.search(needle)).await
+    }
+
+    /// Runs `answer` on the index after catching it up; `None` while there is no index
+    /// (a build is started) or another request is catching it up (not waited for).
+    async fn caught_up<R>(
+        &self,
+        pool: &PgPool,
+        fields: &[FieldDef],
+        answer: impl FnOnce(&Index) -> R,
+    ) -> Option<R> {
+        let mut slot = self.slot.try_lock().ok()?;
+        if slot.index.as_ref().is_some_and(|ix| ix.too_large) {
+            slot.index = None;
+            slot.paused_until = Some(Instant::now() + RETRY_OUTGROWN);
+        }
+        let layout = Layout::of(fields);
+        let stale = slot.index.as_ref().is_some_and(|ix| {
+            ix.layout != layout
+                || ix.caught_up.elapsed()
+                    > Duration::from_secs(REMOVALS_KEPT_HOURS as u64 * 3600 / 2)
+        });
+        if stale {
+            slot.index = None;
+        }
+        let refresh = slot
+            .index
+            .as_ref()
+            .is_some_and(|ix| ix.built.elapsed() > REFRESH_AFTER);
+        let paused = slot.paused_until.is_some_and(|t| Instant::now() < t);
+        if (slot.index.is_none() || refresh) && !slot.building && !paused {
+            slot.building = true;
+            let (me, pool, fields) = (self.clone(), pool.clone(), fields.to_vec());
+            tokio::spawn(async move {
+                let built = Index::build(&pool, &fields).await;
+                let mut slot = me.slot.lock().await;
+                slot.building = false;
+                match built {
+                    Ok(ix) => slot.index = Some(ix),
+                    Err(e) => {
+                        slot.paused_until = Some(Instant::now() + RETRY_FAILED);
+                        tracing::warn!(error = %e, "building the live index failed; counting and searching in SQL");
+                    }
+                }
+            });
+        }
+        if slot.pruned.is_none_or(|p| p.elapsed() > PRUNE_EVERY) {
+            slot.pruned = Some(Instant::now());
+            let pruned = sqlx::query("DELETE FROM subscriber_removals WHERE removed_at < now() - make_interval(hours => $1)")
+                .bind(REMOVALS_KEPT_HOURS as i32)
+                .execute(pool)
+                .await;
+            if let Err(e) = pruned {
+                tracing::warn!(error = %e, "pruning subscriber_removals failed");
+            }
+        }
+        let ix = slot.index.as_mut()?;
+        if let Err(e) = ix.catch_up(pool).await {
+            tracing::warn!(error = %e, "catching up the live index failed; answering in SQL");
+            slot.index = None;
+            slot.paused_until = Some(Instant::now() + RETRY_FAILED);
+            return None;
+        }
+        if ix.too_large {
+            return None;
+        }
+        Some(answer(ix))
+    }
+
+    /// Builds the index now and waits for it: for a server that should answer its first
+    /// counts from the index, and for tests and benchmarks.
+    pub async fn build_now(&self, pool: &PgPool, fields: &[FieldDef]) -> sqlx::Result<()> {
+        self.slot.lock().await.building = true;
+        let built = Index::build(pool, fields).await;
+        let mut slot = self.slot.lock().await;
+        slot.building = false;
+        slot.index = Some(built?);
+        slot.paused_until = None;
+        Ok(())
+    }
+}
+
+/// Whether every condition of the tree is of a kind the index holds.
+fn held(cond: &Condition, fields: &[FieldDef]) -> bool {
+    match cond {
+        Condition::Group { conditions, .. } => conditions.iter().all(|c| held(c, fields)),
+        Condition::Status { .. } | Condition::Tag { .. } => true,
+        Condition::Field { key, .. } => fields.iter().any(|f| &f.key == key),
+        _ => false,
+    }
+}
+
+/// The field keys and types an index was built for; a change means a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layout(Vec<(String, FieldType)>);
+
+impl Layout {
+    fn of(fields: &[FieldDef]) -> Self {
+        let mut v: Vec<_> = fields
+            .iter()
+            .map(|f| (f.key.clone(), f.field_type))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Layout(v)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    email: String,
+    name: String,
+    status: Status,
+    tag_ids: Vec<i64>,
+    /// As text: numbers are read as PostgreSQL wrote them, not through an `f64`.
+    fields: String,
+}
+
+const NO_STATUS: u8 = u8::MAX;
+
+/// Rows live at dense positions (0, 1, …) in the order they were first seen; a removed
+/// row's position stays empty until the next rebuild.
+struct Index {
+    layout: Layout,
+    /// Whether `lower()` of ASCII letters is plain ASCII in this database (not in a
+    /// Turkish or Azerbaijani locale); text conditions go to SQL otherwise.
+    ascii_lower: bool,
+    /// The snapshot the last read was taken under (`pg_snapshot` text).
+    snapshot: String,
+    built: Instant,
+    caught_up: Instant,
+    too_large: bool,
+    positions: HashMap<i64, u32>,
+    ids: Vec<i64>,
+    live: RoaringBitmap,
+    status: [RoaringBitmap; 5],
+    row_status: Vec<u8>,
+    tags: HashMap<i64, RoaringBitmap>,
+    row_tags: Vec<Box<[i64]>>,
+    columns: HashMap<String, Column>,
+    text: SearchText,
+}
+
+/// Every live row's lower-cased address and name in one buffer, so a search is one
+/// SIMD substring scan. A changed row is appended again and its old entry left dead
+/// until a compaction.
+#[derive(Default)]
+struct SearchText {
+    /// `\0address\0name` per entry, entries one after another.
+    bytes: Vec<u8>,
+    /// (offset of the entry in `bytes`, position), in offset order.
+    entries: Vec<(u32, u32)>,
+    /// By position: the index of its live entry in `entries`, or `u32::MAX`.
+    row_entry: Vec<u32>,
+    dead_bytes: usize,
+}
+
+struct Column {
+    /// Rows where the key exists (`fields ? key`), even with a JSON null.
+    present: RoaringBitmap,
+    /// Rows whose value the index cannot judge exactly as PostgreSQL would.
+    odd: RoaringBitmap,
+    values: Values,
+}
+
+enum Values {
+    /// NaN: no value.
+    Number(Vec<f64>),
+    /// Days since 1970-01-01; `i32::MIN`: no value.
+    Date(Vec<i32>),
+    /// 0 false, 1 true, 2 no value.
+    Boolean(Vec<u8>),
+    /// An index into `texts` of the lower-cased value; `u32::MAX`: no value.
+    Text { rows: Vec<u32>, texts: Texts },
+}
+
+#[derive(Default)]
+struct Texts {
+    ids: HashMap<Box<str>, u32>,
+    all: Vec<Box<str>>,
+}
+
+impl Texts {
+    fn intern(&mut self, s: String) -> u32 {
+        if let Some(&id) = self.ids.get(s.as_str()) {
+            return id;
+        }
+        let id = self.all.len() as u32;
+        let s: Box<str> = s.into();
+        self.all.push(s.clone());
+        self.ids.insert(s, id);
+        id
+    }
+}
+
+/// One value as the index keeps it.
+enum Cell {
+    Absent,
+    Odd,
+    Number(f64),
+    Date(i32),
+    Boolean(bool),
+    Text(String),
+}
+
+fn read_cell(field_type: FieldType, raw: Option<&RawValue>, ascii_lower: bool) -> Cell {
+    let Some(raw) = raw else {
+        return Cell::Absent;
+    };
+    let raw = raw.get();
+    if raw == "null" {
+        return Cell::Absent;
+    }
+    let string = || serde_json::from_str::<String>(raw).ok();
+    let is_string = raw.starts_with('"');
+    match field_type {
+        FieldType::Number if is_string => string()
+            .and_then(|s| exact_number(s.trim()))
+            .map_or(Cell::Odd, Cell::Number),
+        FieldType::Number => exact_number(raw).map_or(Cell::Odd, Cell::Number),
+        FieldType::Date if is_string => string()
+            .and_then(|s| parse_date(&s))
+            .map_or(Cell::Odd, Cell::Date),
+        FieldType::Boolean => match raw {
+            "true" | "\"true\"" => Cell::Boolean(true),
+            "false" | "\"false\"" => Cell::Boolean(false),
+            _ => Cell::Odd,
+        },
+        FieldType::Text | FieldType::Choice if is_string && ascii_lower => string()
+            .and_then(|s| simple_lower(&s))
+            .map_or(Cell::Odd, Cell::Text),
+        _ => Cell::Odd,
+    }
+}
+
+/// A decimal with at most 15 significant digits and a normal `f64` value (or zero),
+/// which an `f64` orders and compares exactly as PostgreSQL's `numeric` does.
+fn exact_number(s: &str) -> Option<f64> {
+    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (body, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits_only = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
+        return None;
+    }
+    if let Some(e) = exponent {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        if e.is_empty() || e.len() > 3 || !digits_only(e) {
+            return None;
+        }
+    }
+    let significant = format!("{int}{frac}");
+    let significant = significant.trim_start_matches('0').trim_end_matches('0');
+    if significant.len() > 15 {
+        return None;
+    }
+    let f = s.parse::<f64>().ok()?;
+    // 1e-400 would read as 0, and subnormals lose digits.
+    (f.is_normal() || (f == 0.0 && significant.is_empty())).then_some(f)
+}
+
+/// `YYYY-M-D` exactly (what the app stores and PostgreSQL's `date` reads the same way).
+fn parse_date(s: &str) -> Option<i32> {
+    let mut parts = s.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |p: &str, lens: std::ops::RangeInclusive<usize>| {
+        lens.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+    };
+    // PostgreSQL has no year 0.
+    if parts.next().is_some()
+        || !digits(y, 4..=4)
+        || y == "0000"
+        || !digits(m, 1..=2)
+        || !digits(d, 1..=2)
+    {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    i32::try_from((date - epoch).num_days()).ok()
+}
+
+/// `lower(s)` when every letter is ASCII or has no case mapping at all (Hangul, digits,
+/// punctuation): then it does not depend on the database's locale (given
+/// `ascii_lower`).
+fn simple_lower(s: &str) -> Option<String> {
+    s.chars()
+        .all(|c| {
+            c.is_ascii()
+                || (c.to_lowercase().eq(std::iter::once(c))
+                    && c.to_uppercase().eq(std::iter::once(c)))
+        })
+        .then(|| s.to_ascii_lowercase())
+}
+
+fn status_slot(s: Status) -> usize {
+    match s {
+        Status::Unconfirmed => 0,
+        Status::Active => 1,
+        Status::Unsubscribed => 2,
+        Status::Bounced => 3,
+        Status::Complained => 4,
+    }
+}
+
+const ALL_ROWS: &str =
+    "SELECT id, email, name, status, tag_ids, fields::text AS fields FROM subscribers";
+/// Rows written by transactions the snapshot `$1` did not see.
+const CHANGED_ROWS: &str = "SELECT id, email, name, status, tag_ids, fields::text AS fields
+     FROM subscribers
+     WHERE change_xid >= pg_snapshot_xmin($1::pg_snapshot)
+       AND NOT pg_visible_in_snapshot(change_xid, $1::pg_snapshot)";
+const REMOVED: &str = "SELECT subscriber_id FROM subscriber_removals
+     WHERE xid >= pg_snapshot_xmin($1::pg_snapshot)
+       AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)";
+
+/// A read-only transaction whose statements all see one snapshot, and that snapshot.
+async fn snapshot_read(pool: &PgPool) -> sqlx::Result<(Transaction<'static, Postgres>, String)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok((tx, snapshot))
+}
+
+impl Index {
+    async fn build(pool: &PgPool, fields: &[FieldDef]) -> sqlx::Result<Self> {
+        let started = Instant::now();
+        let (mut tx, snapshot) = snapshot_read(pool).await?;
+        let ctype: String = sqlx::query_scalar("SELECT current_setting('lc_ctype')")
+            .fetch_one(&mut *tx)
+            .await?;
+        let ctype = ctype.to_ascii_lowercase();
+        let layout = Layout::of(fields);
+        let columns = layout
+            .0
+            .iter()
+            .map(|(key, t)| {
+                let values = match t {
+                    FieldType::Number => Values::Number(Vec::new()),
+                    FieldType::Date => Values::Date(Vec::new()),
+                    FieldType::Boolean => Values::Boolean(Vec::new()),
+                    FieldType::Text | FieldType::Choice => Values::Text {
+                        rows: Vec::new(),
+                        texts: Texts::default(),
+                    },
+                };
+                let column = Column {
+                    present: RoaringBitmap::new(),
+                    odd: RoaringBitmap::new(),
+                    values,
+                };
+                (key.clone(), column)
+            })
+            .collect();
+        let mut ix = Index {
+            layout,
+            ascii_lower: !(ctype.starts_with("tr") || ctype.starts_with("az")),
+            snapshot,
+            built: Instant::now(),
+            caught_up: Instant::now(),
+            too_large: false,
+            positions: HashMap::new(),
+            ids: Vec::new(),
+            live: RoaringBitmap::new(),
+            status: Default::default(),
+            row_status: Vec::new(),
+            tags: HashMap::new(),
+            row_tags: Vec::new(),
+            columns,
+            text: SearchText::default(),
+        };
+        {
+            let mut rows = sqlx::query_as::<_, Row>(ALL_ROWS).fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                ix.apply(row);
+            }
+        }
+        tx.commit().await?;
+        // Growth left up to half of the largest buffers unused.
+        ix.text.bytes.shrink_to_fit();
+        ix.text.entries.shrink_to_fit();
+        tracing::info!(
+            subscribers = ix.live.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "live index built"
+        );
+        Ok(ix)
+    }
+
+    async fn catch_up(&mut self, pool: &PgPool) -> sqlx::Result<()> {
+        let (mut tx, snapshot) = snapshot_read(pool).await?;
+        let changed: Vec<Row> = sqlx::query_as(CHANGED_ROWS)
+            .bind(&self.snapshot)
+            .fetch_all(&mut *tx)
+            .await?;
+        let removed: Vec<i64> = sqlx::query_scalar(REMOVED)
+            .bind(&self.snapshot)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        for row in changed {
+            self.apply(row);
+        }
+        for id in removed {
+            self.remove(id);
+        }
+        self.snapshot = snapshot;
+        self.caught_up = Instant::now();
+        Ok(())
+    }
+
+    /// The row's position, a new one for a new id.
+    fn position(&mut self, id: i64) -> u32 {
+        if let Some(&p) = self.positions.get(&id) {
+            return p;
+        }
+        let p = self.ids.len() as u32;
+        self.ids.push(id);
+        self.positions.insert(id, p);
+        self.row_status.push(NO_STATUS);
+        self.row_tags.push(Box::default());
+        self.text.row_entry.push(u32::MAX);
+        for c in self.columns.values_mut() {
+            match &mut c.values {
+                Values::Number(v) => v.push(f64::NAN),
+                Values::Date(v) => v.push(i32::MIN),
+                Values::Boolean(v) => v.push(2),
+                Values::Text { rows, .. } => rows.push(u32::MAX),
+            }
+        }
+        p
+    }
+
+    fn apply(&mut self, row: Row) {
+        if self.ids.len() >= u32::MAX as usize {
+            self.too_large = true;
+            return;
+        }
+        let p = self.position(row.id);
+        self.clear(p);
+        self.live.insert(p);
+        let s = status_slot(row.status);
+        self.status[s].insert(p);
+        self.row_status[p as usize] = s as u8;
+        for t in &row.tag_ids {
+            self.tags.entry(*t).or_default().insert(p);
+        }
+        self.row_tags[p as usize] = row.tag_ids.into_boxed_slice();
+        if !self.text.add(p, &row.email, &row.name) {
+            self.too_large = true;
+        }
+        // PostgreSQL wrote this text from jsonb; if it cannot be read, every field of the
+        // row is odd (counted in SQL).
+        let fields: Option<HashMap<&str, &RawValue>> = serde_json::from_str(&row.fields).ok();
+        for (key, t) in &self.layout.0 {
+            let Some(c) = self.columns.get_mut(key) else {
+                continue;
+            };
+            let Some(fields) = &fields else {
+                c.odd.insert(p);
+                continue;
+            };
+            let v = fields.get(key.as_str()).copied();
+            if v.is_some() {
+                c.present.insert(p);
+            }
+            let i = p as usize;
+            match (read_cell(*t, v, self.ascii_lower), &mut c.values) {
+                (Cell::Absent, _) => {}
+                (Cell::Number(x), Values::Number(v)) => v[i] = x,
+                (Cell::Date(x), Values::Date(v)) => v[i] = x,
+                (Cell::Boolean(x), Values::Boolean(v)) => v[i] = u8::from(x),
+                (Cell::Text(x), Values::Text { rows, texts }) => rows[i] = texts.intern(x),
+                _ => {
+                    c.odd.insert(p);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: i64) {
+        if let Some(p) = self.positions.remove(&id) {
+            self.clear(p);
+        }
+    }
+
+    /// Empties a position (the row is gone, or about to be written again).
+    fn clear(&mut self, p: u32) {
+        if !self.live.remove(p) {
+            return;
+        }
+        let i = p as usize;
+        if let Some(s) = self.status.get_mut(self.row_status[i] as usize) {
+            s.remove(p);
+        }
+        self.row_status[i] = NO_STATUS;
+        self.text.kill(p);
+        for t in std::mem::take(&mut self.row_tags[i]).iter() {
+            if let Some(b) = self.tags.get_mut(t) {
+                b.remove(p);
+            }
+        }
+        for c in self.columns.values_mut() {
+            c.present.remove(p);
+            c.odd.remove(p);
+            match &mut c.values {
+                Values::Number(v) => v[i] = f64::NAN,
+                Values::Date(v) => v[i] = i32::MIN,
+                Values::Boolean(v) => v[i] = 2,
+                Values::Text { rows, .. } => rows[i] = u32::MAX,
+            }
+        }
+    }
+
+    fn search(&self, needle: &str) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .text
+            .find(needle)
+            .iter()
+            .map(|p| self.ids[p as usize])
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The rows `cond` selects, or `None` when a condition cannot be judged here.
+    fn eval(&self, cond: &Condition) -> Option<RoaringBitmap> {
+        match cond {
+            Condition::Group {
+                r#match,
+                conditions,
+            } => {
+                let mut parts = conditions.iter().map(|c| self.eval(c));
+                match r#match {
+                    Match::All => {
+                        let mut acc = self.live.clone();
+                        for part in parts.by_ref() {
+                            acc &= part?;
+                        }
+                        Some(acc)
+                    }
+                    Match::Any => {
+                        let mut acc = RoaringBitmap::new();
+                        for part in parts {
+                            acc |= part?;
+                        }
+                        Some(acc)
+                    }
+                }
+            }
+            Condition::Status { is } => Some(self.status[status_slot(*is)].clone()),
+            Condition::Tag { tag_id, has } => {
+                let members = self.tags.get(tag_id).cloned().unwrap_or_default();
+                Some(if *has { members } else { &self.live - members })
+            }
+            Condition::Field { key, op, value } => self.eval_field(key, *op, value.trim()),
+            _ => None,
+        }
+    }
+
+    fn eval_field(&self, key: &str, op: FieldOp, value: &str) -> Option<RoaringBitmap> {
+        let c = self.columns.get(key)?;
+        if !c.odd.is_empty() {
+            return None;
+        }
+        if matches!(c.values, Values::Text { .. }) && !self.ascii_lower {
+            return None;
+        }
+        match op {
+            FieldOp::IsSet => return Some(c.present.clone()),
+            FieldOp::IsNotSet => return Some(&self.live - &c.present),
+            _ => {}
+        }
+        // `IsNot` is everyone `Is` does not select, rows without the value included (as
+        // `NOT coalesce(…, false)` in SQL).
+        let (op, negate) = match op {
+            FieldOp::IsNot => (FieldOp::Is, true),
+            op => (op, false),
+        };
+        let matches = match &c.values {
+            Values::Number(v) => {
+                let x = exact_number(value)?;
+                select(v, |&y| match op {
+                    FieldOp::GreaterThan => y > x,
+                    FieldOp::LessThan => y < x,
+                    _ => y == x,
+                })
+            }
+            Values::Date(v) => {
+                let x = parse_date(value)?;
+                select(v, |&y| {
+                    y != i32::MIN
+                        && match op {
+                            FieldOp::GreaterThan => y > x,
+                            FieldOp::LessThan => y < x,
+                            _ => y == x,
+                        }
+                })
+            }
+            Values::Boolean(v) => {
+                let x = match value {
+                    "true" => 1,
+                    "false" => 0,
+                    _ => return None,
+                };
+                select(v, |&y| y == x)
+            }
+            Values::Text { rows, texts } => {
+                let x = simple_lower(value)?;
+                let wanted: Vec<bool> = texts
+                    .all
+                    .iter()
+                    .map(|t| match op {
+                        FieldOp::Contains => t.contains(x.as_str()),
+                        FieldOp::Is => **t == *x,
+                        _ => false,
+                    })
+                    .collect();
+                select(rows, |&y| wanted.get(y as usize).copied().unwrap_or(false))
+            }
+        };
+        Some(if negate {
+            &self.live - matches
+        } else {
+            matches
+        })
+    }
+}
+
+impl SearchText {
+    /// Appends the row's entry (its old one goes dead); false when the buffer would
+    /// outgrow `u32` offsets.
+    fn add(&mut self, p: u32, email: &str, name: &str) -> bool {
+        self.kill(p);
+        if self.dead_bytes > (1 << 16) && self.dead_bytes > self.bytes.len() / 2 {
+            self.compact();
+        }
+        let offset = self.bytes.len();
+        self.bytes.push(0);
+        push_lower(&mut self.bytes, email);
+        self.bytes.push(0);
+        push_lower(&mut self.bytes, name);
+        let Ok(offset) = u32::try_from(offset) else {
+            self.bytes.truncate(offset);
+            return false;
+        };
+        if u32::try_from(self.bytes.len()).is_err() {
+            self.bytes.truncate(offset as usize);
+            return false;
+        }
+        self.row_entry[p as usize] = self.entries.len() as u32;
+        self.entries.push((offset, p));
+        true
+    }
+
+    fn kill(&mut self, p: u32) {
+        let Some(e) = self.row_entry.get_mut(p as usize) else {
+            return;
+        };
+        if *e == u32::MAX {
+            return;
+        }
+        let i = *e as usize;
+        *e = u32::MAX;
+        self.dead_bytes += self.entry_end(i) - self.entries[i].0 as usize;
+    }
+
+    fn entry_end(&self, i: usize) -> usize {
+        self.entries
+            .get(i + 1)
+            .map_or(self.bytes.len(), |e| e.0 as usize)
+    }
+
+    /// Rewrites the buffer with live entries only.
+    fn compact(&mut self) {
+        let old_bytes = std::mem::take(&mut self.bytes);
+        let old_entries = std::mem::take(&mut self.entries);
+        for (i, &(offset, p)) in old_entries.iter().enumerate() {
+            if self.row_entry[p as usize] != i as u32 {
+                continue;
+            }
+            let end = old_entries
+                .get(i + 1)
+                .map_or(old_bytes.len(), |e| e.0 as usize);
+            self.row_entry[p as usize] = self.entries.len() as u32;
+            self.entries.push((self.bytes.len() as u32, p));
+            self.bytes
+                .extend_from_slice(&old_bytes[offset as usize..end]);
+        }
+        self.dead_bytes = 0;
+    }
+
+    /// Positions of live entries containing `needle` (lower-cased) in the address or the
+    /// name.
+    fn find(&self, needle: &str) -> RoaringBitmap {
+        let mut lower = Vec::with_capacity(needle.len());
+        push_lower(&mut lower, needle);
+        let mut found = RoaringBitmap::new();
+        // The separator cannot be searched for, so a match never spans two values.
+        if lower.contains(&0) {
+            return found;
+        }
+        let finder = memchr::memmem::Finder::new(&lower);
+        let mut at = 0;
+        while let Some(hit) = finder.find(&self.bytes[at..]) {
+            let hit = at + hit;
+            // The entry holding the hit, then on to the next entry: one hit per row is
+            // enough.
+            let i = self.entries.partition_point(|e| e.0 as usize <= hit) - 1;
+            let (_, p) = self.entries[i];
+            if self.row_entry[p as usize] == i as u32 {
+                found.insert(p);
+            }
+            at = self.entry_end(i);
+            if at >= self.bytes.len() {
+                break;
+            }
+        }
+        found
+    }
+}
+
+fn push_lower(out: &mut Vec<u8>, s: &str) {
+    if s.is_ascii() {
+        out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
+    } else {
+        out.extend_from_slice(s.to_lowercase().as_bytes());
+    }
+}
+
+/// The positions whose value passes `keep`.
+fn select<T>(values: &[T], keep: impl Fn(&T) -> bool) -> RoaringBitmap {
+    let positions = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| keep(v))
+        .map(|(i, _)| i as u32);
+    // Ascending by construction.
+    RoaringBitmap::from_sorted_iter(positions).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_held_only_when_an_f64_compares_them_exactly() {
+        assert_eq!(exact_number("25"), Some(25.0));
+        assert_eq!(exact_number("-1.50"), Some(-1.5));
+        assert_eq!(exact_number("1e3"), Some(1000.0));
+        assert_eq!(exact_number(".5"), Some(0.5));
+        assert_eq!(exact_number("123456789012345"), Some(123456789012345.0));
+        assert_eq!(exact_number("1234567890123456"), None);
+        assert_eq!(exact_number("0.1234567890123456"), None);
+        for odd in [
+            "", ".", "abc", "1,000", "NaN", "Infinity", "1e", "1e1000", "--1",
+        ] {
+            assert_eq!(exact_number(odd), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn dates_are_held_only_in_the_stored_shape() {
+        assert_eq!(parse_date("1970-01-02"), Some(1));
+        assert_eq!(parse_date("2024-3-5"), parse_date("2024-03-05"));
+        for odd in [
+            "+2024-03-05",
+            "0000-01-01x",
+            "2024-02-30",
+            " 2024-03-05",
+            "2024/03/05",
+        ] {
+            assert_eq!(parse_date(odd), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn text_is_held_when_lower_does_not_depend_on_the_locale() {
+        assert_eq!(simple_lower("Seoul 서울").as_deref(), Some("seoul 서울"));
+        assert_eq!(simple_lower("홍길동"), Some("홍길동".into()));
+        assert_eq!(simple_lower("Émile"), None);
+        assert_eq!(simple_lower("straße"), None);
+        assert_eq!(simple_lower("ǅakovo"), None, "title case has a mapping");
+    }
+}
