@@ -228,8 +228,13 @@ struct Index {
     built: Instant,
     caught_up: Instant,
     too_large: bool,
-    positions: HashMap<i64, u32>,
+    /// Position → id.
     ids: Vec<i64>,
+    /// The positions the build assigned, ordered by id (binary-searched: a quarter of
+    /// a hash map's memory at a million rows)…
+    by_id: Vec<u32>,
+    /// …and the ids first seen by a catch-up since.
+    later: HashMap<i64, u32>,
     live: RoaringBitmap,
     status: [RoaringBitmap; 5],
     row_status: Vec<u8>,
@@ -464,8 +469,9 @@ impl Index {
             built: Instant::now(),
             caught_up: Instant::now(),
             too_large: false,
-            positions: HashMap::new(),
             ids: Vec::new(),
+            by_id: Vec::new(),
+            later: HashMap::new(),
             live: RoaringBitmap::new(),
             status: Default::default(),
             row_status: Vec::new(),
@@ -477,10 +483,14 @@ impl Index {
         {
             let mut rows = sqlx::query_as::<_, Row>(ALL_ROWS).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
-                ix.apply(row);
+                ix.apply(row, true);
             }
         }
         tx.commit().await?;
+        let mut by_id: Vec<u32> = (0..ix.ids.len() as u32).collect();
+        by_id.sort_unstable_by_key(|&p| ix.ids[p as usize]);
+        ix.by_id = by_id;
+        ix.later = HashMap::new();
         // Growth left up to half of the largest buffers unused.
         ix.text.bytes.shrink_to_fit();
         ix.text.entries.shrink_to_fit();
@@ -504,7 +514,7 @@ impl Index {
             .await?;
         tx.commit().await?;
         for row in changed {
-            self.apply(row);
+            self.apply(row, false);
         }
         for id in removed {
             self.remove(id);
@@ -514,14 +524,17 @@ impl Index {
         Ok(())
     }
 
-    /// The row's position, a new one for a new id.
-    fn position(&mut self, id: i64) -> u32 {
-        if let Some(&p) = self.positions.get(&id) {
+    /// The row's position, a new one for a new id (`first_read`: the build's scan, which
+    /// sees each id once).
+    fn position(&mut self, id: i64, first_read: bool) -> u32 {
+        if !first_read && let Some(p) = self.find(id) {
             return p;
         }
         let p = self.ids.len() as u32;
         self.ids.push(id);
-        self.positions.insert(id, p);
+        if !first_read {
+            self.later.insert(id, p);
+        }
         self.row_status.push(NO_STATUS);
         self.row_tags.push(Box::default());
         self.text.row_entry.push(u32::MAX);
@@ -536,12 +549,12 @@ impl Index {
         p
     }
 
-    fn apply(&mut self, row: Row) {
+    fn apply(&mut self, row: Row, first_read: bool) {
         if self.ids.len() >= u32::MAX as usize {
             self.too_large = true;
             return;
         }
-        let p = self.position(row.id);
+        let p = self.position(row.id, first_read);
         self.clear(p);
         self.live.insert(p);
         let s = status_slot(row.status);
@@ -584,9 +597,18 @@ impl Index {
     }
 
     fn remove(&mut self, id: i64) {
-        if let Some(p) = self.positions.remove(&id) {
+        if let Some(p) = self.find(id) {
             self.clear(p);
         }
+    }
+
+    fn find(&self, id: i64) -> Option<u32> {
+        let ids = &self.ids;
+        self.by_id
+            .binary_search_by_key(&id, |&p| ids[p as usize])
+            .ok()
+            .map(|i| self.by_id[i])
+            .or_else(|| self.later.get(&id).copied())
     }
 
     /// Empties a position (the row is gone, or about to be written again).
