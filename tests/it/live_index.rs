@@ -299,10 +299,7 @@ async fn a_transaction_open_during_a_catch_up_is_seen_by_the_next_one() {
     let tags = define_fields(&pool).await;
     let mut rng = Rng(77);
     insert(&pool, &mut rng, &tags, 50).await;
-    sqlx::query("UPDATE subscribers SET status = 'active'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(&pool, "UPDATE subscribers SET status = 'active'").await;
     let fields = segments::field_defs(&pool).await.unwrap();
     let index = LiveIndex::new();
     index.build_now(&pool, &fields).await.unwrap();
@@ -328,10 +325,7 @@ async fn a_transaction_open_during_a_catch_up_is_seen_by_the_next_one() {
     // ...catch-ups run while it is open (and cannot see it), and a later transaction
     // commits first...
     assert_eq!(count().await, Some(50));
-    sqlx::query("UPDATE subscribers SET status = 'unsubscribed' WHERE id = (SELECT id FROM subscribers ORDER BY id OFFSET 10 LIMIT 1)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(&pool, "UPDATE subscribers SET status = 'unsubscribed' WHERE id = (SELECT id FROM subscribers ORDER BY id OFFSET 10 LIMIT 1)").await;
     assert_eq!(count().await, Some(49));
     // ...then it commits, and the next catch-up finds its changes.
     tx.commit().await.unwrap();
@@ -346,11 +340,6 @@ async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
     let (pool, _) = fresh_database().await;
     define_fields(&pool).await;
     let fields = segments::field_defs(&pool).await.unwrap();
-    let field = |key: &str, op, value: &str| Condition::Field {
-        key: key.into(),
-        op,
-        value: value.into(),
-    };
     let cases: [(&str, Vec<Condition>); 5] = [
         // Underflows to 0 in an f64; exact in numeric.
         (
@@ -421,10 +410,7 @@ async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
                 );
             }
         }
-        sqlx::query("DELETE FROM subscribers")
-            .execute(&pool)
-            .await
-            .unwrap();
+        exec(&pool, "DELETE FROM subscribers").await;
     }
 }
 
@@ -437,11 +423,6 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
     let fields = segments::field_defs(&pool).await.unwrap();
     let index = LiveIndex::new();
     index.build_now(&pool, &fields).await.unwrap();
-    let field = |key: &str, op, value: &str| Condition::Field {
-        key: key.into(),
-        op,
-        value: value.into(),
-    };
 
     // Engagement moves with every open and click: SQL.
     let opened = Condition::Opened {
@@ -453,35 +434,27 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
     // A value whose comparison an f64 or a locale-free lower() cannot reproduce.
     let orders = field("orders", FieldOp::GreaterThan, "5");
     assert!(index.count(&pool, &orders, &fields).await.is_some());
-    sqlx::query("UPDATE subscribers SET fields = fields || '{\"orders\": 12345678901234567}' WHERE id = (SELECT min(id) FROM subscribers)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(&pool, "UPDATE subscribers SET fields = fields || '{\"orders\": 12345678901234567}' WHERE id = (SELECT min(id) FROM subscribers)").await;
     assert_eq!(index.count(&pool, &orders, &fields).await, None);
     let city = field("city", FieldOp::Is, "seoul");
     assert!(index.count(&pool, &city, &fields).await.is_some());
-    sqlx::query("UPDATE subscribers SET fields = fields || '{\"city\": \"Évry\"}' WHERE id = (SELECT max(id) FROM subscribers)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(&pool, "UPDATE subscribers SET fields = fields || '{\"city\": \"Évry\"}' WHERE id = (SELECT max(id) FROM subscribers)").await;
     assert_eq!(index.count(&pool, &city, &fields).await, None);
     // Other fields are still answered, and the odd row stops counting once it is fixed.
     let vip = field("vip", FieldOp::Is, "true");
     assert!(index.count(&pool, &vip, &fields).await.is_some());
-    sqlx::query("UPDATE subscribers SET fields = fields || '{\"city\": \"Evry\"}' WHERE id = (SELECT max(id) FROM subscribers)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(&pool, "UPDATE subscribers SET fields = fields || '{\"city\": \"Evry\"}' WHERE id = (SELECT max(id) FROM subscribers)").await;
     let sql = segments::count(&pool, &city, chrono::Utc::now())
         .await
         .unwrap();
     assert_eq!(index.count(&pool, &city, &fields).await, Some(sql as u64));
 
     // A new field definition: the index is rebuilt (SQL meanwhile), then answers again.
-    sqlx::query("INSERT INTO custom_fields (key, label, type) VALUES ('score', 'Score', 'number')")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(
+        &pool,
+        "INSERT INTO custom_fields (key, label, type) VALUES ('score', 'Score', 'number')",
+    )
+    .await;
     let fields = segments::field_defs(&pool).await.unwrap();
     let score = field("score", FieldOp::IsNotSet, "");
     assert_eq!(index.count(&pool, &score, &fields).await, None);
@@ -538,6 +511,18 @@ async fn the_dashboard_preview_counts_from_the_index_once_built() {
         .await
         .unwrap();
     assert_eq!(live, sql + 1);
+}
+
+async fn exec(pool: &PgPool, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+fn field(key: &str, op: FieldOp, value: &str) -> Condition {
+    Condition::Field {
+        key: key.into(),
+        op,
+        value: value.into(),
+    }
 }
 
 /// What the list's SQL search selects, as ids.
@@ -629,14 +614,8 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
     );
 
     // Renames (new entries, old ones dead), deletes, and enough churn to compact.
-    sqlx::query("UPDATE subscribers SET email = 'renamed@example.kr', name = '새이름' WHERE email = 'hong@example.kr'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM subscribers WHERE email LIKE 'LEE%'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    exec(&pool, "UPDATE subscribers SET email = 'renamed@example.kr', name = '새이름' WHERE email = 'hong@example.kr'").await;
+    exec(&pool, "DELETE FROM subscribers WHERE email LIKE 'LEE%'").await;
     for i in 0..40 {
         sqlx::query("UPDATE subscribers SET name = name || $1 WHERE email LIKE 'user%'")
             .bind(format!(" {i}"))
@@ -665,10 +644,7 @@ async fn the_list_searches_through_the_index_page_by_page_with_other_filters() {
     .execute(&app.pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO subscribers (email, name, created_at) SELECT 'other' || i || '@example.kr', '', now() FROM generate_series(1, 500) i")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    exec(&app.pool, "INSERT INTO subscribers (email, name, created_at) SELECT 'other' || i || '@example.kr', '', now() FROM generate_series(1, 500) i").await;
     let fields = segments::field_defs(&app.pool).await.unwrap();
     app.state
         .live_index
@@ -676,10 +652,7 @@ async fn the_list_searches_through_the_index_page_by_page_with_other_filters() {
         .await
         .unwrap();
     // A match added after the build is found too (the search catches up first).
-    sqlx::query("INSERT INTO subscribers (email, name, status, created_at) VALUES ('late@example.kr', '매치 늦게', 'bounced', now())")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    exec(&app.pool, "INSERT INTO subscribers (email, name, status, created_at) VALUES ('late@example.kr', '매치 늦게', 'bounced', now())").await;
 
     let (viewer, _) = app.signed_in(Role::Viewer).await;
     let mut path = "/audience?q=%EB%A7%A4%EC%B9%98&status=bounced".to_string(); // "매치"
