@@ -31,8 +31,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::NaiveDate;
-use futures_util::TryStreamExt;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::{FutureExt, TryStreamExt};
 use roaring::RoaringBitmap;
 use serde_json::value::RawValue;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -53,11 +53,35 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// After the audience outgrew the index (more than 4 GiB of addresses and names).
 const RETRY_OUTGROWN: Duration = Duration::from_secs(60 * 60);
+/// How long an answer waits for another request's catch-up before going to SQL.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+const MAX_CATCH_UP: usize = 200_000;
+
+/// Why a catch-up did not bring the index up to date.
+enum CatchUp {
+    Database(sqlx::Error),
+    /// Too long since the last read (removals may be pruned) or too many changes.
+    Rebuild(&'static str),
+}
+
+impl From<sqlx::Error> for CatchUp {
+    fn from(e: sqlx::Error) -> Self {
+        CatchUp::Database(e)
+    }
+}
 
 /// One per process, shared by every request.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LiveIndex {
     slot: Arc<tokio::sync::Mutex<Slot>>,
+    /// More changed rows than this since the last read: rebuild rather than catch up.
+    max_catch_up: usize,
+}
+
+impl Default for LiveIndex {
+    fn default() -> Self {
+        Self::with_catch_up_limit(MAX_CATCH_UP)
+    }
 }
 
 #[derive(Default)]
@@ -75,6 +99,14 @@ impl LiveIndex {
         Self::default()
     }
 
+    /// Tests use a small limit to reach the rebuild a bulk change causes.
+    pub fn with_catch_up_limit(max_catch_up: usize) -> Self {
+        LiveIndex {
+            slot: Arc::default(),
+            max_catch_up,
+        }
+    }
+
     /// How many subscribers `cond` selects, from the index caught up with every committed
     /// change; `None` when the index cannot answer (see the module docs). `cond` must
     /// have been validated against `fields`. Starts a build when there is no index yet.
@@ -88,37 +120,40 @@ impl LiveIndex {
     }
 
     /// The ids, ascending, of subscribers whose address or name contains `needle`,
-    /// ignoring case (what `lower(email) LIKE '%…%' OR lower(name) LIKE '%…%'` selects),
-    /// caught up like [`LiveIndex::count`]; `None` when the index cannot answer.
+    /// ignoring case (what `lower(email) LIKE '%…%' OR lower(name) LIKE '%…%'` selects)
+    /// and who pass `filter` as far as the index holds it (the caller applies every
+    /// filter in SQL too), caught up like [`LiveIndex::count`]; `None` when the index
+    /// cannot answer.
     pub async fn search(
         &self,
         pool: &PgPool,
         needle: &str,
+        filter: &SearchFilter<'_>,
         fields: &[FieldDef],
     ) -> Option<Vec<i64>> {
-        self.caught_up(pool, fields, |ix| ix.search(needle)).await
+        let segment = filter.segment.filter(|c| held(c, fields));
+        self.caught_up(pool, fields, |ix| ix.search(needle, filter, segment))
+            .await
     }
 
     /// Runs `answer` on the index after catching it up; `None` while there is no index
-    /// (a build is started) or another request is catching it up (not waited for).
+    /// (a build is started), or when another request has held it for longer than
+    /// [`LOCK_WAIT`].
     async fn caught_up<R>(
         &self,
         pool: &PgPool,
         fields: &[FieldDef],
         answer: impl FnOnce(&Index) -> R,
     ) -> Option<R> {
-        let mut slot = self.slot.try_lock().ok()?;
+        let mut slot = tokio::time::timeout(LOCK_WAIT, self.slot.lock())
+            .await
+            .ok()?;
         if slot.index.as_ref().is_some_and(|ix| ix.too_large) {
             slot.index = None;
             slot.paused_until = Some(Instant::now() + RETRY_OUTGROWN);
         }
         let layout = Layout::of(fields);
-        let stale = slot.index.as_ref().is_some_and(|ix| {
-            ix.layout != layout
-                || ix.caught_up.elapsed()
-                    > Duration::from_secs(REMOVALS_KEPT_HOURS as u64 * 3600 / 2)
-        });
-        if stale {
+        if slot.index.as_ref().is_some_and(|ix| ix.layout != layout) {
             slot.index = None;
         }
         let refresh = slot
@@ -130,33 +165,52 @@ impl LiveIndex {
             slot.building = true;
             let (me, pool, fields) = (self.clone(), pool.clone(), fields.to_vec());
             tokio::spawn(async move {
-                let built = Index::build(&pool, &fields).await;
+                // A panic in the build must not leave `building` set for good.
+                let built = std::panic::AssertUnwindSafe(Index::build(&pool, &fields))
+                    .catch_unwind()
+                    .await;
                 let mut slot = me.slot.lock().await;
                 slot.building = false;
                 match built {
-                    Ok(ix) => slot.index = Some(ix),
-                    Err(e) => {
+                    Ok(Ok(ix)) => slot.index = Some(ix),
+                    Ok(Err(e)) => {
                         slot.paused_until = Some(Instant::now() + RETRY_FAILED);
                         tracing::warn!(error = %e, "building the live index failed; counting and searching in SQL");
+                    }
+                    Err(_) => {
+                        slot.paused_until = Some(Instant::now() + RETRY_FAILED);
+                        tracing::error!(
+                            "building the live index panicked; counting and searching in SQL"
+                        );
                     }
                 }
             });
         }
         if slot.pruned.is_none_or(|p| p.elapsed() > PRUNE_EVERY) {
             slot.pruned = Some(Instant::now());
-            let pruned = sqlx::query("DELETE FROM subscriber_removals WHERE removed_at < now() - make_interval(hours => $1)")
-                .bind(REMOVALS_KEPT_HOURS as i32)
-                .execute(pool)
-                .await;
-            if let Err(e) = pruned {
-                tracing::warn!(error = %e, "pruning subscriber_removals failed");
-            }
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let pruned = sqlx::query("DELETE FROM subscriber_removals WHERE removed_at < now() - make_interval(hours => $1)")
+                    .bind(REMOVALS_KEPT_HOURS as i32)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = pruned {
+                    tracing::warn!(error = %e, "pruning subscriber_removals failed");
+                }
+            });
         }
         let ix = slot.index.as_mut()?;
-        if let Err(e) = ix.catch_up(pool).await {
-            tracing::warn!(error = %e, "catching up the live index failed; answering in SQL");
+        if let Err(e) = ix.catch_up(pool, self.max_catch_up).await {
+            // The next answer starts a build: at once to rebuild, after a pause when the
+            // database failed.
             slot.index = None;
-            slot.paused_until = Some(Instant::now() + RETRY_FAILED);
+            match e {
+                CatchUp::Database(e) => {
+                    tracing::warn!(error = %e, "catching up the live index failed; answering in SQL");
+                    slot.paused_until = Some(Instant::now() + RETRY_FAILED);
+                }
+                CatchUp::Rebuild(why) => tracing::info!(why, "the live index is rebuilt"),
+            }
             return None;
         }
         if ix.too_large {
@@ -176,6 +230,14 @@ impl LiveIndex {
         slot.paused_until = None;
         Ok(())
     }
+}
+
+/// The list's other filters, narrowing a search in memory.
+#[derive(Default)]
+pub struct SearchFilter<'a> {
+    pub status: Option<Status>,
+    pub tag: Option<i64>,
+    pub segment: Option<&'a Condition>,
 }
 
 /// Whether every condition of the tree is of a kind the index holds.
@@ -223,10 +285,11 @@ struct Index {
     /// Whether `lower()` of ASCII letters is plain ASCII in this database (not in a
     /// Turkish or Azerbaijani locale); text conditions go to SQL otherwise.
     ascii_lower: bool,
-    /// The snapshot the last read was taken under (`pg_snapshot` text).
+    /// The snapshot the last read was taken under (`pg_snapshot` text), and when (the
+    /// database's clock, the one removals are pruned by).
     snapshot: String,
+    read_at: DateTime<Utc>,
     built: Instant,
-    caught_up: Instant,
     too_large: bool,
     /// Position → id.
     ids: Vec<i64>,
@@ -317,8 +380,9 @@ fn read_cell(field_type: FieldType, raw: Option<&RawValue>, ascii_lower: bool) -
     let string = || serde_json::from_str::<String>(raw).ok();
     let is_string = raw.starts_with('"');
     match field_type {
+        // PostgreSQL's numeric input skips ASCII white space only.
         FieldType::Number if is_string => string()
-            .and_then(|s| exact_number(s.trim()))
+            .and_then(|s| exact_number(s.trim_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])))
             .map_or(Cell::Odd, Cell::Number),
         FieldType::Number => exact_number(raw).map_or(Cell::Odd, Cell::Number),
         FieldType::Date if is_string => string()
@@ -411,31 +475,38 @@ fn status_slot(s: Status) -> usize {
 
 const ALL_ROWS: &str =
     "SELECT id, email, name, status, tag_ids, fields::text AS fields FROM subscribers";
-/// Rows written by transactions the snapshot `$1` did not see.
+/// Rows written by transactions the snapshot `$1` did not see: those in progress when
+/// it was taken and those that started after (anything older was visible to it, or
+/// aborted). Written so the `change_xid` index serves both parts, whatever long
+/// transaction holds the snapshot's `xmin` back.
 const CHANGED_ROWS: &str = "SELECT id, email, name, status, tag_ids, fields::text AS fields
      FROM subscribers
-     WHERE change_xid >= pg_snapshot_xmin($1::pg_snapshot)
-       AND NOT pg_visible_in_snapshot(change_xid, $1::pg_snapshot)";
+     WHERE change_xid >= pg_snapshot_xmax($1::pg_snapshot)
+        OR change_xid = ANY(ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))";
 const REMOVED: &str = "SELECT subscriber_id FROM subscriber_removals
-     WHERE xid >= pg_snapshot_xmin($1::pg_snapshot)
-       AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)";
+     WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
+        OR xid = ANY(ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))";
 
-/// A read-only transaction whose statements all see one snapshot, and that snapshot.
-async fn snapshot_read(pool: &PgPool) -> sqlx::Result<(Transaction<'static, Postgres>, String)> {
+/// A read-only transaction whose statements all see one snapshot, that snapshot, and
+/// the database's clock.
+async fn snapshot_read(
+    pool: &PgPool,
+) -> sqlx::Result<(Transaction<'static, Postgres>, String, DateTime<Utc>)> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok((tx, snapshot))
+    let (snapshot, now): (String, DateTime<Utc>) =
+        sqlx::query_as("SELECT pg_current_snapshot()::text, now()")
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok((tx, snapshot, now))
 }
 
 impl Index {
     async fn build(pool: &PgPool, fields: &[FieldDef]) -> sqlx::Result<Self> {
         let started = Instant::now();
-        let (mut tx, snapshot) = snapshot_read(pool).await?;
+        let (mut tx, snapshot, read_at) = snapshot_read(pool).await?;
         let ctype: String = sqlx::query_scalar("SELECT current_setting('lc_ctype')")
             .fetch_one(&mut *tx)
             .await?;
@@ -466,8 +537,8 @@ impl Index {
             layout,
             ascii_lower: !(ctype.starts_with("tr") || ctype.starts_with("az")),
             snapshot,
+            read_at,
             built: Instant::now(),
-            caught_up: Instant::now(),
             too_large: false,
             ids: Vec::new(),
             by_id: Vec::new(),
@@ -502,25 +573,35 @@ impl Index {
         Ok(ix)
     }
 
-    async fn catch_up(&mut self, pool: &PgPool) -> sqlx::Result<()> {
-        let (mut tx, snapshot) = snapshot_read(pool).await?;
-        let changed: Vec<Row> = sqlx::query_as(CHANGED_ROWS)
-            .bind(&self.snapshot)
-            .fetch_all(&mut *tx)
-            .await?;
+    async fn catch_up(&mut self, pool: &PgPool, max_changes: usize) -> Result<(), CatchUp> {
+        let (mut tx, snapshot, read_at) = snapshot_read(pool).await?;
+        if read_at - self.read_at > chrono::Duration::hours(REMOVALS_KEPT_HOURS / 2) {
+            return Err(CatchUp::Rebuild("not caught up for hours"));
+        }
+        let mut changed = 0;
+        let previous = self.snapshot.clone();
+        {
+            let mut rows = sqlx::query_as::<_, Row>(CHANGED_ROWS)
+                .bind(&previous)
+                .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                changed += 1;
+                if changed > max_changes {
+                    return Err(CatchUp::Rebuild("many changes"));
+                }
+                self.apply(row, false);
+            }
+        }
         let removed: Vec<i64> = sqlx::query_scalar(REMOVED)
-            .bind(&self.snapshot)
+            .bind(&previous)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        for row in changed {
-            self.apply(row, false);
-        }
         for id in removed {
             self.remove(id);
         }
         self.snapshot = snapshot;
-        self.caught_up = Instant::now();
+        self.read_at = read_at;
         Ok(())
     }
 
@@ -639,13 +720,26 @@ impl Index {
         }
     }
 
-    fn search(&self, needle: &str) -> Vec<i64> {
-        let mut ids: Vec<i64> = self
-            .text
-            .find(needle)
-            .iter()
-            .map(|p| self.ids[p as usize])
-            .collect();
+    fn search(
+        &self,
+        needle: &str,
+        filter: &SearchFilter<'_>,
+        segment: Option<&Condition>,
+    ) -> Vec<i64> {
+        let mut found = self.text.find(needle);
+        if let Some(s) = filter.status {
+            found &= &self.status[status_slot(s)];
+        }
+        if let Some(t) = filter.tag {
+            match self.tags.get(&t) {
+                Some(members) => found &= members,
+                None => found.clear(),
+            }
+        }
+        if let Some(selected) = segment.and_then(|c| self.eval(c)) {
+            found &= selected;
+        }
+        let mut ids: Vec<i64> = found.iter().map(|p| self.ids[p as usize]).collect();
         ids.sort_unstable();
         ids
     }
@@ -851,8 +945,21 @@ fn push_lower(out: &mut Vec<u8>, s: &str) {
     if s.is_ascii() {
         out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
     } else {
-        out.extend_from_slice(s.to_lowercase().as_bytes());
+        out.extend_from_slice(fold_case(s).as_bytes());
     }
+}
+
+/// Lower case one character at a time, as PostgreSQL's `lower()` does where the locale
+/// knows the letter (no final-sigma rule; İ is i, not i + a combining dot): the search
+/// needle and the searched text fold the same way, and the SQL fallback binds the same
+/// folded needle.
+pub fn fold_case(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let lower = if c == '\u{130}' { 'i' } else { c };
+            lower.to_lowercase()
+        })
+        .collect()
 }
 
 /// The positions whose value passes `keep`.

@@ -22,7 +22,9 @@ use crate::{
     audience::{
         forms::{self, NewForm},
         lifecycle::{Lifecycle, Stage},
-        links, segments,
+        links,
+        live_index::{SearchFilter, fold_case},
+        segments,
         subscribers::{self, Event, Status, Subscriber},
         tags::{self, TagName, TagRow},
     },
@@ -75,8 +77,7 @@ struct ListPage {
 
 /// Escapes LIKE wildcards so a search for `50%` means the text "50%".
 fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .to_lowercase()
+    let escaped = fold_case(q)
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
@@ -196,11 +197,20 @@ pub async fn list(
     let matches = if search.is_empty() {
         None
     } else {
-        state.live_index.search(&state.pool, search, &fields).await
+        let filter = SearchFilter {
+            status: Status::parse(&q.status),
+            tag: q.tag.parse().ok(),
+            segment: segment.as_ref(),
+        };
+        state
+            .live_index
+            .search(&state.pool, search, &filter, &fields)
+            .await
     };
     let mut found: Vec<Subscriber> = match matches {
-        // The live index found the matching ids: page through them newest first, a
-        // chunk at a time, with the other filters in SQL.
+        // The live index found the matching ids (status, tag and segment applied as far
+        // as it holds them): page through them newest first, a chunk at a time, with
+        // every filter in SQL too (stage, and anything changed since).
         Some(ids) => {
             let below = match q.after {
                 Some(after) => ids.partition_point(|&id| id < after),

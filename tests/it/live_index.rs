@@ -8,7 +8,7 @@ use std::time::Duration;
 use loopline::{
     accounts::Role,
     audience::{
-        live_index::LiveIndex,
+        live_index::{LiveIndex, SearchFilter, fold_case},
         segments::{self, Condition, FieldOp, Match},
         subscribers::Status,
     },
@@ -527,8 +527,7 @@ fn field(key: &str, op: FieldOp, value: &str) -> Condition {
 
 /// What the list's SQL search selects, as ids.
 async fn sql_search(pool: &PgPool, needle: &str) -> Vec<i64> {
-    let escaped = needle
-        .to_lowercase()
+    let escaped = fold_case(needle)
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
@@ -594,7 +593,10 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
         let (pool, index, fields) = (&pool, &index, &fields);
         async move {
             for needle in needles {
-                let found = index.search(pool, needle, fields).await.unwrap();
+                let found = index
+                    .search(pool, needle, &SearchFilter::default(), fields)
+                    .await
+                    .unwrap();
                 assert_eq!(found, sql_search(pool, needle).await, "{round}: {needle:?}");
             }
         }
@@ -603,13 +605,17 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
     // NUL never matches (the list strips it before searching).
     assert!(
         index
-            .search(&pool, "kr\0x", &fields)
+            .search(&pool, "kr\0x", &SearchFilter::default(), &fields)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        index.search(&pool, "홍길동", &fields).await.unwrap().len(),
+        index
+            .search(&pool, "홍길동", &SearchFilter::default(), &fields)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 
@@ -622,11 +628,18 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
             .execute(&pool)
             .await
             .unwrap();
-        index.search(&pool, "x", &fields).await.unwrap();
+        index
+            .search(&pool, "x", &SearchFilter::default(), &fields)
+            .await
+            .unwrap();
     }
     check("after changes").await;
     assert_eq!(
-        index.search(&pool, "새이름", &fields).await.unwrap().len(),
+        index
+            .search(&pool, "새이름", &SearchFilter::default(), &fields)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -674,4 +687,57 @@ async fn the_list_searches_through_the_index_page_by_page_with_other_filters() {
     assert_eq!(expected.len(), 767);
     assert_eq!(seen, expected);
     assert_eq!(seen[0], "late@example.kr");
+}
+
+#[tokio::test]
+async fn search_folds_case_one_letter_at_a_time() {
+    let (pool, _) = fresh_database().await;
+    exec(&pool, "INSERT INTO subscribers (email, name, created_at) VALUES ('a@example.kr', 'İSTANBUL ΟΔΟΣ', now()), ('b@example.kr', 'Émile', now())").await;
+    let fields = segments::field_defs(&pool).await.unwrap();
+    let index = LiveIndex::new();
+    index.build_now(&pool, &fields).await.unwrap();
+    let found = |needle: &'static str| {
+        let (pool, index, fields) = (&pool, &index, &fields);
+        async move {
+            index
+                .search(pool, needle, &SearchFilter::default(), fields)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    // İ folds to i (not i + a combining dot), a final Σ to σ like any other.
+    assert_eq!(found("istanbul").await, 1);
+    assert_eq!(found("İstanbul").await, 1);
+    assert_eq!(found("οδοσ").await, 1);
+    assert_eq!(found("ΟΔΟΣ").await, 1);
+    assert_eq!(found("émile").await, 1);
+}
+
+#[tokio::test]
+async fn a_bulk_change_beyond_the_catch_up_limit_means_a_rebuild() {
+    let (pool, _) = fresh_database().await;
+    exec(&pool, "INSERT INTO subscribers (email, status, created_at) SELECT 'u' || i || '@example.kr', 'active', now() FROM generate_series(1, 30) i").await;
+    let fields = segments::field_defs(&pool).await.unwrap();
+    let index = LiveIndex::with_catch_up_limit(10);
+    index.build_now(&pool, &fields).await.unwrap();
+    let active = Condition::Status { is: Status::Active };
+    assert_eq!(index.count(&pool, &active, &fields).await, Some(30));
+    exec(
+        &pool,
+        "UPDATE subscribers SET status = 'bounced' WHERE id % 2 = 0",
+    )
+    .await;
+    // Fifteen changes: over the limit, so SQL answers while the index is rebuilt…
+    assert_eq!(index.count(&pool, &active, &fields).await, None);
+    // …and the rebuilt index has them.
+    let mut answered = None;
+    for _ in 0..200 {
+        answered = index.count(&pool, &active, &fields).await;
+        if answered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(answered, Some(15));
 }
