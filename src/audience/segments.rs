@@ -436,10 +436,11 @@ pub async fn field_defs(pool: &PgPool) -> sqlx::Result<Vec<FieldDef>> {
 /// How many subscribers match, now, counted in SQL (what recipients are selected by).
 pub async fn count(pool: &PgPool, cond: &Condition, now: DateTime<Utc>) -> AppResult<i64> {
     let fields = field_defs(pool).await?;
-    count_validated(pool, cond, now, &fields).await
+    validate_fields(cond, &fields)?;
+    count_in_sql(pool, cond, now, &fields).await
 }
 
-/// How many subscribers match, now: from the count index when it holds every condition
+/// How many subscribers match, now: from the live index when it holds every condition
 /// (the dashboard's live preview and saved-segment counts), else in SQL.
 pub async fn count_live(
     pool: &PgPool,
@@ -452,7 +453,7 @@ pub async fn count_live(
     if let Some(n) = index.count(pool, cond, &fields).await {
         return Ok(i64::try_from(n).unwrap_or(i64::MAX));
     }
-    count_validated(pool, cond, now, &fields).await
+    count_in_sql(pool, cond, now, &fields).await
 }
 
 fn validate_fields(cond: &Condition, fields: &[FieldDef]) -> AppResult<()> {
@@ -465,13 +466,13 @@ fn validate_fields(cond: &Condition, fields: &[FieldDef]) -> AppResult<()> {
         .map_err(|e| AppError::Unprocessable(Problem::Segment(e)))
 }
 
-async fn count_validated(
+/// Counts a validated `cond`.
+async fn count_in_sql(
     pool: &PgPool,
     cond: &Condition,
     now: DateTime<Utc>,
     fields: &[FieldDef],
 ) -> AppResult<i64> {
-    validate_fields(cond, fields)?;
     let lifecycle = Lifecycle::load(pool).await?;
     let ctx = Context {
         fields,

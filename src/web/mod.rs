@@ -74,7 +74,7 @@ pub struct StateInner {
     /// Checks SNS messages for `/webhooks/ses` (certificates cached per process), when
     /// SES feedback is configured.
     pub sns: Option<Arc<crate::delivery::feedback::sns::Verifier>>,
-    /// Answers the dashboard's segment counts from memory when it can.
+    /// Answers the dashboard's segment counts and list searches from memory when it can.
     pub live_index: crate::audience::live_index::LiveIndex,
 }
 

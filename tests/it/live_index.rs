@@ -458,15 +458,10 @@ async fn what_the_index_does_not_hold_is_counted_in_sql() {
     let fields = segments::field_defs(&pool).await.unwrap();
     let score = field("score", FieldOp::IsNotSet, "");
     assert_eq!(index.count(&pool, &score, &fields).await, None);
-    let mut answered = None;
-    for _ in 0..200 {
-        answered = index.count(&pool, &score, &fields).await;
-        if answered.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(answered, Some(40));
+    assert_eq!(
+        count_once_rebuilt(&index, &pool, &score, &fields).await,
+        Some(40)
+    );
 }
 
 #[tokio::test]
@@ -523,6 +518,23 @@ fn field(key: &str, op: FieldOp, value: &str) -> Condition {
         op,
         value: value.into(),
     }
+}
+
+/// The index's count once the rebuild it started in the background has landed (up to
+/// two seconds); `None` if it never does.
+async fn count_once_rebuilt(
+    index: &LiveIndex,
+    pool: &PgPool,
+    cond: &Condition,
+    fields: &[loopline::audience::fields::FieldDef],
+) -> Option<u64> {
+    for _ in 0..200 {
+        if let Some(n) = index.count(pool, cond, fields).await {
+            return Some(n);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
 
 /// What the list's SQL search selects, as ids.
@@ -731,13 +743,8 @@ async fn a_bulk_change_beyond_the_catch_up_limit_means_a_rebuild() {
     // Fifteen changes: over the limit, so SQL answers while the index is rebuilt…
     assert_eq!(index.count(&pool, &active, &fields).await, None);
     // …and the rebuilt index has them.
-    let mut answered = None;
-    for _ in 0..200 {
-        answered = index.count(&pool, &active, &fields).await;
-        if answered.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(answered, Some(15));
+    assert_eq!(
+        count_once_rebuilt(&index, &pool, &active, &fields).await,
+        Some(15)
+    );
 }
