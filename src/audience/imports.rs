@@ -274,9 +274,157 @@ pub async fn batch_tag_ids(
     super::tags::ensure_named(conn, &names).await
 }
 
-/// Applies one batch in the caller's transaction: stage with COPY, set aside suppressed
-/// addresses, insert the new, update the existing (never re-activating anyone who left),
-/// tag, log events, and record the report lines.
+/// A row's tag ids (its own and the import's), sorted, into `ids`.
+fn row_tag_ids(
+    ids: &mut Vec<i64>,
+    r: &StagedRow,
+    import_tags: &[String],
+    tag_ids: &std::collections::HashMap<String, i64>,
+) {
+    ids.clear();
+    ids.extend(
+        r.tags
+            .iter()
+            .chain(import_tags)
+            .filter_map(|t| tag_ids.get(t)),
+    );
+    ids.sort_unstable();
+    ids.dedup();
+}
+
+/// A row's tag ids as a COPY text array.
+fn push_tag_ids(
+    data: &mut String,
+    ids: &mut Vec<i64>,
+    r: &StagedRow,
+    import_tags: &[String],
+    tag_ids: &std::collections::HashMap<String, i64>,
+) {
+    use std::fmt::Write as _;
+    row_tag_ids(ids, r, import_tags, tag_ids);
+    data.push('{');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        let _ = write!(data, "{id}");
+    }
+    data.push('}');
+}
+
+/// A row's custom fields as JSON, serialized straight from the row into `json`.
+fn row_fields(json: &mut Vec<u8>, r: &StagedRow) -> sqlx::Result<()> {
+    json.clear();
+    serde_json::to_writer(&mut *json, &r.fields)
+        .map_err(|e| sqlx::Error::Protocol(format!("encoding fields: {e}")))
+}
+
+/// A row's custom fields as COPY text JSON.
+fn push_fields(data: &mut String, json: &mut Vec<u8>, r: &StagedRow) -> sqlx::Result<()> {
+    row_fields(json, r)?;
+    copy_escape(data, &String::from_utf8_lossy(json));
+    Ok(())
+}
+
+/// The common case of an import, addresses new to the list, without staging: the rows
+/// whose address is not suppressed go straight into `subscribers` by COPY (a multi-row
+/// heap insert, where `INSERT … ON CONFLICT` inserts speculatively row by row), in a
+/// savepoint. Returns how many were added, the rows left for the staged path (the
+/// suppressed, or the whole batch when the COPY failed, which is rolled back so nothing
+/// is half-applied) and whether it failed: an address already in the list, which the
+/// unique index reports as an error, so the staged path decides instead.
+async fn copy_new<'r>(
+    conn: &mut PgConnection,
+    import_id: i64,
+    import_tags: &[String],
+    tag_ids: &std::collections::HashMap<String, i64>,
+    rows: &'r [StagedRow],
+    now: DateTime<Utc>,
+) -> sqlx::Result<(i64, Vec<&'r StagedRow>, bool)> {
+    let hashes: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| super::subscribers::email_hash(&r.email))
+        .collect();
+    let found: Vec<i64> = sqlx::query_scalar(
+        "SELECT coalesce(array_agg(u.i), '{}') FROM unnest($1::bytea[]) WITH ORDINALITY AS u(h, i)
+         WHERE EXISTS (SELECT 1 FROM suppressions sp WHERE sp.email_hash = u.h)",
+    )
+    .bind(&hashes)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut staged = vec![false; rows.len()];
+    for i in found {
+        if let Some(s) = usize::try_from(i - 1).ok().and_then(|i| staged.get_mut(i)) {
+            *s = true;
+        }
+    }
+    let rest = |all: bool| -> Vec<&'r StagedRow> {
+        rows.iter()
+            .zip(&staged)
+            .filter(|&(_, &s)| all || s)
+            .map(|(r, _)| r)
+            .collect()
+    };
+    if staged.iter().all(|&s| s) {
+        return Ok((0, rest(true), false));
+    }
+
+    let source = format!("import:{import_id}");
+    let mut data = crate::db::copy::BinaryCopy::with_capacity(rows.len() * 256);
+    let (mut ids, mut json) = (Vec::new(), Vec::with_capacity(256));
+    for (r, _) in rows.iter().zip(&staged).filter(|&(_, &s)| !s) {
+        let status = status_sql(r.status);
+        let since = r.subscribed_at.unwrap_or(now);
+        row_tag_ids(&mut ids, r, import_tags, tag_ids);
+        row_fields(&mut json, r)?;
+        data.row(11);
+        data.text(&r.email);
+        data.text(&r.name);
+        data.text(status);
+        data.jsonb(&json);
+        data.int8_array(&ids);
+        data.text(&source);
+        data.timestamptz(since); // consent_at
+        data.text("import"); // consent_method
+        data.timestamptz_or_null((status == "active").then_some(since)); // confirmed_at
+        data.timestamptz_or_null((status == "unsubscribed").then_some(now)); // unsubscribed_at
+        data.timestamptz(since); // created_at
+    }
+    sqlx::query("SAVEPOINT import_copy")
+        .execute(&mut *conn)
+        .await?;
+    let copied = async {
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY subscribers (email, name, status, fields, tag_ids, source, consent_at, consent_method, confirmed_at, unsubscribed_at, created_at) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        copy.send(data.finish()).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(added) => {
+            sqlx::query("RELEASE SAVEPOINT import_copy")
+                .execute(&mut *conn)
+                .await?;
+            Ok((added as i64, rest(false), false))
+        }
+        Err(sqlx::Error::Database(e)) => {
+            tracing::debug!(import = import_id, error = %e, "an import batch is staged instead");
+            sqlx::query("ROLLBACK TO SAVEPOINT import_copy")
+                .execute(&mut *conn)
+                .await?;
+            Ok((0, rest(true), true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Applies one batch in the caller's transaction: new addresses straight in by COPY
+/// ([`copy_new`]); the rest staged with COPY: set aside suppressed addresses, insert the
+/// new, update the existing (never re-activating anyone who left), tag, log events, and
+/// record the report lines.
 #[allow(clippy::too_many_arguments)] // one batch's whole context, called from one place
 pub async fn apply_batch(
     conn: &mut PgConnection,
@@ -287,7 +435,9 @@ pub async fn apply_batch(
     rows: &[StagedRow],
     rejected: &[Rejected],
     now: DateTime<Utc>,
+    copy_first: &std::sync::atomic::AtomicBool,
 ) -> sqlx::Result<BatchStats> {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut stats = BatchStats {
         failed: rejected.len() as i64,
         ..Default::default()
@@ -312,6 +462,22 @@ pub async fn apply_batch(
     if rows.is_empty() {
         return Ok(stats);
     }
+    // New addresses go straight in; only the rest are staged.
+    let rows: Vec<&StagedRow> = if mode == Mode::UpdateOnly || !copy_first.load(Relaxed) {
+        rows.iter().collect()
+    } else {
+        let (added, rest, failed) =
+            copy_new(conn, import_id, import_tags, tag_ids, rows, now).await?;
+        if failed {
+            // The file holds addresses already in the list: stage the batches after.
+            copy_first.store(false, Relaxed);
+        }
+        stats.added += added;
+        rest
+    };
+    if rows.is_empty() {
+        return Ok(stats);
+    }
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS import_stage (
              line bigint, email text, email_hash bytea, name text, status subscriber_status, subscribed_at timestamptz,
@@ -328,7 +494,7 @@ pub async fn apply_batch(
     let mut data = String::with_capacity(rows.len() * 200);
     let mut ids: Vec<i64> = Vec::new();
     let mut json = Vec::with_capacity(256);
-    for r in rows {
+    for &r in &rows {
         let _ = write!(data, "{}\t", r.line);
         copy_escape(&mut data, &r.email);
         data.push_str("\t\\\\x");
@@ -346,27 +512,9 @@ pub async fn apply_batch(
             None => data.push_str("\\N"),
         }
         data.push('\t');
-        ids.clear();
-        ids.extend(
-            r.tags
-                .iter()
-                .chain(import_tags)
-                .filter_map(|t| tag_ids.get(t)),
-        );
-        ids.sort_unstable();
-        ids.dedup();
-        data.push('{');
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                data.push(',');
-            }
-            let _ = write!(data, "{id}");
-        }
-        data.push_str("}\t");
-        json.clear();
-        serde_json::to_writer(&mut json, &r.fields)
-            .map_err(|e| sqlx::Error::Protocol(format!("encoding fields: {e}")))?;
-        copy_escape(&mut data, &String::from_utf8_lossy(&json));
+        push_tag_ids(&mut data, &mut ids, r, import_tags, tag_ids);
+        data.push('\t');
+        push_fields(&mut data, &mut json, r)?;
         data.push('\n');
     }
     let mut copy = conn
@@ -863,6 +1011,8 @@ struct BatchJob {
     last_line: u64,
     bytes: u64,
     now: DateTime<Utc>,
+    /// Whether batches try [`copy_new`] first: until one finds its addresses in the list.
+    copy_first: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BatchJob {
@@ -881,6 +1031,7 @@ impl BatchJob {
             &self.rows,
             &self.rejected,
             self.now,
+            &self.copy_first,
         )
         .await?;
         // Commit in file order: only after the previous batch has.
@@ -1117,6 +1268,7 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
         tokio::task::JoinHandle<Result<Applied, JobError>>,
     > = Default::default();
     let mut mark = resume_after;
+    let copy_first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut previous: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let outcome = async {
         while let Some(msg) = batch_rx.recv().await {
@@ -1148,6 +1300,7 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
                         last_line,
                         bytes,
                         now: ctx.clock.now(),
+                        copy_first: copy_first.clone(),
                     };
                     mark = last_line;
                     inflight.push_back(tokio::spawn(batch.apply()));

@@ -137,6 +137,43 @@ impl LiveIndex {
             .await
     }
 
+    /// One page of the subscriber list: at most `limit` ids, newest (largest) first, below
+    /// `before`, of subscribers who pass `filter` as far as the index holds it and, when
+    /// `needle` is not empty, whose address or name contains it (as [`LiveIndex::search`]).
+    /// The caller applies every filter in SQL too. `None` when the index cannot answer.
+    pub async fn page(
+        &self,
+        pool: &PgPool,
+        needle: &str,
+        filter: &SearchFilter<'_>,
+        fields: &[FieldDef],
+        before: Option<i64>,
+        limit: usize,
+    ) -> Option<Vec<i64>> {
+        let segment = filter.segment.filter(|c| held(c, fields));
+        self.caught_up(pool, fields, |ix| {
+            ix.page(&ix.matching(needle, filter, segment), before, limit)
+        })
+        .await
+    }
+
+    /// How many subscribers carry each tag (tags nobody carries are left out), caught up
+    /// like [`LiveIndex::count`]; `None` when the index cannot answer.
+    pub async fn tag_counts(
+        &self,
+        pool: &PgPool,
+        fields: &[FieldDef],
+    ) -> Option<std::collections::HashMap<i64, u64>> {
+        self.caught_up(pool, fields, |ix| {
+            ix.tags
+                .iter()
+                .filter(|(_, members)| !members.is_empty())
+                .map(|(&t, members)| (t, members.len()))
+                .collect()
+        })
+        .await
+    }
+
     /// Runs `answer` on the index after catching it up; `None` while there is no index
     /// (a build is started), or when another request has held it for longer than
     /// [`LOCK_WAIT`].
@@ -242,7 +279,7 @@ pub struct SearchFilter<'a> {
 }
 
 /// Whether every condition of the tree is of a kind the index holds.
-fn held(cond: &Condition, fields: &[FieldDef]) -> bool {
+pub fn held(cond: &Condition, fields: &[FieldDef]) -> bool {
     match cond {
         Condition::Group { conditions, .. } => conditions.iter().all(|c| held(c, fields)),
         Condition::Status { .. } | Condition::Tag { .. } => true,
@@ -735,7 +772,43 @@ impl Index {
         filter: &SearchFilter<'_>,
         segment: Option<&Condition>,
     ) -> Vec<i64> {
-        let mut found = self.text.find(needle);
+        let found = self.matching(needle, filter, segment);
+        let mut ids: Vec<i64> = found.iter().map(|p| self.ids[p as usize]).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// At most `limit` of the ids in `found` below `before`, largest first.
+    fn page(&self, found: &RoaringBitmap, before: Option<i64>, limit: usize) -> Vec<i64> {
+        if limit == 0 {
+            return Vec::new();
+        }
+        let mut ids: Vec<i64> = found
+            .iter()
+            .map(|p| self.ids[p as usize])
+            .filter(|&id| before.is_none_or(|b| id < b))
+            .collect();
+        if ids.len() > limit {
+            ids.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+            ids.truncate(limit);
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    }
+
+    /// The rows whose text contains `needle` (every row when it is empty) and that pass
+    /// `filter` and `segment` as far as the index holds them.
+    fn matching(
+        &self,
+        needle: &str,
+        filter: &SearchFilter<'_>,
+        segment: Option<&Condition>,
+    ) -> RoaringBitmap {
+        let mut found = if needle.is_empty() {
+            self.live.clone()
+        } else {
+            self.text.find(needle)
+        };
         if let Some(s) = filter.status {
             found &= &self.status[status_slot(s)];
         }
@@ -748,9 +821,7 @@ impl Index {
         if let Some(selected) = segment.and_then(|c| self.eval(c)) {
             found &= selected;
         }
-        let mut ids: Vec<i64> = found.iter().map(|p| self.ids[p as usize]).collect();
-        ids.sort_unstable();
-        ids
+        found
     }
 
     /// The rows `cond` selects, or `None` when a condition cannot be judged here.

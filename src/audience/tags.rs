@@ -98,15 +98,31 @@ pub async fn names(pool: &PgPool) -> sqlx::Result<Vec<TagName>> {
         .await
 }
 
-/// Tags with how many subscribers carry each (counts every membership: for the tags
-/// page, not for menus).
-pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TagRow>> {
-    sqlx::query_as(
-        "SELECT t.id, t.name, t.is_topic, (SELECT count(*) FROM subscribers s WHERE s.tag_ids @> ARRAY[t.id]) AS subscribers
-         FROM tags t ORDER BY lower(t.name)",
-    )
-    .fetch_all(pool)
-    .await
+/// Tags with how many subscribers carry each (for the tags page, not for menus): from
+/// `counts` (the live index's) when given, else counted in one pass over the list.
+pub async fn list(
+    pool: &PgPool,
+    counts: Option<&std::collections::HashMap<i64, u64>>,
+) -> sqlx::Result<Vec<TagRow>> {
+    let Some(counts) = counts else {
+        return sqlx::query_as(
+            "SELECT t.id, t.name, t.is_topic, coalesce(c.n, 0) AS subscribers
+             FROM tags t LEFT JOIN (SELECT unnest(tag_ids) AS id, count(*) AS n FROM subscribers GROUP BY 1) c USING (id)
+             ORDER BY lower(t.name)",
+        )
+        .fetch_all(pool)
+        .await;
+    };
+    Ok(names(pool)
+        .await?
+        .into_iter()
+        .map(|t| TagRow {
+            subscribers: counts.get(&t.id).map_or(0, |&n| n as i64),
+            id: t.id,
+            name: t.name,
+            is_topic: t.is_topic,
+        })
+        .collect())
 }
 
 /// Topics with whether the subscriber has each (for the preference page).

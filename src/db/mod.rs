@@ -1,5 +1,6 @@
 //! The database: connection pool, the embedded private cluster, migrations, readiness.
 
+pub mod copy;
 pub mod embedded;
 
 use std::time::Duration;

@@ -23,7 +23,7 @@ use crate::{
         forms::{self, NewForm},
         lifecycle::{Lifecycle, Stage},
         links,
-        live_index::{SearchFilter, fold_case},
+        live_index::{self, SearchFilter, fold_case},
         segments,
         subscribers::{self, Event, Status, Subscriber},
         tags::{self, TagName, TagRow},
@@ -96,9 +96,14 @@ struct Filters<'a> {
 }
 
 impl Filters<'_> {
-    /// Newest first after `q.after`, at most `limit` rows. With `ids` (what the live
-    /// index found for the search), only those; without, the search is a `LIKE`.
-    fn query(&self, ids: Option<&[i64]>, limit: i64) -> QueryBuilder<Postgres> {
+    /// Newest first below `before`, at most `limit` rows. With `ids` (what the live index
+    /// found), only those; without, the search is a `LIKE`.
+    fn query(
+        &self,
+        ids: Option<&[i64]>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> QueryBuilder<Postgres> {
         let q = self.q;
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
         let columns: Vec<String> = subscribers::COLUMNS
@@ -146,9 +151,9 @@ impl Filters<'_> {
             qb.push(" AND ");
             segments::push_condition(&mut qb, cond, &ctx);
         }
-        if let Some(after) = q.after {
+        if let Some(before) = before {
             qb.push(" AND s.id < ");
-            qb.push_bind(after);
+            qb.push_bind(before);
         }
         qb.push(" ORDER BY s.id DESC LIMIT ");
         qb.push_bind(limit);
@@ -156,8 +161,8 @@ impl Filters<'_> {
     }
 }
 
-/// How many matching ids a search hands to one page query at a time.
-const SEARCH_CHUNK: usize = 2000;
+/// How many ids the live index hands to one page query at a time.
+const INDEX_CHUNK: usize = 2000;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -194,52 +199,53 @@ pub async fn list(
         search,
         now,
     };
-    let matches = if search.is_empty() {
-        None
-    } else {
-        let filter = SearchFilter {
-            status: Status::parse(&q.status),
-            tag: q.tag.parse().ok(),
-            segment: segment.as_ref(),
-        };
-        state
+    // The live index answers the search, and the status, tag and segment filters, unless
+    // a filter it does not hold (the stage, a segment on engagement) would have SQL reject
+    // most of what it finds.
+    let filter = SearchFilter {
+        status: Status::parse(&q.status),
+        tag: q.tag.parse().ok(),
+        segment: segment.as_ref(),
+    };
+    let filtered = filter.status.is_some() || filter.tag.is_some() || filter.segment.is_some();
+    let held = Stage::parse(&q.stage).is_none()
+        && filter.segment.is_none_or(|c| live_index::held(c, &fields));
+    let mut use_index = !search.is_empty() || (filtered && held);
+    let mut found: Vec<Subscriber> = Vec::new();
+    let mut before = q.after;
+    // Newest first, a chunk of ids at a time, every filter checked in SQL too (the stage,
+    // and anything changed since); SQL takes over if the index stops answering.
+    while use_index {
+        let Some(ids) = state
             .live_index
-            .search(&state.pool, search, &filter, &fields)
+            .page(&state.pool, search, &filter, &fields, before, INDEX_CHUNK)
             .await
-    };
-    let mut found: Vec<Subscriber> = match matches {
-        // The live index found the matching ids (status, tag and segment applied as far
-        // as it holds them): page through them newest first, a chunk at a time, with
-        // every filter in SQL too (stage, and anything changed since).
-        Some(ids) => {
-            let below = match q.after {
-                Some(after) => ids.partition_point(|&id| id < after),
-                None => ids.len(),
-            };
-            let mut ids = ids[..below].iter().rev().copied();
-            let mut found = Vec::new();
-            loop {
-                let chunk: Vec<i64> = ids.by_ref().take(SEARCH_CHUNK).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                let mut qb = filters.query(Some(&chunk), PAGE_SIZE + 1 - found.len() as i64);
-                found.extend(
-                    qb.build_query_as::<Subscriber>()
-                        .fetch_all(&state.pool)
-                        .await?,
-                );
-                if found.len() as i64 > PAGE_SIZE {
-                    break;
-                }
-            }
-            found
+        else {
+            use_index = false;
+            break;
+        };
+        let Some(&last) = ids.last() else {
+            break;
+        };
+        let mut qb = filters.query(Some(&ids), None, PAGE_SIZE + 1 - found.len() as i64);
+        found.extend(
+            qb.build_query_as::<Subscriber>()
+                .fetch_all(&state.pool)
+                .await?,
+        );
+        before = Some(last);
+        if found.len() as i64 > PAGE_SIZE || ids.len() < INDEX_CHUNK {
+            break;
         }
-        None => {
-            let mut qb = filters.query(None, PAGE_SIZE + 1);
-            qb.build_query_as().fetch_all(&state.pool).await?
-        }
-    };
+    }
+    if !use_index {
+        let mut qb = filters.query(None, before, PAGE_SIZE + 1 - found.len() as i64);
+        found.extend(
+            qb.build_query_as::<Subscriber>()
+                .fetch_all(&state.pool)
+                .await?,
+        );
+    }
     let more = found.len() as i64 > PAGE_SIZE;
     found.truncate(PAGE_SIZE as usize);
     let next = if more {
@@ -617,10 +623,12 @@ async fn fields_page(
     s: &Session,
     errors: Vec<Problem>,
 ) -> AppResult<Html<String>> {
+    let fields = segments::field_defs(&state.pool).await?;
+    let counts = state.live_index.tag_counts(&state.pool, &fields).await;
     render(FieldsPage {
         chrome: Chrome::new(state, s, "audience", None),
-        fields: segments::field_defs(&state.pool).await?,
-        tags: tags::list(&state.pool).await?,
+        tags: tags::list(&state.pool, counts.as_ref()).await?,
+        fields,
         errors,
     })
 }
