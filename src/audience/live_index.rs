@@ -71,6 +71,10 @@ impl From<sqlx::Error> for CatchUp {
     }
 }
 
+/// Above this many matching rows, a page is found by walking the rows newest first rather
+/// than by sorting every match.
+const DENSE_PAGE: u64 = 20_000;
+
 /// One per process, shared by every request.
 #[derive(Clone)]
 pub struct LiveIndex {
@@ -783,11 +787,32 @@ impl Index {
         if limit == 0 {
             return Vec::new();
         }
-        let mut ids: Vec<i64> = found
-            .iter()
-            .map(|p| self.ids[p as usize])
-            .filter(|&id| before.is_none_or(|b| id < b))
-            .collect();
+        let below = |id: i64| before.is_none_or(|b| id < b);
+        let mut ids: Vec<i64> = if found.len() > DENSE_PAGE {
+            // Many match (a common status or tag): walk the rows newest first and stop
+            // once the page is full, plus the rows added since the build.
+            let cut = self.by_id.partition_point(|&p| below(self.ids[p as usize]));
+            let mut ids: Vec<i64> = self.by_id[..cut]
+                .iter()
+                .rev()
+                .filter(|&&p| found.contains(p))
+                .take(limit)
+                .map(|&p| self.ids[p as usize])
+                .collect();
+            ids.extend(
+                self.later
+                    .iter()
+                    .filter(|&(&id, &p)| below(id) && found.contains(p))
+                    .map(|(&id, _)| id),
+            );
+            ids
+        } else {
+            found
+                .iter()
+                .map(|p| self.ids[p as usize])
+                .filter(|&id| below(id))
+                .collect()
+        };
         if ids.len() > limit {
             ids.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
             ids.truncate(limit);

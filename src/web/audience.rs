@@ -161,7 +161,8 @@ impl Filters<'_> {
     }
 }
 
-/// How many ids the live index hands to one page query at a time.
+/// At most how many ids the live index hands to one page query at a time: a page's worth
+/// first (SQL rejects only what changed since, or fails the stage filter), then more.
 const INDEX_CHUNK: usize = 2000;
 
 pub async fn list(
@@ -213,12 +214,13 @@ pub async fn list(
     let mut use_index = !search.is_empty() || (filtered && held);
     let mut found: Vec<Subscriber> = Vec::new();
     let mut before = q.after;
+    let mut chunk = PAGE_SIZE as usize + 1;
     // Newest first, a chunk of ids at a time, every filter checked in SQL too (the stage,
     // and anything changed since); SQL takes over if the index stops answering.
     while use_index {
         let Some(ids) = state
             .live_index
-            .page(&state.pool, search, &filter, &fields, before, INDEX_CHUNK)
+            .page(&state.pool, search, &filter, &fields, before, chunk)
             .await
         else {
             use_index = false;
@@ -234,9 +236,10 @@ pub async fn list(
                 .await?,
         );
         before = Some(last);
-        if found.len() as i64 > PAGE_SIZE || ids.len() < INDEX_CHUNK {
+        if found.len() as i64 > PAGE_SIZE || ids.len() < chunk {
             break;
         }
+        chunk = (chunk * 4).min(INDEX_CHUNK);
     }
     if !use_index {
         let mut qb = filters.query(None, before, PAGE_SIZE + 1 - found.len() as i64);
