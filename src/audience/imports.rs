@@ -226,6 +226,8 @@ pub struct Rejected {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchStats {
     pub added: i64,
+    /// Of those added, how many went straight in by COPY (not stored; for tests and logs).
+    pub copied: i64,
     pub updated: i64,
     pub skipped: i64,
     pub failed: i64,
@@ -473,6 +475,7 @@ pub async fn apply_batch(
             copy_first.store(false, Relaxed);
         }
         stats.added += added;
+        stats.copied += added;
         rest
     };
     if rows.is_empty() {

@@ -72,13 +72,16 @@ impl From<sqlx::Error> for CatchUp {
 }
 
 /// Above this many matching rows, a page is found by walking the rows newest first rather
-/// than by sorting every match.
-const DENSE_PAGE: u64 = 20_000;
+/// than by sorting every match; and the list does not page through them when SQL would
+/// reject most (see [`LiveIndex::page`]).
+pub const DENSE_PAGE: u64 = 20_000;
 
 /// One per process, shared by every request.
 #[derive(Clone)]
 pub struct LiveIndex {
     slot: Arc<tokio::sync::Mutex<Slot>>,
+    /// How many answers came from the index (for operations and tests).
+    answered: Arc<std::sync::atomic::AtomicU64>,
     /// More changed rows than this since the last read: rebuild rather than catch up.
     max_catch_up: usize,
 }
@@ -108,6 +111,7 @@ impl LiveIndex {
     pub fn with_catch_up_limit(max_catch_up: usize) -> Self {
         LiveIndex {
             slot: Arc::default(),
+            answered: Arc::default(),
             max_catch_up,
         }
     }
@@ -119,46 +123,48 @@ impl LiveIndex {
         if !held(cond, fields) {
             return None;
         }
-        self.caught_up(pool, fields, |ix| ix.eval(cond).map(|b| b.len()))
+        let n = self
+            .caught_up(pool, fields, |ix| ix.eval(cond).map(|b| b.len()))
             .await
-            .flatten()
+            .flatten();
+        self.tally(n)
     }
 
-    /// The ids, ascending, of subscribers whose address or name contains `needle`,
-    /// ignoring case (what `lower(email) LIKE '%…%' OR lower(name) LIKE '%…%'` selects)
-    /// and who pass `filter` as far as the index holds it (the caller applies every
-    /// filter in SQL too), caught up like [`LiveIndex::count`]; `None` when the index
-    /// cannot answer.
-    pub async fn search(
-        &self,
-        pool: &PgPool,
-        needle: &str,
-        filter: &SearchFilter<'_>,
-        fields: &[FieldDef],
-    ) -> Option<Vec<i64>> {
-        let segment = filter.segment.filter(|c| held(c, fields));
-        self.caught_up(pool, fields, |ix| ix.search(needle, filter, segment))
-            .await
+    /// How many answers (counts, pages, tag counts) the index has given since the process
+    /// started, each caught up; the rest went to SQL.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One page of the subscriber list: at most `limit` ids, newest (largest) first, below
-    /// `before`, of subscribers who pass `filter` as far as the index holds it and, when
-    /// `needle` is not empty, whose address or name contains it (as [`LiveIndex::search`]).
-    /// The caller applies every filter in SQL too. `None` when the index cannot answer.
+    /// `before`, of subscribers who pass `filter` as far as the index holds it (the caller
+    /// applies every filter in SQL too), caught up like [`LiveIndex::count`]. `None` when
+    /// the index cannot answer, or should not: when SQL will reject much of what it finds
+    /// (`sql_narrows`: a filter the index does not hold, such as the lifecycle stage; or a
+    /// segment it cannot evaluate) and more than [`DENSE_PAGE`] rows match, paging through
+    /// them a chunk at a time would cost more than one pass in SQL.
     pub async fn page(
         &self,
         pool: &PgPool,
-        needle: &str,
-        filter: &SearchFilter<'_>,
+        filter: &ListFilter<'_>,
         fields: &[FieldDef],
         before: Option<i64>,
         limit: usize,
+        sql_narrows: bool,
     ) -> Option<Vec<i64>> {
         let segment = filter.segment.filter(|c| held(c, fields));
-        self.caught_up(pool, fields, |ix| {
-            ix.page(&ix.matching(needle, filter, segment), before, limit)
-        })
-        .await
+        let page = self
+            .caught_up(pool, fields, |ix| {
+                let (found, segment_applied) = ix.matching(filter, segment);
+                let narrows = sql_narrows || (filter.segment.is_some() && !segment_applied);
+                if narrows && found.len() > DENSE_PAGE {
+                    return None;
+                }
+                Some(ix.page(&found, before, limit))
+            })
+            .await
+            .flatten();
+        self.tally(page)
     }
 
     /// How many subscribers carry each tag (tags nobody carries are left out), caught up
@@ -168,14 +174,25 @@ impl LiveIndex {
         pool: &PgPool,
         fields: &[FieldDef],
     ) -> Option<std::collections::HashMap<i64, u64>> {
-        self.caught_up(pool, fields, |ix| {
-            ix.tags
-                .iter()
-                .filter(|(_, members)| !members.is_empty())
-                .map(|(&t, members)| (t, members.len()))
-                .collect()
-        })
-        .await
+        let counts = self
+            .caught_up(pool, fields, |ix| {
+                ix.tags
+                    .iter()
+                    .filter(|(_, members)| !members.is_empty())
+                    .map(|(&t, members)| (t, members.len()))
+                    .collect()
+            })
+            .await;
+        self.tally(counts)
+    }
+
+    /// Counts an answer the index gave.
+    fn tally<T>(&self, answer: Option<T>) -> Option<T> {
+        if answer.is_some() {
+            self.answered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        answer
     }
 
     /// Runs `answer` on the index after catching it up; `None` while there is no index
@@ -274,16 +291,19 @@ impl LiveIndex {
     }
 }
 
-/// The list's other filters, narrowing a search in memory.
+/// The list's search and filters, as far as the index holds them.
 #[derive(Default)]
-pub struct SearchFilter<'a> {
+pub struct ListFilter<'a> {
+    /// Address or name contains this, ignoring case (what `lower(email) LIKE '%…%' OR
+    /// lower(name) LIKE '%…%'` selects); empty: no search.
+    pub needle: &'a str,
     pub status: Option<Status>,
     pub tag: Option<i64>,
     pub segment: Option<&'a Condition>,
 }
 
 /// Whether every condition of the tree is of a kind the index holds.
-pub fn held(cond: &Condition, fields: &[FieldDef]) -> bool {
+fn held(cond: &Condition, fields: &[FieldDef]) -> bool {
     match cond {
         Condition::Group { conditions, .. } => conditions.iter().all(|c| held(c, fields)),
         Condition::Status { .. } | Condition::Tag { .. } => true,
@@ -770,18 +790,6 @@ impl Index {
         }
     }
 
-    fn search(
-        &self,
-        needle: &str,
-        filter: &SearchFilter<'_>,
-        segment: Option<&Condition>,
-    ) -> Vec<i64> {
-        let found = self.matching(needle, filter, segment);
-        let mut ids: Vec<i64> = found.iter().map(|p| self.ids[p as usize]).collect();
-        ids.sort_unstable();
-        ids
-    }
-
     /// At most `limit` of the ids in `found` below `before`, largest first.
     fn page(&self, found: &RoaringBitmap, before: Option<i64>, limit: usize) -> Vec<i64> {
         if limit == 0 {
@@ -821,18 +829,18 @@ impl Index {
         ids
     }
 
-    /// The rows whose text contains `needle` (every row when it is empty) and that pass
-    /// `filter` and `segment` as far as the index holds them.
+    /// The rows whose text contains the needle (every row when it is empty) and that pass
+    /// the filter's status and tag and `segment`, and whether `segment` could be applied
+    /// (a column with values the index cannot compare exactly leaves it to SQL).
     fn matching(
         &self,
-        needle: &str,
-        filter: &SearchFilter<'_>,
+        filter: &ListFilter<'_>,
         segment: Option<&Condition>,
-    ) -> RoaringBitmap {
-        let mut found = if needle.is_empty() {
+    ) -> (RoaringBitmap, bool) {
+        let mut found = if filter.needle.is_empty() {
             self.live.clone()
         } else {
-            self.text.find(needle)
+            self.text.find(filter.needle)
         };
         if let Some(s) = filter.status {
             found &= &self.status[status_slot(s)];
@@ -843,10 +851,12 @@ impl Index {
                 None => found.clear(),
             }
         }
-        if let Some(selected) = segment.and_then(|c| self.eval(c)) {
+        let selected = segment.and_then(|c| self.eval(c));
+        let applied = selected.is_some();
+        if let Some(selected) = selected {
             found &= selected;
         }
-        found
+        (found, applied)
     }
 
     /// The rows `cond` selects, or `None` when a condition cannot be judged here.

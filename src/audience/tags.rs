@@ -107,7 +107,7 @@ pub async fn list(
     let Some(counts) = counts else {
         return sqlx::query_as(
             "SELECT t.id, t.name, t.is_topic, coalesce(c.n, 0) AS subscribers
-             FROM tags t LEFT JOIN (SELECT unnest(tag_ids) AS id, count(*) AS n FROM subscribers GROUP BY 1) c USING (id)
+             FROM tags t LEFT JOIN (SELECT m.id, count(*) AS n FROM subscribers s, LATERAL (SELECT DISTINCT unnest(s.tag_ids) AS id) m GROUP BY 1) c USING (id)
              ORDER BY lower(t.name)",
         )
         .fetch_all(pool)

@@ -23,7 +23,7 @@ use crate::{
         forms::{self, NewForm},
         lifecycle::{Lifecycle, Stage},
         links,
-        live_index::{self, SearchFilter, fold_case},
+        live_index::{ListFilter, fold_case},
         segments,
         subscribers::{self, Event, Status, Subscriber},
         tags::{self, TagName, TagRow},
@@ -200,18 +200,21 @@ pub async fn list(
         search,
         now,
     };
-    // The live index answers the search, and the status, tag and segment filters, unless
-    // a filter it does not hold (the stage, a segment on engagement) would have SQL reject
-    // most of what it finds.
-    let filter = SearchFilter {
+    // The live index answers the search and the status, tag and segment filters (a plain
+    // list is the primary key's order). It declines when a filter it does not hold (the
+    // stage, a segment on engagement) would have SQL reject most of many matches.
+    let filter = ListFilter {
+        needle: search,
         status: Status::parse(&q.status),
         tag: q.tag.parse().ok(),
         segment: segment.as_ref(),
     };
-    let filtered = filter.status.is_some() || filter.tag.is_some() || filter.segment.is_some();
-    let held = Stage::parse(&q.stage).is_none()
-        && filter.segment.is_none_or(|c| live_index::held(c, &fields));
-    let mut use_index = !search.is_empty() || (filtered && held);
+    let stage = Stage::parse(&q.stage);
+    let mut use_index = !search.is_empty()
+        || filter.status.is_some()
+        || filter.tag.is_some()
+        || filter.segment.is_some()
+        || stage.is_some();
     let mut found: Vec<Subscriber> = Vec::new();
     let mut before = q.after;
     let mut chunk = PAGE_SIZE as usize + 1;
@@ -220,7 +223,14 @@ pub async fn list(
     while use_index {
         let Some(ids) = state
             .live_index
-            .page(&state.pool, search, &filter, &fields, before, chunk)
+            .page(
+                &state.pool,
+                &filter,
+                &fields,
+                before,
+                chunk,
+                stage.is_some(),
+            )
             .await
         else {
             use_index = false;

@@ -562,6 +562,97 @@ async fn new_addresses_go_straight_in_and_known_ones_are_staged_without_duplicat
     }
 }
 
+/// Which path each batch takes: new addresses by COPY; a batch with an address already
+/// in the list is rolled back to its savepoint and staged (nothing twice), and so are
+/// the batches after it; an erased address is staged and left out.
+#[tokio::test]
+async fn batches_copy_new_addresses_and_stage_after_a_known_one() {
+    use loopline::audience::imports::{self, Mode, StagedRow};
+    use std::{collections::HashMap, sync::atomic::AtomicBool};
+    let (pool, _) = crate::harness::fresh_database().await;
+    sqlx::raw_sql(
+        "INSERT INTO subscribers (email, name, status, created_at) VALUES ('known@example.kr', '기존', 'active', now());
+         INSERT INTO suppressions (email_hash, reason, created_at) VALUES (sha256(convert_to('erased@example.kr', 'UTF8')), 'erased', now());",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (import_id, _) = imports::Upload::begin(&pool, "batches.csv", None)
+        .await
+        .unwrap()
+        .finish()
+        .await
+        .unwrap();
+    let row = |line: u64, email: &str| StagedRow {
+        line,
+        email: email.to_string(),
+        name: format!("이름 {line}"),
+        status: None,
+        subscribed_at: None,
+        tags: vec![],
+        fields: Default::default(),
+    };
+    let copy_first = AtomicBool::new(true);
+    let apply = |rows: Vec<StagedRow>| {
+        let (pool, copy_first) = (pool.clone(), &copy_first);
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let stats = imports::apply_batch(
+                &mut tx,
+                import_id,
+                Mode::AddUpdate,
+                &[],
+                &HashMap::new(),
+                &rows,
+                &[],
+                chrono::Utc::now(),
+                copy_first,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            (stats.copied, stats.added, stats.updated, stats.skipped)
+        }
+    };
+    assert_eq!(
+        apply(vec![
+            row(2, "a@example.kr"),
+            row(3, "erased@example.kr"),
+            row(4, "b@example.kr")
+        ])
+        .await,
+        (2, 2, 0, 1),
+        "new addresses copied, the erased one staged and skipped"
+    );
+    assert!(copy_first.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(
+        apply(vec![row(5, "c@example.kr"), row(6, "KNOWN@example.kr")]).await,
+        (0, 1, 1, 0),
+        "the COPY failed on the known address: the whole batch was staged"
+    );
+    assert!(!copy_first.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(
+        apply(vec![row(7, "d@example.kr")]).await,
+        (0, 1, 0, 0),
+        "later batches are staged"
+    );
+    let emails: Vec<String> =
+        sqlx::query_scalar("SELECT lower(email) FROM subscribers ORDER BY lower(email)")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        emails,
+        [
+            "a@example.kr",
+            "b@example.kr",
+            "c@example.kr",
+            "d@example.kr",
+            "known@example.kr"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn an_import_resumes_after_the_last_applied_line() {
     let app = TestApp::spawn().await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use loopline::{
     accounts::Role,
     audience::{
-        live_index::{LiveIndex, SearchFilter, fold_case},
+        live_index::{ListFilter, LiveIndex, fold_case},
         segments::{self, Condition, FieldOp, Match},
         subscribers::Status,
     },
@@ -538,13 +538,14 @@ async fn count_once_rebuilt(
 }
 
 /// What the list's SQL search selects, as ids.
+/// What SQL finds for a search, newest first (as the index pages it).
 async fn sql_search(pool: &PgPool, needle: &str) -> Vec<i64> {
     let escaped = fold_case(needle)
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
     sqlx::query_scalar(
-        "SELECT id FROM subscribers WHERE lower(email) LIKE $1 OR lower(name) LIKE $1 ORDER BY id",
+        "SELECT id FROM subscribers WHERE lower(email) LIKE $1 OR lower(name) LIKE $1 ORDER BY id DESC",
     )
     .bind(format!("%{escaped}%"))
     .fetch_all(pool)
@@ -606,7 +607,17 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
         async move {
             for needle in needles {
                 let found = index
-                    .search(pool, needle, &SearchFilter::default(), fields)
+                    .page(
+                        pool,
+                        &ListFilter {
+                            needle,
+                            ..Default::default()
+                        },
+                        fields,
+                        None,
+                        usize::MAX,
+                        false,
+                    )
                     .await
                     .unwrap();
                 assert_eq!(found, sql_search(pool, needle).await, "{round}: {needle:?}");
@@ -617,14 +628,34 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
     // NUL never matches (the list strips it before searching).
     assert!(
         index
-            .search(&pool, "kr\0x", &SearchFilter::default(), &fields)
+            .page(
+                &pool,
+                &ListFilter {
+                    needle: "kr\0x",
+                    ..Default::default()
+                },
+                &fields,
+                None,
+                usize::MAX,
+                false
+            )
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         index
-            .search(&pool, "홍길동", &SearchFilter::default(), &fields)
+            .page(
+                &pool,
+                &ListFilter {
+                    needle: "홍길동",
+                    ..Default::default()
+                },
+                &fields,
+                None,
+                usize::MAX,
+                false
+            )
             .await
             .unwrap()
             .len(),
@@ -641,14 +672,34 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
             .await
             .unwrap();
         index
-            .search(&pool, "x", &SearchFilter::default(), &fields)
+            .page(
+                &pool,
+                &ListFilter {
+                    needle: "x",
+                    ..Default::default()
+                },
+                &fields,
+                None,
+                usize::MAX,
+                false,
+            )
             .await
             .unwrap();
     }
     check("after changes").await;
     assert_eq!(
         index
-            .search(&pool, "새이름", &SearchFilter::default(), &fields)
+            .page(
+                &pool,
+                &ListFilter {
+                    needle: "새이름",
+                    ..Default::default()
+                },
+                &fields,
+                None,
+                usize::MAX,
+                false
+            )
             .await
             .unwrap()
             .len(),
@@ -783,6 +834,7 @@ async fn the_list_filters_and_tag_counts_come_from_the_index_and_agree_with_sql(
     .unwrap();
 
     let (viewer, _) = app.signed_in(Role::Viewer).await;
+    let answered = app.state.live_index.answered();
     let sql = |condition: &'static str| {
         let pool = app.pool.clone();
         async move {
@@ -813,13 +865,35 @@ async fn the_list_filters_and_tag_counts_come_from_the_index_and_agree_with_sql(
         every_page(&viewer, "/audience?status=bounced".to_string()).await,
         vec!["f4@example.kr"]
     );
-    // With a stage filter the list is answered in SQL; it agrees all the same.
+    // 60 + 15 + 30 + 1 pages, each answered by the index.
+    assert!(app.state.live_index.answered() - answered >= 106);
+    // With a stage filter (which the index does not hold) and few enough matches, the
+    // index still narrows by tag and SQL checks the stage. Here SQL rejects all but the
+    // oldest hundred tagged rows, so the page takes chunk after growing chunk.
     assert_eq!(
         every_page(&viewer, format!("/audience?tag={tag}&stage=new")).await,
         by_tag
     );
+    exec(&app.pool, "UPDATE subscribers SET created_at = now() - interval '400 days' WHERE id > (SELECT id FROM subscribers WHERE email = 'f200@example.kr')").await;
+    let answered = app.state.live_index.answered();
+    let new = every_page(&viewer, format!("/audience?tag={tag}&stage=new")).await;
+    assert_eq!(
+        new,
+        sql("s.tag_ids @> ARRAY[$1::bigint] AND s.created_at > now() - interval '1 day'").await
+    );
+    assert_eq!(new.len(), 99);
+    assert!(
+        app.state.live_index.answered() - answered >= 4,
+        "chunks of 51, 204, 816 and 2,000 ids"
+    );
 
+    let answered = app.state.live_index.answered();
     let page = viewer.page("/audience/fields").await;
+    assert_eq!(
+        app.state.live_index.answered() - answered,
+        1,
+        "tag counts from the index"
+    );
     let count = |id: i64| {
         page.select(&format!(
             "#tags-table tr[data-tag-id=\"{id}\"] td:nth-child(2)"
@@ -893,6 +967,7 @@ async fn a_filter_most_rows_pass_pages_newest_first_like_sql() {
         }
     };
     let (viewer, _) = app.signed_in(Role::Viewer).await;
+    let answered = app.state.live_index.answered();
     let mut path = format!("/audience?tag={tag}");
     let mut before = i64::MAX;
     for _ in 0..3 {
@@ -913,6 +988,63 @@ async fn a_filter_most_rows_pass_pages_newest_first_like_sql() {
     let shown = page.select("#subscribers-table td.email");
     assert_eq!(shown, expected(deep).await);
     assert_eq!(shown[0], "d12344@example.kr");
+    assert_eq!(
+        app.state.live_index.answered() - answered,
+        4,
+        "one answer a page"
+    );
+}
+
+/// A segment the index cannot evaluate (one city with a cased non-ASCII letter makes
+/// the whole text column SQL's) over more rows than a few chunks: the list does not walk
+/// the index chunk by chunk but answers in one SQL query; with a stage filter and a
+/// common tag likewise. Both agree with SQL.
+#[tokio::test]
+async fn filters_sql_must_narrow_a_lot_are_answered_in_sql() {
+    let app = TestApp::spawn().await;
+    exec(
+        &app.pool,
+        "INSERT INTO custom_fields (key, label, type) VALUES ('city', '도시', 'text')",
+    )
+    .await;
+    let tag: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('흔한') RETURNING id")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO subscribers (email, name, status, tag_ids, fields, created_at)
+         SELECT 'z' || i || '@example.kr', '', 'active', ARRAY[$1::bigint],
+                jsonb_build_object('city', CASE i WHEN 1 THEN 'Zürich' WHEN 2 THEN 'Zurich' ELSE 'Seoul' END),
+                CASE WHEN i % 1000 = 0 THEN now() ELSE now() - interval '400 days' END
+         FROM generate_series(1, 25000) i",
+    )
+    .bind(tag)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let fields = segments::field_defs(&app.pool).await.unwrap();
+    app.state
+        .live_index
+        .build_now(&app.pool, &fields)
+        .await
+        .unwrap();
+    let zurich = segments::save(&app.pool, "Zurich", &field("city", FieldOp::Is, "Zurich"))
+        .await
+        .unwrap();
+    let (viewer, _) = app.signed_in(Role::Viewer).await;
+    let answered = app.state.live_index.answered();
+    assert_eq!(
+        every_page(&viewer, format!("/audience?segment={zurich}")).await,
+        vec!["z2@example.kr"]
+    );
+    let new = every_page(&viewer, format!("/audience?tag={tag}&stage=new")).await;
+    assert_eq!(new.len(), 25);
+    assert_eq!(new[0], "z25000@example.kr");
+    assert_eq!(
+        app.state.live_index.answered(),
+        answered,
+        "the index declined both"
+    );
 }
 
 #[tokio::test]
@@ -926,7 +1058,17 @@ async fn search_folds_case_one_letter_at_a_time() {
         let (pool, index, fields) = (&pool, &index, &fields);
         async move {
             index
-                .search(pool, needle, &SearchFilter::default(), fields)
+                .page(
+                    pool,
+                    &ListFilter {
+                        needle,
+                        ..Default::default()
+                    },
+                    fields,
+                    None,
+                    usize::MAX,
+                    false,
+                )
                 .await
                 .unwrap()
                 .len()
