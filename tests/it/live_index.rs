@@ -486,12 +486,7 @@ async fn the_dashboard_preview_counts_from_the_index_once_built() {
     };
     let now = app.clock.now();
     let sql = segments::count(&app.pool, &cond, now).await.unwrap();
-    let fields = segments::field_defs(&app.pool).await.unwrap();
-    app.state
-        .live_index
-        .build_now(&app.pool, &fields)
-        .await
-        .unwrap();
+    build(&app).await;
     let live = segments::count_live(&app.pool, &app.state.live_index, &cond, now)
         .await
         .unwrap();
@@ -538,6 +533,23 @@ async fn count_once_rebuilt(
 }
 
 /// What the list's SQL search selects, as ids.
+/// Every id the index finds for a search, newest first.
+async fn matches(
+    index: &LiveIndex,
+    pool: &PgPool,
+    needle: &str,
+    fields: &[loopline::audience::fields::FieldDef],
+) -> Vec<i64> {
+    let filter = ListFilter {
+        needle,
+        ..Default::default()
+    };
+    index
+        .page(pool, &filter, fields, None, usize::MAX, false)
+        .await
+        .unwrap()
+}
+
 /// What SQL finds for a search, newest first (as the index pages it).
 async fn sql_search(pool: &PgPool, needle: &str) -> Vec<i64> {
     let escaped = fold_case(needle)
@@ -606,61 +618,15 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
         let (pool, index, fields) = (&pool, &index, &fields);
         async move {
             for needle in needles {
-                let found = index
-                    .page(
-                        pool,
-                        &ListFilter {
-                            needle,
-                            ..Default::default()
-                        },
-                        fields,
-                        None,
-                        usize::MAX,
-                        false,
-                    )
-                    .await
-                    .unwrap();
+                let found = matches(index, pool, needle, fields).await;
                 assert_eq!(found, sql_search(pool, needle).await, "{round}: {needle:?}");
             }
         }
     };
     check("built").await;
     // NUL never matches (the list strips it before searching).
-    assert!(
-        index
-            .page(
-                &pool,
-                &ListFilter {
-                    needle: "kr\0x",
-                    ..Default::default()
-                },
-                &fields,
-                None,
-                usize::MAX,
-                false
-            )
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        index
-            .page(
-                &pool,
-                &ListFilter {
-                    needle: "홍길동",
-                    ..Default::default()
-                },
-                &fields,
-                None,
-                usize::MAX,
-                false
-            )
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert!(matches(&index, &pool, "kr\0x", &fields).await.is_empty());
+    assert_eq!(matches(&index, &pool, "홍길동", &fields).await.len(), 1);
 
     // Renames (new entries, old ones dead), deletes, and enough churn to compact.
     exec(&pool, "UPDATE subscribers SET email = 'renamed@example.kr', name = '새이름' WHERE email = 'hong@example.kr'").await;
@@ -671,40 +637,10 @@ async fn search_finds_what_sql_finds_through_renames_and_deletes() {
             .execute(&pool)
             .await
             .unwrap();
-        index
-            .page(
-                &pool,
-                &ListFilter {
-                    needle: "x",
-                    ..Default::default()
-                },
-                &fields,
-                None,
-                usize::MAX,
-                false,
-            )
-            .await
-            .unwrap();
+        matches(&index, &pool, "x", &fields).await;
     }
     check("after changes").await;
-    assert_eq!(
-        index
-            .page(
-                &pool,
-                &ListFilter {
-                    needle: "새이름",
-                    ..Default::default()
-                },
-                &fields,
-                None,
-                usize::MAX,
-                false
-            )
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(matches(&index, &pool, "새이름", &fields).await.len(), 1);
 }
 
 #[tokio::test]
@@ -721,12 +657,7 @@ async fn the_list_searches_through_the_index_page_by_page_with_other_filters() {
     .await
     .unwrap();
     exec(&app.pool, "INSERT INTO subscribers (email, name, created_at) SELECT 'other' || i || '@example.kr', '', now() FROM generate_series(1, 500) i").await;
-    let fields = segments::field_defs(&app.pool).await.unwrap();
-    app.state
-        .live_index
-        .build_now(&app.pool, &fields)
-        .await
-        .unwrap();
+    build(&app).await;
     // A match added after the build is found too (the search catches up first).
     exec(&app.pool, "INSERT INTO subscribers (email, name, status, created_at) VALUES ('late@example.kr', '매치 늦게', 'bounced', now())").await;
 
@@ -752,6 +683,25 @@ async fn the_list_searches_through_the_index_page_by_page_with_other_filters() {
     assert_eq!(seen[0], "late@example.kr");
 }
 
+/// A new tag's id.
+async fn new_tag(pool: &PgPool, name: &str) -> i64 {
+    sqlx::query_scalar("INSERT INTO tags (name) VALUES ($1) RETURNING id")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Builds the app's live index now, for the current field definitions.
+async fn build(app: &TestApp) {
+    let fields = segments::field_defs(&app.pool).await.unwrap();
+    app.state
+        .live_index
+        .build_now(&app.pool, &fields)
+        .await
+        .unwrap();
+}
+
 /// Pages through the list at `path`, following "next", and returns every address shown.
 async fn every_page(viewer: &crate::harness::TestClient, mut path: String) -> Vec<String> {
     let mut seen = Vec::new();
@@ -772,14 +722,8 @@ async fn every_page(viewer: &crate::harness::TestClient, mut path: String) -> Ve
 #[tokio::test]
 async fn the_list_filters_and_tag_counts_come_from_the_index_and_agree_with_sql() {
     let app = TestApp::spawn().await;
-    let tag: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('고객') RETURNING id")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    let other: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('other') RETURNING id")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let tag = new_tag(&app.pool, "고객").await;
+    let other = new_tag(&app.pool, "other").await;
     // 6,000 subscribers; 3,000 carry the tag (more than one chunk), every fifth is
     // unsubscribed.
     sqlx::query(
@@ -793,12 +737,7 @@ async fn the_list_filters_and_tag_counts_come_from_the_index_and_agree_with_sql(
     .execute(&app.pool)
     .await
     .unwrap();
-    let fields = segments::field_defs(&app.pool).await.unwrap();
-    app.state
-        .live_index
-        .build_now(&app.pool, &fields)
-        .await
-        .unwrap();
+    build(&app).await;
     // Changes after the build: untagged, re-statused, deleted, added.
     exec(&app.pool, "UPDATE subscribers SET tag_ids = '{}' WHERE email IN ('f2@example.kr', 'f5998@example.kr')").await;
     exec(
@@ -924,10 +863,7 @@ async fn the_list_filters_and_tag_counts_come_from_the_index_and_agree_with_sql(
 #[tokio::test]
 async fn a_filter_most_rows_pass_pages_newest_first_like_sql() {
     let app = TestApp::spawn().await;
-    let tag: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('대부분') RETURNING id")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let tag = new_tag(&app.pool, "대부분").await;
     sqlx::query(
         "INSERT INTO subscribers (email, name, status, tag_ids, created_at)
          SELECT 'd' || i || '@example.kr', '', 'active', CASE WHEN i % 10 <> 0 THEN ARRAY[$1::bigint] ELSE '{}' END, now()
@@ -937,12 +873,7 @@ async fn a_filter_most_rows_pass_pages_newest_first_like_sql() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let fields = segments::field_defs(&app.pool).await.unwrap();
-    app.state
-        .live_index
-        .build_now(&app.pool, &fields)
-        .await
-        .unwrap();
+    build(&app).await;
     sqlx::query("INSERT INTO subscribers (email, name, status, tag_ids, created_at) SELECT 'late' || i || '@example.kr', '', 'active', ARRAY[$1::bigint], now() FROM generate_series(1, 3) i")
         .bind(tag)
         .execute(&app.pool)
@@ -1007,10 +938,7 @@ async fn filters_sql_must_narrow_a_lot_are_answered_in_sql() {
         "INSERT INTO custom_fields (key, label, type) VALUES ('city', '도시', 'text')",
     )
     .await;
-    let tag: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('흔한') RETURNING id")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let tag = new_tag(&app.pool, "흔한").await;
     sqlx::query(
         "INSERT INTO subscribers (email, name, status, tag_ids, fields, created_at)
          SELECT 'z' || i || '@example.kr', '', 'active', ARRAY[$1::bigint],
@@ -1022,12 +950,7 @@ async fn filters_sql_must_narrow_a_lot_are_answered_in_sql() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let fields = segments::field_defs(&app.pool).await.unwrap();
-    app.state
-        .live_index
-        .build_now(&app.pool, &fields)
-        .await
-        .unwrap();
+    build(&app).await;
     let zurich = segments::save(&app.pool, "Zurich", &field("city", FieldOp::Is, "Zurich"))
         .await
         .unwrap();
@@ -1056,23 +979,7 @@ async fn search_folds_case_one_letter_at_a_time() {
     index.build_now(&pool, &fields).await.unwrap();
     let found = |needle: &'static str| {
         let (pool, index, fields) = (&pool, &index, &fields);
-        async move {
-            index
-                .page(
-                    pool,
-                    &ListFilter {
-                        needle,
-                        ..Default::default()
-                    },
-                    fields,
-                    None,
-                    usize::MAX,
-                    false,
-                )
-                .await
-                .unwrap()
-                .len()
-        }
+        async move { matches(index, pool, needle, fields).await.len() }
     };
     // İ folds to i (not i + a combining dot), a final Σ to σ like any other.
     assert_eq!(found("istanbul").await, 1);
