@@ -243,19 +243,6 @@ fn status_sql(s: Option<ImportStatus>) -> &'static str {
     }
 }
 
-/// COPY text format: backslash escapes for the characters that delimit.
-fn copy_escape(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
-
 /// The ids of every tag a batch names (the rows' own and the import's), created when
 /// missing, keyed by spelling. Run before the batch's transaction, in its own, so two
 /// batches in flight never wait on each other's new tags; a rolled-back batch may leave
@@ -294,38 +281,11 @@ fn row_tag_ids(
     ids.dedup();
 }
 
-/// A row's tag ids as a COPY text array.
-fn push_tag_ids(
-    data: &mut String,
-    ids: &mut Vec<i64>,
-    r: &StagedRow,
-    import_tags: &[String],
-    tag_ids: &std::collections::HashMap<String, i64>,
-) {
-    use std::fmt::Write as _;
-    row_tag_ids(ids, r, import_tags, tag_ids);
-    data.push('{');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
-        }
-        let _ = write!(data, "{id}");
-    }
-    data.push('}');
-}
-
 /// A row's custom fields as JSON, serialized straight from the row into `json`.
 fn row_fields(json: &mut Vec<u8>, r: &StagedRow) -> sqlx::Result<()> {
     json.clear();
     serde_json::to_writer(&mut *json, &r.fields)
         .map_err(|e| sqlx::Error::Protocol(format!("encoding fields: {e}")))
-}
-
-/// A row's custom fields as COPY text JSON.
-fn push_fields(data: &mut String, json: &mut Vec<u8>, r: &StagedRow) -> sqlx::Result<()> {
-    row_fields(json, r)?;
-    copy_escape(data, &String::from_utf8_lossy(json));
-    Ok(())
 }
 
 /// The common case of an import, addresses new to the list, without staging: the rows
@@ -490,42 +450,28 @@ pub async fn apply_batch(
     .execute(&mut *conn)
     .await?;
 
-    // The COPY text, written in place: numbers and the hash without a string each, the
-    // fields serialized straight from the row (this runs once per row on the runtime).
-    use std::fmt::Write as _;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut data = String::with_capacity(rows.len() * 200);
-    let mut ids: Vec<i64> = Vec::new();
-    let mut json = Vec::with_capacity(256);
+    // Binary, as `copy_new` writes (this runs once per row on the runtime).
+    let mut data = crate::db::copy::BinaryCopy::with_capacity(rows.len() * 256);
+    let (mut ids, mut json) = (Vec::new(), Vec::with_capacity(256));
     for &r in &rows {
-        let _ = write!(data, "{}\t", r.line);
-        copy_escape(&mut data, &r.email);
-        data.push_str("\t\\\\x");
-        for b in super::subscribers::email_hash(&r.email) {
-            data.push(HEX[usize::from(b >> 4)] as char);
-            data.push(HEX[usize::from(b & 15)] as char);
-        }
-        data.push('\t');
-        copy_escape(&mut data, &r.name);
-        data.push('\t');
-        data.push_str(status_sql(r.status));
-        data.push('\t');
-        match r.subscribed_at {
-            Some(t) => data.push_str(&t.to_rfc3339()),
-            None => data.push_str("\\N"),
-        }
-        data.push('\t');
-        push_tag_ids(&mut data, &mut ids, r, import_tags, tag_ids);
-        data.push('\t');
-        push_fields(&mut data, &mut json, r)?;
-        data.push('\n');
+        row_tag_ids(&mut ids, r, import_tags, tag_ids);
+        row_fields(&mut json, r)?;
+        data.row(8);
+        data.int8(r.line as i64);
+        data.text(&r.email);
+        data.bytea(&super::subscribers::email_hash(&r.email));
+        data.text(&r.name);
+        data.text(status_sql(r.status));
+        data.timestamptz_or_null(r.subscribed_at);
+        data.int8_array(&ids);
+        data.jsonb(&json);
     }
     let mut copy = conn
         .copy_in_raw(
-            "COPY import_stage (line, email, email_hash, name, status, subscribed_at, tag_ids, fields) FROM STDIN",
+            "COPY import_stage (line, email, email_hash, name, status, subscribed_at, tag_ids, fields) FROM STDIN (FORMAT binary)",
         )
         .await?;
-    copy.send(data.into_bytes()).await?;
+    copy.send(data.finish()).await?;
     copy.finish().await?;
 
     // `$5` is free for the condition.
@@ -714,18 +660,6 @@ pub async fn report(pool: &PgPool, id: i64) -> sqlx::Result<Vec<ReportLine>> {
     .bind(id)
     .fetch_all(pool)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_escapes_what_delimits() {
-        let mut s = String::new();
-        copy_escape(&mut s, "a\tb\nc\\d");
-        assert_eq!(s, "a\\tb\\nc\\\\d");
-    }
 }
 
 // ---- Reading the stored file, inspecting it, and the import job ----

@@ -45,6 +45,15 @@ impl BinaryCopy {
         self.value(s.as_bytes());
     }
 
+    pub fn bytea(&mut self, bytes: &[u8]) {
+        self.value(bytes);
+    }
+
+    pub fn int8(&mut self, v: i64) {
+        self.len(8);
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
     pub fn null(&mut self) {
         self.buf.extend_from_slice(&(-1i32).to_be_bytes());
     }
