@@ -101,3 +101,28 @@ impl BinaryCopy {
         self.buf
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_framed_as_postgresql_reads_them() {
+        let mut c = BinaryCopy::with_capacity(0);
+        c.row(3);
+        c.timestamptz(DateTime::from_timestamp(946_684_801, 0).unwrap());
+        c.int8_array(&[]);
+        c.null();
+        let bytes = c.finish();
+        let mut expected = b"PGCOPY\n\xff\r\n\0".to_vec();
+        expected.extend_from_slice(&[0; 8]);
+        expected.extend_from_slice(&3i16.to_be_bytes());
+        expected.extend_from_slice(&8i32.to_be_bytes());
+        expected.extend_from_slice(&1_000_000i64.to_be_bytes()); // one second after 2000-01-01
+        expected.extend_from_slice(&12i32.to_be_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20]); // no dimensions
+        expected.extend_from_slice(&(-1i32).to_be_bytes());
+        expected.extend_from_slice(&(-1i16).to_be_bytes());
+        assert_eq!(bytes, expected);
+    }
+}
