@@ -941,10 +941,12 @@ struct BatchJob {
     rejected: Vec<Rejected>,
     /// The progress mark the previous batch leaves when it commits.
     after: u64,
-    /// Resolves once the previous batch has committed (dropped if it did not).
+    /// This batch's place in the run: it holds its [`turn`] `seq` until it ends.
+    seq: i32,
+    /// Resolves once the previous batch holds its turn (dropped if it never will).
     previous: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Tells the next batch this one committed.
-    committed: tokio::sync::oneshot::Sender<()>,
+    /// Tells the next batch this one holds its turn.
+    holding: Option<tokio::sync::oneshot::Sender<()>>,
     last_line: u64,
     bytes: u64,
     now: DateTime<Utc>,
@@ -952,34 +954,96 @@ struct BatchJob {
     copy_first: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Waits for (and then holds, until the transaction ends) batch `seq`'s turn of import
+/// `import`. A batch takes its own turn first thing and, before it commits, the turn of
+/// the batch before it: so batches commit in file order, and that wait is a lock
+/// PostgreSQL knows about. When two batches' rows hold each other up (addresses the
+/// unique index folds together that the file's duplicate check does not, under a
+/// locale whose `lower()` folds more than ASCII; or two imports of the same people at
+/// once), the earlier batch waits for the later one's row while the later one waits
+/// for the earlier one's turn: PostgreSQL's deadlock detector sees the cycle and
+/// breaks it within `deadlock_timeout`, where a wait inside Loopline would hang.
+/// (The two-`int4` advisory keys are used nowhere else.)
+async fn turn(conn: &mut PgConnection, import: i64, seq: i32) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(import as i32)
+        .bind(seq)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 impl BatchJob {
-    async fn apply(self) -> Result<Applied, JobError> {
+    async fn apply(mut self) -> Result<Applied, JobError> {
+        // Take our turn only once the previous batch holds its own, so that we queue
+        // behind it, not it behind us.
+        let follows = match self.previous.take() {
+            Some(previous) => {
+                if previous.await.is_err() {
+                    return Ok(Applied::Stopped);
+                }
+                true
+            }
+            None => false,
+        };
         let tag_ids = {
             let mut conn = self.pool.acquire().await?;
             batch_tag_ids(&mut conn, &self.rows, &self.tags).await?
         };
         let mut tx = self.pool.begin().await?;
+        match self.write(&mut tx, &tag_ids, follows).await {
+            Ok(true) => {
+                tx.commit().await?;
+                Ok(Applied::Committed { bytes: self.bytes })
+            }
+            Ok(false) => {
+                tx.rollback().await?;
+                tracing::info!(
+                    import = self.id,
+                    "import stopped before line {}",
+                    self.last_line
+                );
+                Ok(Applied::Stopped)
+            }
+            Err(e) => {
+                // End the transaction now, not when the connection is next used: the
+                // next batch is waiting for our turn.
+                let _ = tx.rollback().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Applies the batch and moves the progress mark in `tx`; whether it may commit.
+    async fn write(
+        &mut self,
+        tx: &mut PgConnection,
+        tag_ids: &std::collections::HashMap<String, i64>,
+        follows: bool,
+    ) -> sqlx::Result<bool> {
+        turn(tx, self.id, self.seq).await?;
+        if let Some(holding) = self.holding.take() {
+            let _ = holding.send(());
+        }
         let stats = apply_batch(
-            &mut tx,
+            tx,
             self.id,
             self.mode,
             &self.tags,
-            &tag_ids,
+            tag_ids,
             &self.rows,
             &self.rejected,
             self.now,
             &self.copy_first,
         )
         .await?;
-        // Commit in file order: only after the previous batch has.
-        if let Some(previous) = self.previous
-            && previous.await.is_err()
-        {
-            tx.rollback().await?;
-            return Ok(Applied::Stopped);
+        // Commit in file order: only after the previous batch has ended.
+        if follows {
+            turn(tx, self.id, self.seq.wrapping_sub(1)).await?;
         }
         // The progress mark commits with the batch, and only moves on from the mark the
-        // previous batch left (so a cancel, or anything unforeseen, stops here).
+        // previous batch left: if that one rolled back (an error, a cancel, anything
+        // unforeseen), so does this one.
         let advanced = sqlx::query(
             "UPDATE imports SET lines_done = $2, bytes_done = greatest(bytes_done, $3), added = added + $4,
                     updated = updated + $5, skipped = skipped + $6, failed = failed + $7
@@ -997,18 +1061,7 @@ impl BatchJob {
         .await?
         .rows_affected()
             == 1;
-        if !advanced {
-            tx.rollback().await?;
-            tracing::info!(
-                import = self.id,
-                "import stopped before line {}",
-                self.last_line
-            );
-            return Ok(Applied::Stopped);
-        }
-        tx.commit().await?;
-        let _ = self.committed.send(());
-        Ok(Applied::Committed { bytes: self.bytes })
+        Ok(advanced)
     }
 }
 
@@ -1039,7 +1092,17 @@ async fn settle(
 /// Resumes after `lines_done` when run again after a crash.
 pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     let JobPayload { import_id: id } = ctx.payload()?;
-    let result = run(&ctx, id).await;
+    let mut result = run(&ctx, id, true).await;
+    if result.as_ref().is_err_and(is_deadlock) {
+        // Two of its batches held each other up (see [`turn`]) and PostgreSQL rolled one
+        // back. Go on from the last committed batch, one batch at a time.
+        tracing::warn!(
+            import = id,
+            "two import batches deadlocked (addresses the database's lower() folds together, \
+             or another import of the same people); going on one batch at a time"
+        );
+        result = run(&ctx, id, false).await;
+    }
     // The job is about to die: say so on the import instead of leaving it "running".
     match result {
         Err(e) if matches!(e, JobError::Fatal(_)) || ctx.job.attempts >= ctx.job.max_attempts => {
@@ -1077,7 +1140,22 @@ pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     }
 }
 
-async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
+/// Whether a job error is PostgreSQL breaking a deadlock.
+fn is_deadlock(e: &JobError) -> bool {
+    match e {
+        JobError::Retry(a) | JobError::Fatal(a) => a.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .and_then(|e| e.as_database_error())
+                .and_then(|d| d.code())
+                .is_some_and(|code| code == "40P01")
+        }),
+        JobError::Unhandled => false,
+    }
+}
+
+/// Applies the import from its last committed batch on; `parallel`: two batches in
+/// flight at once (else one).
+async fn run(ctx: &JobContext, id: i64, parallel: bool) -> Result<(), JobError> {
     let pool = ctx.pool.clone();
     let Some(imp) = get(&pool, id).await? else {
         return Err(JobError::Fatal(
@@ -1197,9 +1275,9 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
     });
 
     // Two batches are applied at once (one per core), each in its own transaction, but
-    // they commit in file order: a batch's progress mark only moves from the mark its
-    // predecessor set, so if that one rolled back (error, crash, cancel) so does this
-    // one, and a restart resumes exactly after the last committed batch.
+    // they commit in file order (see [`turn`]): a batch's progress mark only moves from
+    // the mark its predecessor set, so if that one rolled back (error, crash, cancel) so
+    // does this one, and a restart resumes exactly after the last committed batch.
     let tags = Arc::new(imp.tags.clone());
     let mut inflight: std::collections::VecDeque<
         tokio::task::JoinHandle<Result<Applied, JobError>>,
@@ -1207,6 +1285,8 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
     let mut mark = resume_after;
     let copy_first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut previous: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    let mut seq: i32 = 0;
+    let keep = usize::from(parallel);
     let outcome = async {
         while let Some(msg) = batch_rx.recv().await {
             match msg {
@@ -1223,10 +1303,12 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
                     last_line,
                     bytes,
                 } => {
-                    let (committed, next) = tokio::sync::oneshot::channel();
+                    let (holding, next) = tokio::sync::oneshot::channel();
+                    seq = seq.wrapping_add(1);
                     let batch = BatchJob {
                         previous: previous.replace(next),
-                        committed,
+                        holding: Some(holding),
+                        seq,
                         pool: pool.clone(),
                         id,
                         mode,
@@ -1241,7 +1323,7 @@ async fn run(ctx: &JobContext, id: i64) -> Result<(), JobError> {
                     };
                     mark = last_line;
                     inflight.push_back(tokio::spawn(batch.apply()));
-                    if let Some(stop) = settle(ctx, &mut inflight, 1, imp.size_bytes).await? {
+                    if let Some(stop) = settle(ctx, &mut inflight, keep, imp.size_bytes).await? {
                         return Ok(stop);
                     }
                 }

@@ -344,8 +344,9 @@ const NO_STATUS: u8 = u8::MAX;
 /// row's position stays empty until the next rebuild.
 struct Index {
     layout: Layout,
-    /// Whether `lower()` of ASCII letters is plain ASCII in this database (not in a
-    /// Turkish or Azerbaijani locale); text conditions go to SQL otherwise.
+    /// Whether `lower()` of ASCII letters is plain ASCII in this database (not under a
+    /// Turkish or Azerbaijani locale, where `I` folds to `ı`); text conditions go to
+    /// SQL otherwise.
     ascii_lower: bool,
     /// The snapshot the last read was taken under (`pg_snapshot` text), and when (the
     /// database's clock, the one removals are pruned by).
@@ -572,10 +573,13 @@ impl Index {
     async fn build(pool: &PgPool, fields: &[FieldDef]) -> sqlx::Result<Self> {
         let started = Instant::now();
         let (mut tx, snapshot, read_at) = snapshot_read(pool).await?;
-        let ctype: String = sqlx::query_scalar("SELECT current_setting('lc_ctype')")
-            .fetch_one(&mut *tx)
-            .await?;
-        let ctype = ctype.to_ascii_lowercase();
+        // Asked of `lower()` itself: a database's collation may come from ICU, whose
+        // locale `lc_ctype` does not show.
+        let ascii_lower: bool = sqlx::query_scalar(
+            "SELECT lower('ABCDEFGHIJKLMNOPQRSTUVWXYZ') = 'abcdefghijklmnopqrstuvwxyz'",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let layout = Layout::of(fields);
         let columns = layout
             .0
@@ -600,7 +604,7 @@ impl Index {
             .collect();
         let mut ix = Index {
             layout,
-            ascii_lower: !(ctype.starts_with("tr") || ctype.starts_with("az")),
+            ascii_lower,
             snapshot,
             read_at,
             built: Instant::now(),

@@ -146,6 +146,33 @@ pub async fn fresh_database() -> (PgPool, String) {
     (pool, name)
 }
 
+/// A fresh, migrated database whose default collation is ICU's `locale`: there
+/// `lower()` folds all of Unicode, with context (root locale `und`: `lower('ΑΣ') =
+/// 'ας'`; `tr`: `lower('I') = 'ı'`). Unlike the C-locale clusters Loopline starts
+/// itself, but what an existing server may have.
+pub async fn fresh_icu_database(locale: &str) -> (PgPool, String) {
+    assert!(
+        locale
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    );
+    let cluster = cluster();
+    let name = format!("icu_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect_with(&cluster.options("postgres"))
+        .await
+        .unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' \
+         LOCALE_PROVIDER icu ICU_LOCALE '{locale}'"
+    )))
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let pool = db::pool(cluster.options(&name), 10).await.unwrap();
+    db::migrate(&pool).await.unwrap();
+    (pool, name)
+}
+
 pub fn test_config() -> Config {
     let mut c = Config::from_lookup(|_| None).expect("default config");
     c.shutdown_grace = Duration::from_secs(2);
@@ -171,6 +198,16 @@ impl TestApp {
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config), registry: JobRegistry) -> Self {
         let (pool, db_name) = fresh_database().await;
+        Self::spawn_on(pool, db_name, tweak, registry).await
+    }
+
+    /// On a given (migrated) database, e.g. [`fresh_icu_database`].
+    pub async fn spawn_on(
+        pool: PgPool,
+        db_name: String,
+        tweak: impl FnOnce(&mut Config),
+        registry: JobRegistry,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = test_config();

@@ -414,6 +414,45 @@ async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
     }
 }
 
+/// Under a Turkish collation `lower('I')` is `ı`, not `i`. The index must notice (it
+/// asks `lower()` itself: an ICU locale does not show in `lc_ctype`) and leave text
+/// conditions to SQL rather than count another number.
+#[tokio::test]
+async fn under_a_turkish_collation_text_conditions_are_counted_as_sql_counts_them() {
+    let (pool, _) = crate::harness::fresh_icu_database("tr").await;
+    define_fields(&pool).await;
+    let fields = segments::field_defs(&pool).await.unwrap();
+    exec(
+        &pool,
+        "INSERT INTO subscribers (email, status, fields, created_at) VALUES
+         ('ilhan@example.com.tr', 'active', '{\"city\": \"INCHEON\"}', now()),
+         ('irmak@example.com.tr', 'active', '{\"city\": \"incheon\"}', now())",
+    )
+    .await;
+    let index = LiveIndex::new();
+    index.build_now(&pool, &fields).await.unwrap();
+    let now = chrono::Utc::now();
+    let is_incheon = field("city", FieldOp::Is, "incheon");
+    assert_eq!(
+        segments::count(&pool, &is_incheon, now).await.unwrap(),
+        1,
+        "lower('INCHEON') is 'ıncheon' here"
+    );
+    for cond in [
+        is_incheon,
+        field("city", FieldOp::Contains, "in"),
+        field("city", FieldOp::IsNot, "INCHEON"),
+    ] {
+        let sql = segments::count(&pool, &cond, now).await.unwrap();
+        let indexed = index.count(&pool, &cond, &fields).await;
+        assert!(
+            indexed.is_none_or(|n| n == sql as u64),
+            "{}: index {indexed:?}, SQL {sql}",
+            serde_json::to_string(&cond).unwrap()
+        );
+    }
+}
+
 #[tokio::test]
 async fn what_the_index_does_not_hold_is_counted_in_sql() {
     let (pool, _) = fresh_database().await;
