@@ -372,7 +372,9 @@ async fn copy_new<'r>(
                 .await?;
             Ok((added as i64, rest(false), false))
         }
-        Err(sqlx::Error::Database(e)) => {
+        // Only an address already in the list; anything else (a deadlock, a cancel)
+        // would strike the staged path the same way.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             tracing::debug!(import = import_id, error = %e, "an import batch is staged instead");
             sqlx::query("ROLLBACK TO SAVEPOINT import_copy")
                 .execute(&mut *conn)
@@ -959,14 +961,20 @@ struct BatchJob {
 /// the batch before it: so batches commit in file order, and that wait is a lock
 /// PostgreSQL knows about. When two batches' rows hold each other up (addresses the
 /// unique index folds together that the file's duplicate check does not, under a
-/// locale whose `lower()` folds more than ASCII; or two imports of the same people at
-/// once), the earlier batch waits for the later one's row while the later one waits
-/// for the earlier one's turn: PostgreSQL's deadlock detector sees the cycle and
-/// breaks it within `deadlock_timeout`, where a wait inside Loopline would hang.
-/// (The two-`int4` advisory keys are used nowhere else.)
+/// locale whose `lower()` folds more than ASCII), the earlier batch waits for the later
+/// one's row while the later one waits for the earlier one's turn: PostgreSQL's
+/// deadlock detector sees the cycle and breaks it within `deadlock_timeout`, where a
+/// wait inside Loopline would hang ([`run_job`] then goes on one batch at a time past
+/// the two). The same goes for a cycle through another import's batches, which the
+/// job's retry picks up.
+///
+/// The two-`int4` advisory keys are used nowhere else. The import id is folded into
+/// 32 bits, and a second run of the same import (a worker taking over an expired
+/// lease) counts `seq` from 1 again: a shared key only ever means a needless wait, as
+/// each commit is still guarded by the progress mark.
 async fn turn(conn: &mut PgConnection, import: i64, seq: i32) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(import as i32)
+        .bind((import ^ (import >> 32)) as i32)
         .bind(seq)
         .execute(conn)
         .await?;
@@ -1092,17 +1100,28 @@ async fn settle(
 /// Resumes after `lines_done` when run again after a crash.
 pub async fn run_job(ctx: JobContext) -> Result<(), JobError> {
     let JobPayload { import_id: id } = ctx.payload()?;
-    let mut result = run(&ctx, id, true).await;
-    if result.as_ref().is_err_and(is_deadlock) {
-        // Two of its batches held each other up (see [`turn`]) and PostgreSQL rolled one
-        // back. Go on from the last committed batch, one batch at a time.
+    // Two of its batches may hold each other up (see [`turn`]) until PostgreSQL rolls
+    // one back: then go on from the last committed batch, one batch at a time as far as
+    // the batches that were in flight, and two at a time after. Again for each such
+    // pair, as long as each round gets further.
+    let (mut serial_until, mut dispatched, mut stuck_at) = (0, 0, None);
+    let result = loop {
+        let result = run(&ctx, id, serial_until, &mut dispatched).await;
+        if !result.as_ref().is_err_and(is_deadlock) {
+            break result;
+        }
+        let done = get(&ctx.pool, id).await?.map(|i| i.lines_done);
+        if stuck_at == Some(done) {
+            break result;
+        }
+        stuck_at = Some(done);
+        serial_until = dispatched;
         tracing::warn!(
             import = id,
             "two import batches deadlocked (addresses the database's lower() folds together, \
-             or another import of the same people); going on one batch at a time"
+             or another import of the same people); going on one batch at a time up to line {dispatched}"
         );
-        result = run(&ctx, id, false).await;
-    }
+    };
     // The job is about to die: say so on the import instead of leaving it "running".
     match result {
         Err(e) if matches!(e, JobError::Fatal(_)) || ctx.job.attempts >= ctx.job.max_attempts => {
@@ -1153,9 +1172,15 @@ fn is_deadlock(e: &JobError) -> bool {
     }
 }
 
-/// Applies the import from its last committed batch on; `parallel`: two batches in
-/// flight at once (else one).
-async fn run(ctx: &JobContext, id: i64, parallel: bool) -> Result<(), JobError> {
+/// Applies the import from its last committed batch on, two batches in flight at once
+/// but one at a time up to line `serial_until`; `dispatched` follows the last line of
+/// the batches handed out.
+async fn run(
+    ctx: &JobContext,
+    id: i64,
+    serial_until: u64,
+    dispatched: &mut u64,
+) -> Result<(), JobError> {
     let pool = ctx.pool.clone();
     let Some(imp) = get(&pool, id).await? else {
         return Err(JobError::Fatal(
@@ -1286,7 +1311,6 @@ async fn run(ctx: &JobContext, id: i64, parallel: bool) -> Result<(), JobError> 
     let copy_first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut previous: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let mut seq: i32 = 0;
-    let keep = usize::from(parallel);
     let outcome = async {
         while let Some(msg) = batch_rx.recv().await {
             match msg {
@@ -1322,7 +1346,9 @@ async fn run(ctx: &JobContext, id: i64, parallel: bool) -> Result<(), JobError> 
                         copy_first: copy_first.clone(),
                     };
                     mark = last_line;
+                    *dispatched = last_line;
                     inflight.push_back(tokio::spawn(batch.apply()));
+                    let keep = usize::from(last_line > serial_until);
                     if let Some(stop) = settle(ctx, &mut inflight, keep, imp.size_bytes).await? {
                         return Ok(stop);
                     }

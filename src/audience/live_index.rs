@@ -155,6 +155,10 @@ impl LiveIndex {
         let segment = filter.segment.filter(|c| held(c, fields));
         let page = self
             .caught_up(pool, fields, |ix| {
+                // Where `lower('I')` is not `i`, the search folds otherwise than SQL.
+                if !filter.needle.is_empty() && !ix.ascii_lower {
+                    return None;
+                }
                 let (found, segment_applied) = ix.matching(filter, segment);
                 let narrows = sql_narrows || (filter.segment.is_some() && !segment_applied);
                 if narrows && found.len() > DENSE_PAGE {
@@ -1068,8 +1072,9 @@ fn push_lower(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Lower case one character at a time, as PostgreSQL's `lower()` does where the locale
-/// knows the letter (no final-sigma rule; İ is i, not i + a combining dot): the search
+/// Lower case one character at a time, as PostgreSQL's `lower()` does under a libc
+/// locale that knows the letter (no final-sigma rule, which ICU's `lower()` applies;
+/// İ is i, not i + a combining dot): the search
 /// needle and the searched text fold the same way, and the SQL fallback binds the same
 /// folded needle.
 pub fn fold_case(s: &str) -> String {

@@ -668,6 +668,20 @@ async fn batches_copy_new_addresses_and_stage_after_a_known_one() {
 /// and the import must then finish with every address once.
 #[tokio::test]
 async fn addresses_only_the_database_folds_together_in_adjacent_batches_do_not_hang_the_import() {
+    // PostgreSQL's deadlock check runs once per wait, `deadlock_timeout` (1 s) after it
+    // began: the second batch's, which finds the cycle, so it is rolled back.
+    sigma_twins_in_adjacent_batches(std::time::Duration::ZERO).await;
+}
+
+/// As above, but the first batch is held past the second batch's deadlock check, so
+/// the cycle is found by the first batch's own check (inside its COPY): it is the one
+/// rolled back, the second follows it, and both are applied again one at a time.
+#[tokio::test]
+async fn when_the_earlier_batch_is_the_one_rolled_back_both_are_applied_again() {
+    sigma_twins_in_adjacent_batches(std::time::Duration::from_millis(1_500)).await;
+}
+
+async fn sigma_twins_in_adjacent_batches(hold_after_wait: std::time::Duration) {
     use sqlx::Connection;
     let (pool, db_name) = crate::harness::fresh_icu_database("und").await;
     let app = TestApp::spawn_on(pool, db_name, |_| {}, loopline::startup::job_registry()).await;
@@ -726,6 +740,7 @@ async fn addresses_only_the_database_folds_together_in_adjacent_batches_do_not_h
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        tokio::time::sleep(hold_after_wait).await;
         hold.rollback().await.unwrap();
     };
     let drained = tokio::time::timeout(std::time::Duration::from_secs(120), async {
