@@ -208,7 +208,55 @@ pub struct Judged {
     found: Vec<bool>,
     /// The batch's clicks: message, link position, time.
     clicks: Vec<(i64, u16, DateTime<Utc>)>,
+    /// The same grouped per message, for `messages.recent_clicks`.
+    latest: LatestClicks,
     rows: Rows,
+}
+
+/// Per message clicked in a batch, the latest click of each of its links (epoch ms), as
+/// the write statement merges them into `messages.recent_clicks`: one link as
+/// `position` and `at_ms`; several as a JSON object in `several`.
+#[derive(Default)]
+struct LatestClicks {
+    message_ids: Vec<i64>,
+    positions: Vec<String>,
+    at_ms: Vec<i64>,
+    several: Vec<Option<serde_json::Value>>,
+}
+
+impl LatestClicks {
+    fn of(rows: &[Row]) -> Self {
+        let mut per_message: HashMap<i64, Vec<(u16, i64)>> = HashMap::new();
+        for r in rows {
+            if let Some(position) = r.position {
+                let links = per_message.entry(r.message_id).or_default();
+                let at = r.at.timestamp_millis();
+                match links.iter_mut().find(|(p, _)| *p == position) {
+                    Some((_, latest)) => *latest = (*latest).max(at),
+                    None => links.push((position, at)),
+                }
+            }
+        }
+        let mut out = LatestClicks::default();
+        for (message_id, links) in per_message {
+            out.message_ids.push(message_id);
+            if let [(position, at)] = links[..] {
+                out.positions.push(position.to_string());
+                out.at_ms.push(at);
+                out.several.push(None);
+            } else {
+                out.positions.push(String::new());
+                out.at_ms.push(0);
+                out.several.push(Some(serde_json::Value::Object(
+                    links
+                        .into_iter()
+                        .map(|(p, at)| (p.to_string(), at.into()))
+                        .collect(),
+                )));
+            }
+        }
+        out
+    }
 }
 
 impl Judged {
@@ -245,6 +293,7 @@ async fn judge(
         return Ok(Judged {
             found: Vec::new(),
             clicks: Vec::new(),
+            latest: LatestClicks::default(),
             rows: Rows::default(),
         });
     }
@@ -408,6 +457,7 @@ async fn judge(
         .iter()
         .filter_map(|r| r.position.map(|p| (r.message_id, p, r.at)))
         .collect();
+    let latest = LatestClicks::of(&rows);
 
     // Counters: per subscriber, the latest human open and click of the batch.
     let mut engaged: HashMap<i64, LatestHuman> = HashMap::new();
@@ -450,6 +500,7 @@ async fn judge(
     Ok(Judged {
         found,
         clicks: clicks_judged,
+        latest,
         rows: Rows {
             sids,
             mids,
@@ -493,18 +544,23 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
              -- Each message's latest click per link, read by the next batches' judging:
              -- merged key by key keeping the later time (batches of different processes
              -- may commit out of order).
+             -- One row per message (grouped by the caller). The usual case, one link
+             -- clicked in the batch, is one key compared and maybe replaced; only a
+             -- message with several takes the general merge (CASE evaluates it for
+             -- those rows alone).
              UPDATE messages m
-             SET recent_clicks = (
-                 SELECT jsonb_object_agg(k, latest)
-                 FROM (SELECT key AS k, max(value::bigint) AS latest
-                       FROM (SELECT * FROM jsonb_each_text(m.recent_clicks)
-                             UNION ALL SELECT * FROM jsonb_each_text(l.latest)) both_sides
-                       GROUP BY key) merged)
-             FROM (SELECT message_id, jsonb_object_agg(position::text, at_ms) AS latest
-                   FROM (SELECT message_id, position, max(at_ms) AS at_ms
-                         FROM unnest($11::bigint[], $12::int[], $13::bigint[]) AS c(message_id, position, at_ms)
-                         GROUP BY 1, 2) p
-                   GROUP BY 1) l
+             SET recent_clicks = CASE
+                 WHEN l.several IS NULL THEN
+                     CASE WHEN (m.recent_clicks->>l.position)::bigint >= l.at_ms THEN m.recent_clicks
+                          ELSE coalesce(m.recent_clicks, '{}') || jsonb_build_object(l.position, l.at_ms) END
+                 ELSE (
+                     SELECT jsonb_object_agg(k, latest)
+                     FROM (SELECT key AS k, max(value::bigint) AS latest
+                           FROM (SELECT * FROM jsonb_each_text(m.recent_clicks)
+                                 UNION ALL SELECT * FROM jsonb_each_text(l.several)) both_sides
+                           GROUP BY key) merged)
+             END
+             FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::jsonb[]) AS l(message_id, position, at_ms, several)
              WHERE cardinality($11::bigint[]) > 0 AND m.id = l.message_id
              RETURNING 1
          ), engaged AS (
@@ -529,15 +585,10 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
     .bind(&r.engaged_ids)
     .bind(&r.opens)
     .bind(&r.clicks)
-    .bind(judged.clicks.iter().map(|c| c.0).collect::<Vec<i64>>())
-    .bind(judged.clicks.iter().map(|c| i32::from(c.1)).collect::<Vec<i32>>())
-    .bind(
-        judged
-            .clicks
-            .iter()
-            .map(|c| c.2.timestamp_millis())
-            .collect::<Vec<i64>>(),
-    )
+    .bind(&judged.latest.message_ids)
+    .bind(&judged.latest.positions)
+    .bind(&judged.latest.at_ms)
+    .bind(&judged.latest.several)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -587,13 +638,41 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the writer tasks on the current Tokio runtime. They end when the last
-    /// `Recorder` clone is dropped, after answering everything queued.
+    /// Starts the writer on a thread of its own, with a Tokio runtime and two database
+    /// connections of its own (to the database `pool` connects to). It ends when the
+    /// last `Recorder` clone is dropped, after answering everything queued.
+    ///
+    /// Its own thread because every request waits on it: as a task among the HTTP
+    /// connections' tasks, each of its awaits on the database queued it behind hundreds
+    /// of them, which stretched each batch's cycle (and so every request's wait) by
+    /// milliseconds under load. A thread that mostly sleeps is woken at once by the
+    /// operating system.
     pub fn start(pool: PgPool, privacy: Privacy) -> Self {
         let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
-        let (judged_tx, judged_rx) = mpsc::channel(1);
-        tokio::spawn(judge_batches(pool.clone(), privacy.clone(), rx, judged_tx));
-        tokio::spawn(write_batches(pool, privacy, judged_rx));
+        let options = pool.connect_options().as_ref().clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building the event writer's runtime");
+        std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // One connection per stage (a one-by-one retry uses the writing
+                    // stage's, released first).
+                    let pool = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .acquire_timeout(std::time::Duration::from_secs(10))
+                        .connect_lazy_with(options);
+                    let (judged_tx, judged_rx) = mpsc::channel(1);
+                    let judging =
+                        tokio::spawn(judge_batches(pool.clone(), privacy.clone(), rx, judged_tx));
+                    write_batches(pool.clone(), privacy, judged_rx).await;
+                    let _ = judging.await;
+                    pool.close().await;
+                });
+            })
+            .expect("starting the event writer's thread");
         Self { tx }
     }
 

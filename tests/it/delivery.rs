@@ -1098,6 +1098,18 @@ async fn the_latest_click_per_link_survives_batches_committed_out_of_order() {
     .await
     .unwrap();
     assert_eq!(last, (false, "link_burst".to_string()));
+    // A batch with one link of the message (merged without the general path): an
+    // older click keeps the later time, a newer one replaces it, others stay.
+    for (secs, expect) in [(8, 20), (30, 30)] {
+        let e = events::Judging::default()
+            .judge(&mut conn, &[click(1, secs)], privacy)
+            .await
+            .unwrap();
+        events::write(&mut conn, &e).await.unwrap();
+        assert_eq!(stored(1).await, Some(ms(expect)), "a click at +{secs} s");
+    }
+    assert_eq!(stored(2).await, Some(ms(6)));
+    assert_eq!(stored(4).await, Some(ms(22)));
 }
 
 /// Two senders on one database with a 2 s lease, and a server that answers 5 s after it
