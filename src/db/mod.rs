@@ -93,10 +93,15 @@ impl Held {
     }
 }
 
-pub async fn pool(options: PgConnectOptions, max: u32) -> anyhow::Result<PgPool> {
+/// How every pool of Loopline's is set up (the main one and the event writer's).
+pub fn pool_options(max: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
+}
+
+pub async fn pool(options: PgConnectOptions, max: u32) -> anyhow::Result<PgPool> {
+    pool_options(max)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")

@@ -135,9 +135,17 @@ pub async fn record(
     reactions: &[Reaction],
     privacy: &Privacy,
 ) -> sqlx::Result<Vec<bool>> {
-    let mut conn = pool.acquire().await?;
-    let judged = judge(&mut conn, reactions, privacy, &Unstored::default()).await?;
-    write(&mut conn, &judged).await?;
+    record_on(&mut *pool.acquire().await?, reactions, privacy).await
+}
+
+/// [`record`] on a given connection.
+async fn record_on(
+    conn: &mut sqlx::PgConnection,
+    reactions: &[Reaction],
+    privacy: &Privacy,
+) -> sqlx::Result<Vec<bool>> {
+    let judged = judge(conn, reactions, privacy, &Unstored::default()).await?;
+    write(conn, &judged).await?;
     Ok(judged.found)
 }
 
@@ -226,7 +234,10 @@ struct LatestClicks {
 
 impl LatestClicks {
     fn of(rows: &[Row]) -> Self {
-        let mut per_message: HashMap<i64, Vec<(u16, i64)>> = HashMap::new();
+        // In message order: with the usual plan (a nested loop over the arrays) the
+        // UPDATE then locks rows in the same order as another process's batch does,
+        // so the two do not deadlock.
+        let mut per_message: std::collections::BTreeMap<i64, Vec<(u16, i64)>> = Default::default();
         for r in rows {
             if let Some(position) = r.position {
                 let links = per_message.entry(r.message_id).or_default();
@@ -639,8 +650,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer on a thread of its own, with a Tokio runtime and two database
-    /// connections of its own (to the database `pool` connects to). It ends when the
-    /// last `Recorder` clone is dropped, after answering everything queued.
+    /// connections of its own (to the database `pool` connects to: two more than
+    /// `DATABASE_MAX_CONNECTIONS` per process). It ends when the last `Recorder` clone
+    /// is dropped, after answering everything queued, and closes its connections.
     ///
     /// Its own thread because every request waits on it: as a task among the HTTP
     /// connections' tasks, each of its awaits on the database queued it behind hundreds
@@ -657,20 +669,30 @@ impl Recorder {
         std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
-                runtime.block_on(async move {
-                    // One connection per stage (a one-by-one retry uses the writing
-                    // stage's, released first).
-                    let pool = sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(2)
-                        .acquire_timeout(std::time::Duration::from_secs(10))
-                        .connect_lazy_with(options);
-                    let (judged_tx, judged_rx) = mpsc::channel(1);
-                    let judging =
-                        tokio::spawn(judge_batches(pool.clone(), privacy.clone(), rx, judged_tx));
-                    write_batches(pool.clone(), privacy, judged_rx).await;
-                    let _ = judging.await;
-                    pool.close().await;
-                });
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(async move {
+                        // One connection per stage (a one-by-one retry uses the
+                        // writing stage's).
+                        let pool = crate::db::pool_options(2).connect_lazy_with(options);
+                        let (judged_tx, judged_rx) = mpsc::channel(1);
+                        let judging = tokio::spawn(judge_batches(
+                            pool.clone(),
+                            privacy.clone(),
+                            rx,
+                            judged_tx,
+                        ));
+                        write_batches(pool.clone(), privacy, judged_rx).await;
+                        if judging.await.is_err() {
+                            tracing::error!("the open and click judging stage panicked");
+                        }
+                        pool.close().await;
+                    })
+                }));
+                if ran.is_err() {
+                    tracing::error!(
+                        "the open and click writer panicked: opens and clicks are no longer recorded until Loopline restarts"
+                    );
+                }
             })
             .expect("starting the event writer's thread");
         Self { tx }
@@ -742,7 +764,7 @@ async fn judge_batches(
 }
 
 async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Work>) {
-    let mut held = Held::new(pool.clone());
+    let mut held = Held::new(pool);
     while let Some(work) = rx.recv().await {
         match work {
             Work::Judged(reactions, judged, replies) => {
@@ -763,7 +785,7 @@ async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Wo
                     Err(sqlx::Error::Database(e)) if replies.len() > 1 => {
                         tracing::warn!(error = %e, batch = replies.len(), "recording a batch of opens and clicks failed; retrying one by one");
                         held.release();
-                        one_by_one(&pool, &privacy, reactions, replies).await;
+                        one_by_one(&mut held, &privacy, reactions, replies).await;
                     }
                     Err(e) => {
                         held.release();
@@ -772,7 +794,7 @@ async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Wo
                 }
             }
             Work::OneByOne(reactions, replies) => {
-                one_by_one(&pool, &privacy, reactions, replies).await;
+                one_by_one(&mut held, &privacy, reactions, replies).await;
             }
         }
         if rx.is_empty() {
@@ -781,18 +803,25 @@ async fn write_batches(pool: PgPool, privacy: Privacy, mut rx: mpsc::Receiver<Wo
     }
 }
 
+/// Records each reaction on its own, so one the database refuses fails only its own
+/// request; on the writing stage's connection, so the retry never waits for one more
+/// (the judging stage may be holding the other while it waits to hand over its next
+/// batch).
 async fn one_by_one(
-    pool: &PgPool,
+    held: &mut Held,
     privacy: &Privacy,
     reactions: Vec<Reaction>,
     replies: Vec<Reply>,
 ) {
     for (reaction, reply) in reactions.into_iter().zip(replies) {
-        let result = record(pool, std::slice::from_ref(&reaction), privacy)
-            .await
-            .map(|found| found[0])
-            .map_err(RecordError::from);
-        let _ = reply.send(result);
+        let result = match held.get().await {
+            Ok(conn) => record_on(conn, std::slice::from_ref(&reaction), privacy).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            held.release();
+        }
+        let _ = reply.send(result.map(|found| found[0]).map_err(RecordError::from));
     }
 }
 

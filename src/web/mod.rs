@@ -69,7 +69,7 @@ pub struct StateInner {
     pub throttle: LoginThrottle,
     /// How opens and clicks store IPs.
     pub privacy: crate::tracking::events::Privacy,
-    /// Writes opens and clicks in group commits (one writer task per process).
+    /// Writes opens and clicks in group commits (one writer per process).
     pub recorder: crate::tracking::events::Recorder,
     /// Checks SNS messages for `/webhooks/ses` (certificates cached per process), when
     /// SES feedback is configured.
@@ -86,7 +86,8 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Must be called within a Tokio runtime: it starts the open/click writer task.
+    /// Starts the open/click writer (on a thread of its own, with two database
+    /// connections of its own).
     pub fn new(pool: PgPool, config: Config, clock: SharedClock, keys: SigningKey) -> Self {
         let privacy = crate::tracking::events::Privacy {
             mode: config.mail.track_ip,

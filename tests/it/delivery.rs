@@ -1108,6 +1108,14 @@ async fn the_latest_click_per_link_survives_batches_committed_out_of_order() {
         events::write(&mut conn, &e).await.unwrap();
         assert_eq!(stored(1).await, Some(ms(expect)), "a click at +{secs} s");
     }
+    // A link not kept yet is added beside the others.
+    let f = events::Judging::default()
+        .judge(&mut conn, &[click(5, 31)], privacy)
+        .await
+        .unwrap();
+    events::write(&mut conn, &f).await.unwrap();
+    assert_eq!(stored(5).await, Some(ms(31)));
+    assert_eq!(stored(1).await, Some(ms(30)));
     assert_eq!(stored(2).await, Some(ms(6)));
     assert_eq!(stored(4).await, Some(ms(22)));
 }
@@ -1237,4 +1245,65 @@ async fn mail_claimed_by_a_sender_that_died_goes_out_once_its_lease_runs_out() {
         page.select(&format!("tr[data-message-id=\"{id}\"] td.status")),
         vec!["sent"]
     );
+}
+
+/// Under load, a batch whose judging read the database refuses (here a message whose
+/// kept clicks cannot be read) is recorded one reaction at a time, on the writer's own
+/// connection: the others are stored promptly, only the refused ones fail (the
+/// redirect still goes out), and nothing waits for a connection that is never free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_database_refuses_to_judge_is_recorded_one_by_one_under_load() {
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "load@example.kr", "", "active").await;
+    let good = sent_message(&app, sid, 50).await;
+    let bad = sent_message(&app, sid, 5).await;
+    sqlx::query("UPDATE messages SET recent_clicks = '{\"1\": \"x\"}' WHERE id = $1")
+        .bind(bad)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let now = app.clock.now();
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    let tasks: Vec<_> = (0..4000u32)
+        .map(|i| {
+            let message = if i % 700 == 350 { bad } else { good };
+            let reaction = events::Reaction::Click {
+                click: click_of(message, sid, (i % 40) as u16 + 1),
+                req: req.clone(),
+                at: now + chrono::Duration::milliseconds(i64::from(i)),
+            };
+            let recorder = app.state.recorder.clone();
+            tokio::spawn(async move { (message, recorder.record(reaction).await) })
+        })
+        .collect();
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        futures_util::future::join_all(tasks),
+    )
+    .await
+    .expect("the recorder stalled");
+    let (mut stored, mut refused) = (0, 0);
+    for r in results {
+        let (message, result) = r.unwrap();
+        match result {
+            Ok(found) => {
+                assert!(found && message == good);
+                stored += 1;
+            }
+            Err(e) => {
+                assert_eq!(message, bad, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((stored, refused), (3_994, 6));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'clicked'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3_994);
 }
