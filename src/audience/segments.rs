@@ -404,9 +404,24 @@ fn push_field(
             }
         }
     } else {
-        qb.push("(s.fields ->> ");
-        qb.push_bind(key.to_string());
-        qb.push(format!(")::{cast}"));
+        // NULL for a stored value that does not cast, never an error (one such value,
+        // written outside Loopline, would fail the whole query).
+        if field_type == FieldType::Date {
+            // A silent jsonpath `datetime()`: `YYYY-MM-DD` (one-digit month and day too)
+            // or nothing; a regular expression or a PL/pgSQL check per row cost 3–5
+            // times the cast.
+            qb.push("(jsonb_path_query_first(s.fields, ");
+            qb.push_bind(format!(
+                "$.\"{}\".datetime(\"YYYY-MM-DD\")",
+                key.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
+            qb.push("::jsonpath, '{}', true) #>> '{}')::date");
+        } else {
+            // Inline for JSON numbers and booleans (migration 22).
+            qb.push(format!("field_{cast}(s.fields -> "));
+            qb.push_bind(key.to_string());
+            qb.push(")");
+        }
         qb.push(match op {
             FieldOp::GreaterThan => " > ",
             FieldOp::LessThan => " < ",

@@ -340,7 +340,7 @@ async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
     let (pool, _) = fresh_database().await;
     define_fields(&pool).await;
     let fields = segments::field_defs(&pool).await.unwrap();
-    let cases: [(&str, Vec<Condition>); 5] = [
+    let cases: [(&str, Vec<Condition>); 8] = [
         // Underflows to 0 in an f64; exact in numeric.
         (
             r#"{"orders": 1e-400}"#,
@@ -379,7 +379,36 @@ async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
             r#"{"joined": "2024-3-5"}"#,
             vec![field("joined", FieldOp::Is, "2024-03-05")],
         ),
+        // Values that do not cast to the field's type: no match, never a failed query.
+        (
+            r#"{"orders": "many", "vip": "maybe", "joined": "2023-02-29"}"#,
+            vec![
+                field("orders", FieldOp::GreaterThan, "0"),
+                field("orders", FieldOp::IsNot, "1"),
+                field("vip", FieldOp::Is, "true"),
+                field("joined", FieldOp::LessThan, "2030-01-01"),
+                field("joined", FieldOp::IsNot, "2023-03-01"),
+            ],
+        ),
+        (
+            r#"{"orders": {"n": 1}, "vip": [true], "joined": "someday"}"#,
+            vec![
+                field("orders", FieldOp::LessThan, "5"),
+                field("vip", FieldOp::Is, "false"),
+                field("joined", FieldOp::GreaterThan, "2000-01-01"),
+            ],
+        ),
+        // Valid, though not as Loopline writes them: a number in a string, a leap day.
+        (
+            r#"{"orders": " 12 ", "joined": "2024-02-29"}"#,
+            vec![
+                field("orders", FieldOp::Is, "12"),
+                field("joined", FieldOp::Is, "2024-02-29"),
+            ],
+        ),
     ];
+    // (How many of the two rows each case's first condition matches in SQL.)
+    let first_matches = [0, 1, 1, 0, 1, 1, 1, 1];
     for (i, (value, conditions)) in cases.iter().enumerate() {
         sqlx::query("INSERT INTO subscribers (email, status, fields, created_at) VALUES ($1, 'active', $2::jsonb, now())")
             .bind(format!("odd{i}@example.kr"))
@@ -398,10 +427,13 @@ async fn values_written_outside_the_app_are_counted_as_sql_counts_them() {
             if built_after {
                 index.build_now(&pool, &fields).await.unwrap();
             }
-            for cond in conditions {
+            for (j, cond) in conditions.iter().enumerate() {
                 let sql = segments::count(&pool, cond, chrono::Utc::now())
                     .await
                     .unwrap();
+                if j == 0 {
+                    assert_eq!(sql, first_matches[i], "{value}");
+                }
                 let indexed = index.count(&pool, cond, &fields).await;
                 assert!(
                     indexed.is_none_or(|n| n == sql as u64),
