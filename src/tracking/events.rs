@@ -233,19 +233,18 @@ struct LatestClicks {
 }
 
 impl LatestClicks {
-    fn of(rows: &[Row]) -> Self {
+    /// From a batch's clicks (message, link position, time).
+    fn of(clicks: &[(i64, u16, DateTime<Utc>)]) -> Self {
         // In message order: with the usual plan (a nested loop over the arrays) the
         // UPDATE then locks rows in the same order as another process's batch does,
         // so the two do not deadlock.
         let mut per_message: std::collections::BTreeMap<i64, Vec<(u16, i64)>> = Default::default();
-        for r in rows {
-            if let Some(position) = r.position {
-                let links = per_message.entry(r.message_id).or_default();
-                let at = r.at.timestamp_millis();
-                match links.iter_mut().find(|(p, _)| *p == position) {
-                    Some((_, latest)) => *latest = (*latest).max(at),
-                    None => links.push((position, at)),
-                }
+        for &(message_id, position, at) in clicks {
+            let links = per_message.entry(message_id).or_default();
+            let at = at.timestamp_millis();
+            match links.iter_mut().find(|(p, _)| *p == position) {
+                Some((_, latest)) => *latest = (*latest).max(at),
+                None => links.push((position, at)),
             }
         }
         let mut out = LatestClicks::default();
@@ -468,7 +467,7 @@ async fn judge(
         .iter()
         .filter_map(|r| r.position.map(|p| (r.message_id, p, r.at)))
         .collect();
-    let latest = LatestClicks::of(&rows);
+    let latest = LatestClicks::of(&clicks_judged);
 
     // Counters: per subscriber, the latest human open and click of the batch.
     let mut engaged: HashMap<i64, LatestHuman> = HashMap::new();
