@@ -1248,7 +1248,7 @@ async fn mail_claimed_by_a_sender_that_died_goes_out_once_its_lease_runs_out() {
 }
 
 /// Under load, a batch whose judging read the database refuses (here a message whose
-/// kept clicks cannot be read) is recorded one reaction at a time, on the writer's own
+/// count of links is not a number) is recorded one reaction at a time, on the writer's own
 /// connection: the others are stored promptly, only the refused ones fail (the
 /// redirect still goes out), and nothing waits for a connection that is never free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1257,7 +1257,7 @@ async fn a_batch_the_database_refuses_to_judge_is_recorded_one_by_one_under_load
     let sid = subscriber(&app, "load@example.kr", "", "active").await;
     let good = sent_message(&app, sid, 50).await;
     let bad = sent_message(&app, sid, 5).await;
-    sqlx::query("UPDATE messages SET recent_clicks = '{\"1\": \"x\"}' WHERE id = $1")
+    sqlx::query("UPDATE messages SET data = data || '{\"links\": \"x\"}' WHERE id = $1")
         .bind(bad)
         .execute(&app.pool)
         .await
