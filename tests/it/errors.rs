@@ -113,3 +113,46 @@ async fn internal_errors_are_opaque_to_the_client() {
         assert!(body.contains("something went wrong"), "{body}");
     }
 }
+
+/// The production router's outer layers reach every kind of response: a page, a
+/// redirect, an error page and a click redirect all carry the security headers and a
+/// request id (the one the client sent, or a new one).
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_a_request_id() {
+    let app = TestApp::spawn().await;
+    app.create_user("owner@example.kr", Role::Owner).await;
+    let c = app.client();
+    let mut seen = std::collections::HashSet::new();
+    for (path, status) in [
+        ("/login", StatusCode::OK),
+        ("/", StatusCode::SEE_OTHER),
+        ("/no/such/page", StatusCode::NOT_FOUND),
+        ("/c/forged-token", StatusCode::NOT_FOUND),
+    ] {
+        let res = c.get(path).await;
+        assert_eq!(res.status(), status, "{path}");
+        let h = res.headers();
+        let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+        assert!(
+            header("content-security-policy").is_some_and(|v| v.contains("default-src")),
+            "{path}: {h:?}"
+        );
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+        assert_eq!(header("referrer-policy").as_deref(), Some("same-origin"));
+        assert_eq!(header("x-frame-options").as_deref(), Some("DENY"));
+        let id = header("x-request-id").expect("a request id");
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{path}: {id}");
+        assert!(seen.insert(id), "{path}: a fresh id per request");
+    }
+    let res = c
+        .http
+        .get(c.url("/login"))
+        .header("x-request-id", "client-chosen-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["x-request-id"].to_str().unwrap(),
+        "client-chosen-7"
+    );
+}
