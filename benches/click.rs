@@ -328,6 +328,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let paths = dir.join("paths.txt");
     let tokens = seed(&pool, &app.state.keys, &paths).await?;
+    // A full run writes ~500 MB of WAL.
+    common::warm_wal(&pool, if quick { 400 } else { 800 }).await?;
 
     // The limit first: nginx, same load, same script.
     let limit = {
