@@ -9,6 +9,10 @@
 //! into the subscriber's counters before its 302 goes out. Both servers keep their
 //! production logging: Loopline's request log lines (INFO) to a file, nginx's access log.
 //!
+//! Before the runs the cluster writes and checkpoints ~800 MB of WAL (400 with `--quick`),
+//! so the run reuses recycled WAL segments as a server that has been up for a while does,
+//! instead of creating a new one on a commit's path every second or so.
+//!
 //! Every response must have its stored event: the `clicked` rows written during the run
 //! are counted against the 3xx responses wrk read. Requests still in flight when wrk
 //! stops are stored but unanswered (at most one per connection); they are reported, not
