@@ -1307,3 +1307,77 @@ async fn a_batch_the_database_refuses_to_judge_is_recorded_one_by_one_under_load
         .unwrap();
     assert_eq!(rows, 3_994);
 }
+
+/// Many human clicks at once, spread over many messages and subscribers and arriving out
+/// of time order, so they are grouped into batches in no particular order: every click
+/// is stored once, and the per-message latest click and the per-subscriber counters end
+/// at the latest time, whichever batch held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_out_of_order_across_batches_are_all_stored_and_keep_the_latest_times() {
+    let app = TestApp::spawn().await;
+    let now = app.clock.now();
+    let mut targets = Vec::new();
+    for i in 0..200 {
+        let sid = subscriber(&app, &format!("overlap{i}@example.kr"), "", "active").await;
+        targets.push((sid, sent_message(&app, sid, 4).await));
+    }
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    // Each message's link 1, 15 times, at increasing times in a shuffled order (one
+    // link, so no burst).
+    let mut clicks: Vec<(usize, i64)> = (0..3000).map(|i| (i % 200, i as i64)).collect();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..clicks.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        clicks.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    let tasks: Vec<_> = clicks
+        .into_iter()
+        .map(|(t, ms)| {
+            let (sid, mid) = targets[t];
+            let reaction = events::Reaction::Click {
+                click: click_of(mid, sid, 1),
+                req: req.clone(),
+                at: now + chrono::Duration::milliseconds(ms),
+            };
+            let recorder = app.state.recorder.clone();
+            tokio::spawn(async move { recorder.record(reaction).await })
+        })
+        .collect();
+    for r in futures_util::future::join_all(tasks).await {
+        assert!(r.unwrap().unwrap(), "every message is known");
+    }
+    let (rows, human): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE data->>'human' = 'true') FROM events WHERE kind = 'clicked'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, human), (3000, 3000));
+    // Target t's clicks were at t, t + 200, …, t + 2800 ms.
+    let latest = |t: usize| now + chrono::Duration::milliseconds(t as i64 + 2800);
+    for (t, &(sid, mid)) in targets.iter().enumerate() {
+        let last_click: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT last_click_at FROM subscribers WHERE id = $1")
+                .bind(sid)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            last_click.map(|t| t.timestamp_millis()),
+            Some(latest(t).timestamp_millis())
+        );
+        let kept: Option<i64> =
+            sqlx::query_scalar("SELECT (recent_clicks->>'1')::bigint FROM messages WHERE id = $1")
+                .bind(mid)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(kept, Some(latest(t).timestamp_millis()));
+    }
+}
