@@ -11,7 +11,10 @@
 //!
 //! Before the runs the cluster writes and checkpoints ~800 MB of WAL (400 with `--quick`),
 //! so the run reuses recycled WAL segments as a server that has been up for a while does,
-//! instead of creating a new one on a commit's path every second or so.
+//! instead of creating a new one on a commit's path every second or so. Before each
+//! measured phase the disk is settled (`sync`), and nginx's access log is deleted after
+//! its run: the kernel wrote that ~1 GB back 30 s after nginx began, which is during
+//! Loopline's run, and its writes held up the WAL's flushes for 50-200 ms.
 //!
 //! Every response must have its stored event: the `clicked` rows written during the run
 //! are counted against the 3xx responses wrk read. Requests still in flight when wrk
@@ -302,6 +305,17 @@ async fn seed(
     Ok(lines.len())
 }
 
+/// Deletes `leftover` (if any) and flushes every dirty page, so one phase's writes (and
+/// the discards of what it deleted) are not written back during the next phase.
+async fn settle_disk(leftover: Option<&Path>) {
+    if let Some(path) = leftover {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
+    // Discards of freed blocks are issued as the journal commits; give them a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -335,6 +349,8 @@ async fn main() -> anyhow::Result<()> {
     // A full run writes ~500 MB of WAL.
     common::warm_wal(&pool, if quick { 400 } else { 800 }).await?;
 
+    settle_disk(None).await;
+
     // The limit first: nginx, same load, same script.
     let limit = {
         let nginx = Nginx::start(&dir)?;
@@ -344,6 +360,10 @@ async fn main() -> anyhow::Result<()> {
         drop(nginx);
         r
     };
+    // nginx's access log (~1 GB in a full run) sits in the page cache until the kernel
+    // writes it back, 30 s after it was first dirtied: in the middle of Loopline's run,
+    // where that gigabyte of writes stalled the WAL's flushes for 50-200 ms.
+    settle_disk(Some(&dir.join("nginx").join("access.log"))).await;
 
     // Loopline: the production router, served as `loopline serve` serves it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
