@@ -281,6 +281,14 @@ impl EmbeddedPostgres {
             ("effective_cache_size", &memory.effective_cache_size),
             ("work_mem", "16MB"),
             ("maintenance_work_mem", &memory.maintenance_work_mem),
+            // WAL segments kept for reuse however quiet the last hours were (PostgreSQL's
+            // default keeps 80 MB once its estimate of the WAL between checkpoints has
+            // decayed). A burst after a quiet spell, the clicks after a campaign, then
+            // reuses segments instead of creating and zero-filling a new 16 MB one on
+            // a commit's path: 16-22 ms for every commit waiting on it, about once a
+            // second at full click rate (docs/BENCHMARKS.md, click). Disk is only taken
+            // once that much WAL has been written.
+            ("min_wal_size", "512MB"),
         ];
         if opts.ephemeral {
             settings.extend([

@@ -191,6 +191,12 @@ async fn the_binary_runs_its_own_postgres_survives_kill_9_and_shuts_down_cleanly
         .await
         .unwrap();
     assert_eq!(listen, "");
+    // WAL segments are kept for the next burst (see `db::embedded`).
+    let min_wal: String = sqlx::query_scalar("SHOW min_wal_size")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(min_wal, "512MB");
     drop(conn);
 
     // A request id is on the request's log lines.
