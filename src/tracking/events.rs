@@ -531,12 +531,65 @@ async fn judge(
 /// (`messages.recent_clicks`, what judging reads), move the counters of human events. The
 /// `cardinality(…) > 0` gates are evaluated once, so an empty part scans nothing
 /// whatever plan PostgreSQL picked.
+///
+/// A batch with a burst may re-judge clicks that earlier batches stored as human, and
+/// those moved their subscriber's counters (last click, last engagement, unopened in a
+/// row back to 0). Such a batch is written in a transaction of its own, and the
+/// re-judged subscribers' counters are counted again from what is then stored before it
+/// commits ([`recount_engagement`]), so a scanner's first click never leaves its
+/// subscriber looking engaged.
 pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Result<()> {
-    let r = &judged.rows;
-    if r.mids.is_empty() {
+    use sqlx::Connection;
+    if judged.rows.mids.is_empty() {
         return Ok(());
     }
+    if judged.rows.burst_mids.is_empty() {
+        write_statement(conn, judged).await?;
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    let rejudged = write_statement(&mut tx, judged).await?;
+    if !rejudged.is_empty() {
+        recount_engagement(&mut tx, &rejudged).await?;
+    }
+    tx.commit().await
+}
+
+/// Sets the engagement counters of `subscribers` from their stored events, as if only
+/// the events human now had ever moved them: the latest human open and click, and the
+/// marketing mail sent since the later of the two (what the sender counts up and a
+/// human open or click resets).
+async fn recount_engagement(
+    conn: &mut sqlx::PgConnection,
+    subscribers: &[i64],
+) -> sqlx::Result<()> {
     sqlx::query(
+        "UPDATE subscribers s
+         SET last_open_at = h.open_at, last_click_at = h.click_at,
+             last_engaged_at = greatest(h.open_at, h.click_at),
+             consecutive_unopened = (
+                 SELECT count(*)::int FROM messages m
+                 WHERE m.subscriber_id = s.id AND m.marketing AND m.sent_at IS NOT NULL
+                   AND m.sent_at > coalesce(greatest(h.open_at, h.click_at), '-infinity'))
+         FROM (SELECT sid,
+                      (SELECT max(e.at) FROM events e WHERE e.subscriber_id = sid
+                          AND e.kind = 'opened' AND e.data->>'human' = 'true') AS open_at,
+                      (SELECT max(e.at) FROM events e WHERE e.subscriber_id = sid
+                          AND e.kind = 'clicked' AND e.data->>'human' = 'true') AS click_at
+               FROM unnest($1::bigint[]) AS sid) h
+         WHERE s.id = h.sid",
+    )
+    .bind(subscribers)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The statement of [`write`]; returns the subscribers whose stored clicks it re-judged
+/// (in id order).
+async fn write_statement(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Result<Vec<i64>> {
+    let r = &judged.rows;
+    sqlx::query_scalar(
         "WITH rejudged AS (
              UPDATE events e
              SET data = e.data || jsonb_build_object('human', false, 'reason', 'link_burst', 'rejudged', true)
@@ -544,7 +597,7 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
              WHERE cardinality($6::bigint[]) > 0
                AND e.message_id = b.message_id AND e.kind = 'clicked' AND e.at > b.since
                AND e.data->>'human' = 'true'
-             RETURNING 1
+             RETURNING e.subscriber_id
          ), inserted AS (
              INSERT INTO events (subscriber_id, message_id, kind, at, data)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
@@ -582,7 +635,9 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
              WHERE cardinality($8::bigint[]) > 0 AND s.id = v.id
              RETURNING 1
          )
-         SELECT (SELECT count(*) FROM inserted)",
+         SELECT coalesce(array_agg(DISTINCT subscriber_id ORDER BY subscriber_id)
+                         FILTER (WHERE subscriber_id IS NOT NULL), '{}')
+         FROM rejudged",
     )
     .bind(&r.sids)
     .bind(&r.mids)
@@ -598,9 +653,8 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
     .bind(&judged.latest.positions)
     .bind(&judged.latest.at_ms)
     .bind(&judged.latest.several)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// A subscriber's latest human open and latest human click in a batch.

@@ -1024,6 +1024,115 @@ async fn a_batch_judged_while_its_predecessors_are_unwritten_still_sees_their_cl
     assert_eq!(last, (true, "human".to_string()));
 }
 
+/// A scanner that follows a message's links one request at a time: at low traffic each
+/// click is a batch of its own, so its first clicks are stored as human (and move the
+/// counters) before the burst shows what they were. Once re-judged, the subscriber's
+/// counters are as if those clicks had never counted: the last human open stays, the
+/// last click goes, and the mail sent since the open is unopened again.
+#[tokio::test]
+async fn a_burst_that_re_judges_earlier_batches_takes_back_the_counters_they_moved() {
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "scanned-later@example.kr", "", "active").await;
+    let older = sent_message(&app, sid, 1).await;
+    let five = sent_message(&app, sid, 5).await;
+    let privacy = &app.state.privacy;
+    let now = app.clock.now();
+    // `five` went out ten minutes ago, after the reader opened `older`.
+    sqlx::query("UPDATE messages SET sent_at = $2, created_at = $2 WHERE id = $1")
+        .bind(five)
+        .bind(now - chrono::Duration::minutes(10))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let req = events::Request {
+        user_agent: Some(SAFARI.into()),
+        ip: Some("203.0.113.9".parse().unwrap()),
+        ..Default::default()
+    };
+    let opened_at = now - chrono::Duration::minutes(30);
+    let found = events::record(
+        &app.pool,
+        &[events::Reaction::Open {
+            message_id: older,
+            req: req.clone(),
+            at: opened_at,
+        }],
+        privacy,
+    )
+    .await
+    .unwrap();
+    assert_eq!(found, [true]);
+    // What the sender did when `five` went out: one more unopened in a row.
+    sqlx::query(
+        "UPDATE subscribers SET consecutive_unopened = consecutive_unopened + 1 WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    type Counters = (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        i32,
+    );
+    let counters = || async {
+        sqlx::query_as::<_, Counters>(
+            "SELECT last_open_at, last_click_at, last_engaged_at, consecutive_unopened
+             FROM subscribers WHERE id = $1",
+        )
+        .bind(sid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        counters().await,
+        (Some(opened_at), None, Some(opened_at), 1)
+    );
+
+    // The scanner: links 1 and 2, each its own batch, both judged human when stored.
+    let click = safari_click(five, sid, now);
+    for (position, secs) in [(1, 0), (2, 1)] {
+        events::record(&app.pool, &[click(position, secs)], privacy)
+            .await
+            .unwrap();
+    }
+    let one_second = now + chrono::Duration::seconds(1);
+    assert_eq!(
+        counters().await,
+        (Some(opened_at), Some(one_second), Some(one_second), 0),
+        "the first clicks counted as a person's"
+    );
+
+    // Link 3: the burst. Both stored clicks are re-judged, and the counters with them.
+    events::record(&app.pool, &[click(3, 2)], privacy)
+        .await
+        .unwrap();
+    let verdicts: Vec<(bool, String)> = sqlx::query_as(
+        "SELECT (data->>'human')::bool, data->>'reason' FROM events
+         WHERE kind = 'clicked' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(verdicts, vec![(false, "link_burst".to_string()); 3]);
+    assert_eq!(
+        counters().await,
+        (Some(opened_at), None, Some(opened_at), 1)
+    );
+
+    // A person's click later on counts as before.
+    let later = now + chrono::Duration::minutes(5);
+    events::record(&app.pool, &[click(1, 300)], privacy)
+        .await
+        .unwrap();
+    assert_eq!(
+        counters().await,
+        (Some(opened_at), Some(later), Some(later), 0)
+    );
+}
+
 /// A human-looking click (Safari, a public address) on `message`'s link `position`,
 /// `secs` seconds after `now`.
 fn safari_click(
