@@ -406,8 +406,11 @@ impl Sender {
 
     /// Until the next message may be claimed: the earliest due time of unleased mail or,
     /// when there is none due, the earliest end of another sender's lease (mail whose
-    /// sender died goes out when its lease ends).
-    async fn time_until_due(&self) -> Duration {
+    /// sender died goes out when its lease ends). Mail that is due but held back by the
+    /// shared rate limits waits for the window that lets it go (at most the idle wait,
+    /// 30 s, before looking again). Public for tests; the background loop sleeps this
+    /// long unless woken.
+    pub async fn time_until_due(&self) -> Duration {
         let now = self.clock.now();
         let next: sqlx::Result<Option<DateTime<Utc>>> = async {
             // Both walk `message_queue_due` from its start; leased rows (in flight, few)
@@ -421,7 +424,7 @@ impl Sender {
             .fetch_optional(&self.pool)
             .await?;
             if unleased.is_some_and(|t| t <= now) {
-                return Ok(unleased);
+                return Ok(self.window_opens(now).await?.or(unleased));
             }
             let lease_ends: Option<DateTime<Utc>> = sqlx::query_scalar(
                 "SELECT min(lease_until) FROM message_queue WHERE run_at <= $1 AND lease_until > $1",
@@ -482,6 +485,30 @@ impl Sender {
         }
     }
 
+    /// When the shared rate limits let the next message go, if they let none go now: the
+    /// end of each full window (the later one when both are full).
+    async fn window_opens(&self, now: DateTime<Utc>) -> sqlx::Result<Option<DateTime<Utc>>> {
+        let limits = [
+            ("second", self.settings.per_second),
+            ("hour", self.settings.per_hour),
+        ];
+        if limits.iter().all(|&(_, limit)| limit <= 0) {
+            return Ok(None);
+        }
+        let (scopes, limits): (Vec<&str>, Vec<i32>) = limits.into_iter().unzip();
+        sqlx::query_scalar(
+            "SELECT max(w.start + CASE w.scope WHEN 'second' THEN interval '1 second' ELSE interval '1 hour' END)
+             FROM unnest($1::text[], $2::int[]) AS l(scope, max_used)
+             JOIN send_windows w ON w.scope = l.scope AND w.start = date_trunc(l.scope, $3)
+             WHERE l.max_used > 0 AND w.used >= l.max_used",
+        )
+        .bind(&scopes)
+        .bind(&limits)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// How many messages the shared rate limits allow now, taken from the windows in
     /// the claim's transaction (so every process on the database shares them).
     async fn allowance(
@@ -511,6 +538,10 @@ impl Sender {
         Ok(allowed)
     }
 
+    /// Counts `n` claimed messages against the windows. Taken at the claim, in its
+    /// transaction, so no two processes can claim the same allowance; a claim handed back
+    /// unsent (the server unreachable) keeps its count, so the limits err on the side of
+    /// sending less, never more.
     async fn take_allowance(
         &self,
         tx: &mut sqlx::PgConnection,

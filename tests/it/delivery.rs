@@ -1490,3 +1490,150 @@ async fn clicks_out_of_order_across_batches_are_all_stored_and_keep_the_latest_t
         assert_eq!(kept, Some(latest(t).timestamp_millis()));
     }
 }
+
+/// `SEND_RATE_PER_SECOND` and `SEND_RATE_PER_HOUR` hold across every Loopline process on
+/// the database: two senders (as two processes would have) share the windows, whether
+/// they run one after the other or at the same moment, and a sender held back waits for
+/// the window that lets the next message go rather than asking again and again.
+#[tokio::test]
+async fn the_rate_limits_are_shared_by_every_sender_on_the_database() {
+    use chrono::TimeZone;
+    use std::{sync::Arc, time::Duration};
+
+    let limits = |c: &mut loopline::config::Config| {
+        c.mail.per_second = 3;
+        c.mail.per_hour = 5;
+    };
+    let app = TestApp::spawn_with(limits, startup::job_registry()).await;
+    let ten = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 26, 10, 0, 0)
+        .unwrap();
+    app.clock.set(ten);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let sid = subscriber(&app, &format!("rate{i}@example.kr"), "", "active").await;
+        ids.push(queue_marketing(&app, sid, &format!("rate:{i}")).await);
+    }
+    let other = {
+        let mut config = crate::harness::test_config();
+        limits(&mut config);
+        config.public_url = app.base.clone();
+        startup::build(
+            app.pool.clone(),
+            config,
+            Arc::new(app.clock.clone()),
+            startup::job_registry(),
+        )
+        .await
+        .unwrap()
+        .sender
+    };
+    let captured = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM captured_mail")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+
+    // 10:00:00 — three a second, whoever sends them.
+    let first = app.send_mail().await;
+    let second = other.run_until_idle().await.unwrap();
+    assert_eq!((first.sent, second.sent), (3, 0));
+    assert_eq!(captured().await, 3);
+    // Both wait for the next second, not the 20 ms of due mail.
+    assert_eq!(app.sender.time_until_due().await, Duration::from_secs(1));
+    assert_eq!(other.time_until_due().await, Duration::from_secs(1));
+
+    // 10:00:01 — both at once: the hour's five are reached, not 2 × 3.
+    app.advance(chrono::Duration::seconds(1));
+    let (a, b) = tokio::join!(app.sender.run_until_idle(), other.run_until_idle());
+    assert_eq!(a.unwrap().sent + b.unwrap().sent, 2);
+    assert_eq!(captured().await, 5);
+    app.advance(chrono::Duration::seconds(1));
+    assert_eq!(app.send_mail().await.sent, 0);
+    assert_eq!(other.run_until_idle().await.unwrap().sent, 0);
+    // The hour is full: look again after the idle wait, no sooner.
+    assert_eq!(app.sender.time_until_due().await, Duration::from_secs(30));
+
+    // 11:00:00 — a new hour, three a second again.
+    app.clock.set(ten + chrono::Duration::hours(1));
+    let (a, b) = tokio::join!(app.sender.run_until_idle(), other.run_until_idle());
+    assert_eq!(a.unwrap().sent + b.unwrap().sent, 3);
+    assert_eq!(captured().await, 8);
+
+    // Every message went out once, to its own recipient.
+    let (sent, recipients): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'sent'), count(DISTINCT to_email) FROM messages WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((sent, recipients), (8, 8));
+    let windows: Vec<(String, chrono::DateTime<chrono::Utc>, i32)> = sqlx::query_as(
+        "SELECT scope, start, used FROM send_windows WHERE scope = 'hour' ORDER BY start",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        windows,
+        [
+            ("hour".to_string(), ten, 5),
+            ("hour".to_string(), ten + chrono::Duration::hours(1), 3)
+        ]
+    );
+}
+
+/// An idempotency key makes a message once: enqueueing it again (a retried request, a
+/// second process deciding the same thing) creates nothing, in the outbox or the queue.
+#[tokio::test]
+async fn a_message_is_enqueued_once_per_idempotency_key() {
+    use loopline::delivery::outbox::{self, NewMessage};
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "once@example.kr", "한 번", "active").await;
+    let first = queue_marketing(&app, sid, "once:1").await;
+    let body: i64 = sqlx::query_scalar("SELECT body_id FROM messages WHERE id = $1")
+        .bind(first)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let now = app.clock.now();
+    let again = |key: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let queued = outbox::enqueue(
+                &mut tx,
+                &NewMessage {
+                    idempotency_key: key.into(),
+                    marketing: true,
+                    body_id: body,
+                    subscriber_id: Some(sid),
+                    to_email: "once@example.kr".into(),
+                    to_name: String::new(),
+                    data: json!({}),
+                    run_at: now,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            queued
+        }
+    };
+    // The same key twice, the second time from two tasks at once.
+    let (a, b) = tokio::join!(again("once:1"), again("once:1"));
+    assert_eq!((a, b), (None, None));
+    let counts: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM message_queue)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (1, 1));
+    // A new key is a new message.
+    assert!(again("once:2").await.is_some());
+    assert_eq!(app.send_mail().await.sent, 2);
+}
