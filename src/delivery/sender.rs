@@ -1483,10 +1483,7 @@ fn classify_error(e: &SendError) -> Outcome {
     let reply = e.to_string();
     match e.status() {
         Some(code) if e.is_permanent() => {
-            let code = code.to_string();
-            // 550/551/553: mailbox unavailable, not local, name not allowed.
-            let hard =
-                code.starts_with("550") || code.starts_with("551") || code.starts_with("553");
+            let hard = hard_bounce(&code.to_string(), &reply);
             Outcome::Bounced { reply, hard }
         }
         Some(_) => Outcome::Deferred { reply },
@@ -1502,13 +1499,107 @@ fn classify_error(e: &SendError) -> Outcome {
     }
 }
 
+/// Whether a permanent refusal says the address itself is bad (a hard bounce, which
+/// suppresses it) rather than this message or the sending system (a soft one: the
+/// message is bounced, the address kept). The enhanced status code (RFC 3463) decides
+/// when the reply has one: 5.1.x bad or moved mailbox, bad destination system or
+/// syntax, null MX; 5.2.1 mailbox disabled. So `550 5.7.1` (refused as spam, by policy)
+/// and `552 5.2.2` (mailbox full) are soft, and `554 5.1.1` is hard. Without one, the
+/// basic code: 550, 551 and 553 (mailbox unavailable, not local, name not allowed).
+fn hard_bounce(code: &str, reply: &str) -> bool {
+    let enhanced = reply.split_whitespace().find_map(|word| {
+        let word = word.trim_end_matches([',', ';', ':']);
+        let mut parts = word.split('.');
+        let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
+        let digits = |p: &str, max: usize| {
+            (1..=max).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+        };
+        (parts.next().is_none()
+            && matches!(class, "4" | "5")
+            && digits(subject, 3)
+            && digits(detail, 3))
+        .then(|| (class == "5", subject.to_owned(), detail.to_owned()))
+    });
+    match enhanced {
+        Some((permanent, subject, detail)) => {
+            permanent
+                && (matches!(
+                    (subject.as_str(), detail.as_str()),
+                    ("1", "1" | "2" | "3" | "6" | "10") | ("2", "1")
+                ))
+        }
+        None => ["550", "551", "553"].iter().any(|c| code.starts_with(c)),
+    }
+}
+
 fn header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::with_default_tls;
+    use super::{hard_bounce, with_default_tls};
+
+    #[test]
+    fn the_enhanced_status_code_tells_a_bad_address_from_a_refused_message() {
+        for (code, reply, hard) in [
+            (
+                "550",
+                "permanent error (550): 5.1.1 No such user here",
+                true,
+            ),
+            (
+                "554",
+                "permanent error (554): 5.1.1 <a@example.kr>: Recipient address rejected",
+                true,
+            ),
+            (
+                "553",
+                "permanent error (553): 5.1.3 Bad recipient address syntax",
+                true,
+            ),
+            (
+                "550",
+                "permanent error (550): 5.2.1 The email account that you tried to reach is disabled",
+                true,
+            ),
+            (
+                "550",
+                "permanent error (550): 5.1.10 Recipient address has null MX",
+                true,
+            ),
+            (
+                "550",
+                "permanent error (550): 5.7.1 Message rejected as spam",
+                false,
+            ),
+            ("552", "permanent error (552): 5.2.2 Mailbox full", false),
+            (
+                "554",
+                "permanent error (554): 5.7.1 Service unavailable; client host blocked",
+                false,
+            ),
+            (
+                "550",
+                "permanent error (550): Requested action not taken: mailbox unavailable",
+                true,
+            ),
+            (
+                "553",
+                "permanent error (553): mailbox name not allowed",
+                true,
+            ),
+            ("554", "permanent error (554): Transaction failed", false),
+            // A version number or an address is not a status code.
+            (
+                "554",
+                "permanent error (554): rejected by filter 5.1.1.2 see a.b.c",
+                false,
+            ),
+        ] {
+            assert_eq!(hard_bounce(code, reply), hard, "{reply}");
+        }
+    }
 
     #[test]
     fn only_this_machine_may_be_reached_without_tls_by_default() {

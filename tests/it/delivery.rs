@@ -438,6 +438,90 @@ async fn bounces_retries_and_an_unreachable_server(smtp: SmtpServer, slots: Opti
     assert_eq!(got.len(), 1);
 }
 
+/// A permanent refusal suppresses the address only when it says the address is bad
+/// (the enhanced status code: `554 5.1.1` is, `550 5.7.1` refused as spam is not), and
+/// a message the server keeps deferring is tried `max_attempts` times with growing
+/// waits (30 s at least, then doubling), then marked failed and never retried again.
+#[tokio::test]
+async fn a_refusal_suppresses_only_a_bad_address_and_retries_end_in_failure() {
+    let smtp = SmtpServer::start();
+    let app = app_with_smtp(&smtp).await;
+    let gone = subscriber(&app, "gone@example.kr", "", "active").await;
+    let spam = subscriber(&app, "spam@example.kr", "", "active").await;
+    let busy = subscriber(&app, "later-always@example.kr", "", "active").await;
+    let g = queue_marketing(&app, gone, "r:g").await;
+    let s = queue_marketing(&app, spam, "r:s").await;
+    let l = queue_marketing(&app, busy, "r:l").await;
+    let round = app.send_mail().await;
+    assert_eq!((round.sent, round.bounced, round.deferred), (0, 2, 1));
+
+    let bounce = |id: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT (data->>'hard')::bool FROM events WHERE kind = 'bounced' AND message_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(message_row(&app, g).await.0, "bounced");
+    assert!(bounce(g).await, "554 5.1.1 is a bad address");
+    assert_eq!(subscriber_status(&app, gone).await, "bounced");
+    assert_eq!(message_row(&app, s).await.0, "bounced");
+    assert!(!bounce(s).await, "550 5.7.1 is about the message");
+    assert_eq!(subscriber_status(&app, spam).await, "active");
+
+    // Deferred again and again: each retry waits longer than the one before.
+    let mut waits = Vec::new();
+    loop {
+        let (status, attempts, _) = message_row(&app, l).await;
+        if status != "queued" {
+            assert_eq!((status.as_str(), attempts), ("failed", 8));
+            break;
+        }
+        let (run_at, now): (chrono::DateTime<chrono::Utc>, _) = (
+            sqlx::query_scalar("SELECT run_at FROM message_queue WHERE message_id = $1")
+                .bind(l)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap(),
+            app.clock.now(),
+        );
+        waits.push((run_at - now).num_seconds());
+        // Not before its time.
+        assert_eq!(app.send_mail().await.total(), 0);
+        app.clock.set(run_at);
+        let round = app.send_mail().await;
+        assert_eq!(round.deferred + round.failed, 1, "{round:?}");
+    }
+    assert_eq!(waits.len(), 7, "{waits:?}");
+    // At least 30 s, then doubling.
+    assert!(waits.iter().all(|&w| w >= 30), "{waits:?}");
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    assert_eq!(waits[6], 2 * waits[5], "{waits:?}");
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM events WHERE message_id = $1 ORDER BY id")
+            .bind(l)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut expected = vec!["deferred".to_string(); 7];
+    expected.push("failed".into());
+    assert_eq!(kinds, expected);
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM message_queue")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "nothing left to retry");
+    app.advance(chrono::Duration::days(2));
+    assert_eq!(app.send_mail().await.total(), 0);
+    assert_eq!(subscriber_status(&app, busy).await, "active");
+    assert_eq!(smtp.count(), 0, "nothing was delivered");
+}
+
 /// aiosmtpd does not offer SMTPUTF8: mail to an address with a non-ASCII local part
 /// cannot go through it, so it fails at once (no retries, no pause, the address is not
 /// suppressed) while the rest of the queue goes out.

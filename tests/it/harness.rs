@@ -429,7 +429,8 @@ pub fn free_port() -> u16 {
 }
 
 /// aiosmtpd's Mailbox handler, answering like a real provider for some recipients:
-/// `bounce…@` gets a permanent 550 (no such user), `later…@` a temporary 451. It offers
+/// `bounce…@` gets a permanent 550 (no such user), `gone…@` a 554 5.1.1 (no such
+/// mailbox), `spam…@` a 550 5.7.1 (refused as spam), `later…@` a temporary 451. It offers
 /// `PIPELINING` (aiosmtpd reads commands from a buffered stream, so pipelined commands
 /// work; it only does not say so) unless `LOOPLINE_TEST_SMTP_PIPELINING=0`.
 const SMTP_HANDLER: &str = r#"
@@ -446,6 +447,10 @@ class Handler(Mailbox):
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith('bounce'):
             return '550 5.1.1 No such user here'
+        if address.startswith('gone'):
+            return '554 5.1.1 Recipient address rejected: mailbox does not exist'
+        if address.startswith('spam'):
+            return '550 5.7.1 Message rejected as spam'
         if address.startswith('later'):
             return '451 4.3.0 Mailbox busy, try again later'
         envelope.rcpt_tos.append(address)
