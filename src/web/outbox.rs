@@ -81,6 +81,9 @@ struct OutboxPage {
     draft: DraftInput,
     errors: Vec<Problem>,
     preview: Option<Preview>,
+    /// Names this rendering of the form: sending it twice (a double click, a resubmit
+    /// after going back) queues one test message.
+    send_key: uuid::Uuid,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +115,7 @@ async fn page(
         draft,
         errors,
         preview,
+        send_key: uuid::Uuid::new_v4(),
     })
 }
 
@@ -208,10 +212,14 @@ pub async fn submit(
         },
     )
     .await?;
-    outbox::enqueue(
+    // The form's key when it sent a well-formed one: the same form sent again queues
+    // nothing more (and its body is rolled back with the transaction).
+    let send_key =
+        uuid::Uuid::parse_str(form.get("send_key").trim()).unwrap_or_else(|_| uuid::Uuid::new_v4());
+    let queued = outbox::enqueue(
         &mut tx,
         &NewMessage {
-            idempotency_key: format!("test:{}", uuid::Uuid::new_v4()),
+            idempotency_key: format!("test:{send_key}"),
             marketing: false,
             body_id,
             subscriber_id: None,
@@ -223,7 +231,9 @@ pub async fn submit(
         now,
     )
     .await?;
-    tx.commit().await?;
+    if queued.is_some() {
+        tx.commit().await?;
+    }
     Ok(Redirect::to("/outbox?notice=test-queued").into_response())
 }
 

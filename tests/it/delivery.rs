@@ -16,7 +16,7 @@ use mailparse::{MailHeaderMap, ParsedMail};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{SmtpServer, TestApp};
+use crate::harness::{SmtpServer, TestApp, location};
 
 async fn app_with_smtp(smtp: &SmtpServer) -> TestApp {
     app_with_smtp_slots(smtp, None).await
@@ -680,20 +680,35 @@ async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
         page.select(".flash-error")
     );
 
-    let res = editor
-        .post_form(
-            "/outbox/test",
-            &[
-                ("action", "send"),
-                ("to", "me@example.kr"),
-                ("subject", "{{ subscriber.name }}님께 드리는 소식"),
-                ("format", "markdown"),
-                ("body", "# 안녕하세요\n\n[블로그](https://blog.example.kr)"),
-            ],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    // The form as rendered, sent twice (a double click): one test message.
+    let form = editor.page("/outbox").await;
+    let send_key = form
+        .attr("#test-form input[name=send_key]", "value")
+        .unwrap();
+    for _ in 0..2 {
+        let res = editor
+            .post_form(
+                "/outbox/test",
+                &[
+                    ("action", "send"),
+                    ("send_key", &send_key),
+                    ("to", "me@example.kr"),
+                    ("subject", "{{ subscriber.name }}님께 드리는 소식"),
+                    ("format", "markdown"),
+                    ("body", "# 안녕하세요\n\n[블로그](https://blog.example.kr)"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&res), "/outbox?notice=test-queued");
+    }
     assert_eq!(app.send_mail().await.sent, 1);
+    let bodies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_bodies WHERE purpose = 'test'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(bodies, 1, "the second submission's body was rolled back");
 
     let page = editor.page("/outbox").await;
     assert_eq!(page.select("#outbox-table tbody tr .status"), vec!["sent"]);
