@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         per_hour: 0,
         lease: chrono::Duration::minutes(2),
         from_email: "news@loopline.example".into(),
+        unsubscribe_mailto: "news@loopline.example".into(),
         from_name: "Loopline 뉴스".into(),
         public_url: "https://loopline.example".into(),
         dkim: None,

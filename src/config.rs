@@ -61,6 +61,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct MailConfig {
     pub from_email: String,
+    /// Where the `mailto:` of `List-Unsubscribe` points (`UNSUBSCRIBE_MAILTO`; unset:
+    /// `from_email`): an address whose mail reaches Loopline through an inbound webhook.
+    pub unsubscribe_mailto: Option<String>,
     pub from_name: String,
     /// Messages in flight at once per process (and SMTP connections).
     pub concurrency: usize,
@@ -172,6 +175,20 @@ impl Config {
                 "must be an email address like news@example.com",
             ));
         }
+        let unsubscribe_mailto = match var("UNSUBSCRIBE_MAILTO") {
+            None => None,
+            Some(a) => Some(
+                crate::address::EmailAddress::parse(&a)
+                    .map_err(|_| {
+                        err(
+                            "UNSUBSCRIBE_MAILTO",
+                            "must be an email address like unsubscribe@example.com",
+                        )
+                    })?
+                    .as_str()
+                    .to_string(),
+            ),
+        };
         let concurrency: usize = parse(&var, "SEND_CONCURRENCY", "8", "a positive number")?;
         if concurrency == 0 {
             return Err(err("SEND_CONCURRENCY", "must be at least 1"));
@@ -232,6 +249,7 @@ impl Config {
             smtp_timeout: Duration::from_secs(smtp_timeout),
             dkim,
             from_email,
+            unsubscribe_mailto,
             from_name: var("MAIL_FROM_NAME").unwrap_or_else(|| "Loopline".into()),
             concurrency,
             per_second: parse(&var, "SEND_RATE_PER_SECOND", "0", "a number (0 = no limit)")?,
@@ -402,6 +420,10 @@ mod tests {
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(matches!(c.database, DatabaseConfig::Embedded));
         assert!(!c.secure_cookies());
+        // Unsubscribing by mail goes to the sender unless told otherwise.
+        assert_eq!(c.mail.unsubscribe_mailto, None);
+        let c = cfg(&[("UNSUBSCRIBE_MAILTO", "out@example.kr")]).unwrap();
+        assert_eq!(c.mail.unsubscribe_mailto.as_deref(), Some("out@example.kr"));
     }
 
     #[test]
@@ -422,6 +444,7 @@ mod tests {
             ("SEND_LEASE_SECS", "1"),
             ("SMTP_TIMEOUT_SECS", "0"),
             ("SMTP_TIMEOUT_SECS", "soon"),
+            ("UNSUBSCRIBE_MAILTO", "not an address"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k);

@@ -73,6 +73,11 @@ pub async fn build(
             lease: chrono::Duration::from_std(config.mail.lease)
                 .context("SEND_LEASE_SECS is too large")?,
             from_email: config.mail.from_email.clone(),
+            unsubscribe_mailto: config
+                .mail
+                .unsubscribe_mailto
+                .clone()
+                .unwrap_or_else(|| config.mail.from_email.clone()),
             from_name: config.mail.from_name.clone(),
             public_url: config.public_url.clone(),
             dkim: config.mail.dkim.clone(),

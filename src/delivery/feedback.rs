@@ -538,6 +538,10 @@ pub struct Feedback {
     pub occurred_at: Option<DateTime<Utc>>,
     /// Conversions: `value`, `currency` and `name`, as sent.
     pub details: Value,
+    /// An unsubscribe request by mail (the `mailto:` of `List-Unsubscribe`): the
+    /// subscriber link token its subject carried (unverified until applied). It, not
+    /// the sender's address, names the subscriber.
+    pub unsubscribe_token: Option<String>,
 }
 
 /// A request's events: the ones that matter, and how many were of kinds Loopline does
@@ -599,9 +603,10 @@ pub fn parse(provider: Provider, body: &[u8]) -> Result<Parsed, String> {
                 let e = e
                     .as_object()
                     .ok_or_else(|| format!("event {i}: must be a JSON object"))?;
-                parsed
-                    .events
-                    .push(generic_event(e).map_err(|m| format!("event {i}: {m}"))?);
+                push(
+                    &mut parsed,
+                    generic_event(e).map_err(|m| format!("event {i}: {m}"))?,
+                );
             }
         }
         Provider::Ses => {
@@ -715,6 +720,7 @@ fn mailgun_event(e: &Map<String, Value>, token: &str) -> Option<Feedback> {
         reference: echoed(e.get("user-variables")),
         occurred_at: unix_time(timestamp),
         details: Value::Null,
+        unsubscribe_token: None,
     })
 }
 
@@ -753,11 +759,65 @@ fn sendgrid_event(e: &Map<String, Value>) -> Option<Feedback> {
         reference: echoed(Some(&Value::Object(e.clone()))),
         occurred_at: unix_time(e.get("timestamp")),
         details: Value::Null,
+        unsubscribe_token: None,
     })
 }
 
-/// A Postmark webhook: `Bounce`, `SpamComplaint`, `Delivery` or `SubscriptionChange`.
+/// The subscriber link token of an unsubscribe request by mail: the subject our
+/// `List-Unsubscribe` header's `mailto:` asks for is `unsubscribe <token>`. A mail client
+/// or provider may prefix it (`Re:`, `[ext]`); case and spacing do not matter.
+pub fn mailto_unsubscribe_token(subject: &str) -> Option<String> {
+    let words: Vec<&str> = subject.split_whitespace().collect();
+    words.windows(2).find_map(|w| {
+        let token = w[1];
+        (w[0].eq_ignore_ascii_case("unsubscribe")
+            && token.len() <= 200
+            && token.split_once('.').is_some_and(|(id, sig)| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_digit())
+                    && !sig.is_empty()
+                    && sig
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
+        .then(|| token.to_string())
+    })
+}
+
+/// Mail received at the address of our `List-Unsubscribe` `mailto:` and handed over
+/// by the provider: an unsubscribe request when its subject carries a subscriber
+/// token, otherwise not ours to act on (a reply, say).
+fn inbound_unsubscribe(key: String, from: Option<String>, subject: &str) -> Option<Feedback> {
+    let token = mailto_unsubscribe_token(subject)?;
+    Some(Feedback {
+        key,
+        kind: Kind::Unsubscribed,
+        email: from.unwrap_or_default(),
+        reason: "mailto".into(),
+        message_id: None,
+        provider_message_id: None,
+        reference: None,
+        occurred_at: None,
+        details: Value::Null,
+        unsubscribe_token: Some(token),
+    })
+}
+
+/// A Postmark webhook: `Bounce`, `SpamComplaint`, `Delivery` or `SubscriptionChange`,
+/// or an inbound message (its inbound webhook: `MessageStream` "inbound", no
+/// `RecordType`).
 fn postmark_event(e: &Map<String, Value>) -> Option<Feedback> {
+    if e.get("RecordType").is_none()
+        && (text(e, "MessageStream").as_deref() == Some("inbound") || e.contains_key("FromFull"))
+    {
+        let v = Value::Object(e.clone());
+        let key = format!(
+            "Inbound:{}",
+            text(e, "MessageID").unwrap_or_else(|| digest_key(e))
+        );
+        let from = at_path(&v, "/FromFull/Email").or_else(|| text(e, "From"));
+        return inbound_unsubscribe(key, from, &text(e, "Subject").unwrap_or_default());
+    }
     let record = text(e, "RecordType").unwrap_or_else(|| "Bounce".into());
     let pm_id = text(e, "MessageID");
     let (kind, email, key, at) = match record.as_str() {
@@ -813,14 +873,20 @@ fn postmark_event(e: &Map<String, Value>) -> Option<Feedback> {
         reference: echoed(e.get("Metadata")),
         occurred_at: rfc3339(at),
         details: Value::Null,
+        unsubscribe_token: None,
     })
 }
 
 /// Loopline's own format (README: "Generic signed webhook").
-fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
+/// `None` for mail received (`inbound_mail`) that is not an unsubscribe request.
+fn generic_event(e: &Map<String, Value>) -> Result<Option<Feedback>, String> {
     let id = text(e, "id").ok_or("`id` (a unique event id) is required")?;
     if id.len() > 200 {
         return Err("`id` is longer than 200 characters".into());
+    }
+    if text(e, "type").as_deref() == Some("inbound_mail") {
+        let subject = text(e, "subject").ok_or("`subject` is required for inbound_mail")?;
+        return Ok(inbound_unsubscribe(id, text(e, "email"), &subject));
     }
     let kind = match text(e, "type").as_deref() {
         Some("hard_bounce") => Kind::HardBounce,
@@ -831,7 +897,7 @@ fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
         Some("conversion") => Kind::Converted,
         _ => {
             return Err(
-                "`type` must be hard_bounce, soft_bounce, complaint, delivered, unsubscribe or conversion"
+                "`type` must be hard_bounce, soft_bounce, complaint, delivered, unsubscribe, conversion or inbound_mail"
                     .into(),
             );
         }
@@ -864,7 +930,7 @@ fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
         None => None,
         Some(s) => Some(rfc3339(Some(s)).ok_or("`occurred_at` must be an RFC 3339 time")?),
     };
-    Ok(Feedback {
+    Ok(Some(Feedback {
         key: id,
         kind,
         email,
@@ -874,7 +940,8 @@ fn generic_event(e: &Map<String, Value>) -> Result<Feedback, String> {
         reference: None,
         occurred_at,
         details,
-    })
+        unsubscribe_token: None,
+    }))
 }
 
 /// What a request changed.
@@ -992,12 +1059,26 @@ async fn apply_one(
     f: &Feedback,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let Some(sid): Option<i64> =
-        sqlx::query_scalar("SELECT id FROM subscribers WHERE lower(email) = lower($1)")
-            .bind(&f.email)
-            .fetch_optional(&mut *tx)
-            .await?
-    else {
+    let found: Option<i64> = match &f.unsubscribe_token {
+        // A request by mail names its subscriber by the signed token it carries; one
+        // that does not verify (forged, or signed with another key) changes nothing.
+        Some(token) => match crate::audience::links::verify_subscriber_token(keys, token) {
+            Some(id) => {
+                sqlx::query_scalar("SELECT id FROM subscribers WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        },
+        None => {
+            sqlx::query_scalar("SELECT id FROM subscribers WHERE lower(email) = lower($1)")
+                .bind(&f.email)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+    };
+    let Some(sid) = found else {
         return Ok(false);
     };
     // A provider's clock may run ahead of ours; the timeline never shows the future.
@@ -1116,7 +1197,11 @@ async fn apply_one(
         }
         Kind::Unsubscribed => {
             // Only news if they had not already left (usually through our own link).
-            data["via"] = json!(provider.as_str());
+            data["via"] = json!(if f.unsubscribe_token.is_some() {
+                "mailto"
+            } else {
+                provider.as_str()
+            });
             sqlx::query(
                 "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $2
                  WHERE id = $1 AND status IN ('active', 'unconfirmed')",
@@ -1147,6 +1232,29 @@ async fn apply_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unsubscribe_mail_is_known_by_the_token_in_its_subject() {
+        use super::mailto_unsubscribe_token as token;
+        assert_eq!(token("unsubscribe 42.aB-_9z").as_deref(), Some("42.aB-_9z"));
+        assert_eq!(token("Re: UNSUBSCRIBE   42.aB9").as_deref(), Some("42.aB9"));
+        assert_eq!(
+            token("[ext] unsubscribe 7.x please").as_deref(),
+            Some("7.x")
+        );
+        for not_one in [
+            "unsubscribe",
+            "please unsubscribe me",
+            "unsubscribe 42",
+            "unsubscribe abc.def",
+            "unsubscribe 42.",
+            "unsubscribe 42.ab$c",
+            "Re: This week",
+            "",
+        ] {
+            assert_eq!(token(not_one), None, "{not_one}");
+        }
+    }
     use chrono::TimeZone;
 
     fn no_headers(_: &str) -> Option<String> {

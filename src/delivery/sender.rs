@@ -96,6 +96,9 @@ pub struct SendSettings {
     /// How long a claim holds before another sender may take the message.
     pub lease: chrono::Duration,
     pub from_email: String,
+    /// The `mailto:` of `List-Unsubscribe` (mail to it reaches Loopline by an inbound
+    /// webhook: `feedback::mailto_unsubscribe_token`).
+    pub unsubscribe_mailto: String,
     pub from_name: String,
     pub public_url: String,
     /// Signs every message when configured.
@@ -1155,7 +1158,7 @@ impl Sender {
                     "List-Unsubscribe",
                     format!(
                         "<{base}/u/{t}>, <mailto:{}?subject=unsubscribe%20{t}>",
-                        s.from_email
+                        s.unsubscribe_mailto
                     ),
                 ))
                 .raw_header(header(

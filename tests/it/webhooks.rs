@@ -77,6 +77,7 @@ async fn app(sendgrid: &SendGridSigner, smtp: Option<&SmtpServer>) -> TestApp {
                     url: Secret::new(url),
                 });
                 c.mail.from_email = "news@example.com".into();
+                c.mail.unsubscribe_mailto = Some("unsubscribe@example.com".into());
             }
         },
         startup::job_registry(),
@@ -867,4 +868,146 @@ async fn mailgun_and_sendgrid_reports_find_their_message_by_the_echoed_reference
     let complained = events(&app, choi, "complained").await;
     assert_eq!(complained[0].0, Some(choi_first));
     assert_eq!(complained[0].1["matched_by"], "metadata");
+}
+
+/// The `mailto:` of `List-Unsubscribe`, end to end: the mail that arrives over SMTP
+/// offers `UNSUBSCRIBE_MAILTO` with a subject; the request a mail app sends there comes
+/// back through Postmark's inbound webhook (or the generic `inbound_mail` event) and
+/// unsubscribes the subscriber its token names. A forged token, a reply and a retry
+/// change nothing.
+#[tokio::test]
+async fn an_unsubscribe_sent_by_mail_comes_back_through_the_inbound_webhook() {
+    use mailparse::MailHeaderMap;
+    let sg = SendGridSigner::new();
+    let smtp = SmtpServer::start();
+    let app = app(&sg, Some(&smtp)).await;
+    let sid = subscriber(&app, "john@example.com").await;
+    let other = subscriber(&app, "jane@example.com").await;
+    queue(&app, sid, "mailto:john").await;
+    queue(&app, other, "mailto:jane").await;
+    assert_eq!(app.send_mail().await.sent, 2);
+    let received = smtp.wait_for(2).await;
+    // Each mail's mailto: address and subject, as a mail app reads them.
+    let mailto = |raw: &[u8]| {
+        let mail = mailparse::parse_mail(raw).unwrap();
+        let to = mail.headers.get_first_value("To").unwrap();
+        let header = mail.headers.get_first_value("List-Unsubscribe").unwrap();
+        let uri = header
+            .split(',')
+            .map(|p| p.trim().trim_start_matches('<').trim_end_matches('>'))
+            .find(|p| p.starts_with("mailto:"))
+            .unwrap()
+            .to_string();
+        let (address, query) = uri["mailto:".len()..].split_once('?').unwrap();
+        let subject = query.strip_prefix("subject=").unwrap().replace("%20", " ");
+        (to, address.to_string(), subject)
+    };
+    let (mut john, mut jane) = (None, None);
+    for raw in &received {
+        let (to, address, subject) = mailto(raw);
+        assert_eq!(address, "unsubscribe@example.com");
+        assert!(subject.starts_with("unsubscribe "), "{subject}");
+        if to.contains("john@") {
+            john = Some(subject);
+        } else {
+            jane = Some(subject);
+        }
+    }
+    let (john, jane) = (john.unwrap(), jane.unwrap());
+
+    // Postmark's inbound webhook, as it posts a received message.
+    let inbound = |message_id: &str, from: &str, subject: &str| {
+        serde_json::to_vec(&json!({
+            "FromName": "John",
+            "MessageStream": "inbound",
+            "From": from,
+            "FromFull": { "Email": from, "Name": "John", "MailboxHash": "" },
+            "To": "unsubscribe@example.com",
+            "ToFull": [{ "Email": "unsubscribe@example.com", "Name": "", "MailboxHash": "" }],
+            "Cc": "", "CcFull": [], "Bcc": "", "BccFull": [],
+            "OriginalRecipient": "unsubscribe@example.com",
+            "Subject": subject,
+            "MessageID": message_id,
+            "ReplyTo": "",
+            "MailboxHash": "",
+            "Date": "Thu, 26 Nov 2026 10:00:00 +0900",
+            "TextBody": "",
+            "HtmlBody": "",
+            "StrippedTextReply": "",
+            "Tag": "",
+            "Headers": [],
+            "Attachments": []
+        }))
+        .unwrap()
+    };
+    let basic = vec![(
+        "Authorization",
+        format!(
+            "Basic {}",
+            B64.encode(format!("{POSTMARK_USER}:{POSTMARK_PASSWORD}"))
+        ),
+    )];
+
+    // A forged token (Jane's id with John's signature), even from Jane's address:
+    // nothing changes. The token names the subscriber, not the sender.
+    let (_, sig) = john["unsubscribe ".len()..].split_once('.').unwrap();
+    let forged = format!("unsubscribe {other}.{sig}");
+    let (code, res) = post(
+        &app,
+        "postmark",
+        &basic,
+        &inbound("c2b4e3c1-forged", "jane@example.com", &forged),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["unknown"], 1);
+    // A reply to the newsletter is not an unsubscribe request.
+    let (code, res) = post(
+        &app,
+        "postmark",
+        &basic,
+        &inbound("c2b4e3c1-reply", "john@example.com", "Re: This week"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["ignored"], 1);
+    assert_eq!(status(&app, sid).await, "active");
+    assert_eq!(status(&app, other).await, "active");
+
+    // John's mail app sends the request, with the subject as offered.
+    let body = inbound("c2b4e3c1-john", "john@example.com", &john);
+    let (code, res) = post(&app, "postmark", &basic, &body).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["recorded"], 1);
+    assert_eq!(status(&app, sid).await, "unsubscribed");
+    let left = events(&app, sid, "unsubscribed").await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1["via"], "mailto");
+    assert_eq!(left[0].1["provider"], "postmark");
+    // Postmark retries until it gets a 2xx: once.
+    let (_, res) = post(&app, "postmark", &basic, &body).await;
+    assert_eq!(res["result"]["duplicates"], 1);
+    assert_eq!(events(&app, sid, "unsubscribed").await.len(), 1);
+
+    // The same through the generic signed webhook, from whatever receives that address.
+    let event = serde_json::to_vec(&json!({
+        "id": "<CAF=jane-1@mail.example.com>",
+        "type": "inbound_mail",
+        "email": "jane@example.com",
+        "subject": format!("Re: UNSUBSCRIBE {}", &jane["unsubscribe ".len()..]),
+    }))
+    .unwrap();
+    let now = app.clock.now().timestamp();
+    let signed = vec![(
+        "Loopline-Signature",
+        feedback::generic_signature(GENERIC_SECRET.as_bytes(), now, &event),
+    )];
+    let (code, res) = post(&app, "generic", &signed, &event).await;
+    assert_eq!(code, StatusCode::OK, "{res}");
+    assert_eq!(res["result"]["recorded"], 1);
+    assert_eq!(status(&app, other).await, "unsubscribed");
+    assert_eq!(
+        events(&app, other, "unsubscribed").await[0].1["via"],
+        "mailto"
+    );
 }

@@ -198,6 +198,7 @@ pub fn parse(sns_message_id: &str, message: &str) -> Parsed {
             reference: reference.clone(),
             occurred_at,
             details: Value::Null,
+            unsubscribe_token: None,
         });
     }
     parsed
