@@ -496,7 +496,8 @@ pub enum Kind {
     HardBounce,
     /// Transient (mailbox full, greylisted, blocked): recorded, nothing changes.
     SoftBounce,
-    /// A spam report: the subscriber becomes `complained` (no more mail of any kind).
+    /// A spam report: the subscriber becomes `complained`: no more marketing mail, only
+    /// mail they ask for themselves (a confirmation, their data export).
     Complaint,
     Delivered,
     /// Unsubscribed at the provider (its own link or suppression list).

@@ -237,7 +237,14 @@ async fn marketing_mail_has_tracked_links_an_open_pixel_and_a_one_click_unsubscr
         .find(|s| s.starts_with("http"))
         .unwrap()
         .to_string();
-    assert!(mail.headers.get_first_value("Feedback-ID").is_some());
+    // Feedback-ID (Gmail's feedback loop): campaign (body), kind of mail, sender.
+    let feedback_id = mail.headers.get_first_value("Feedback-ID").unwrap();
+    let body_id: i64 = sqlx::query_scalar("SELECT body_id FROM messages WHERE id = $1")
+        .bind(mid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(feedback_id, format!("{body_id}:campaign:loopline"));
     let html = part(&mail, "text/html").unwrap().get_body().unwrap();
     assert!(html.contains("김철수"));
     let links: Vec<String> = hrefs(&html)
