@@ -502,7 +502,7 @@ impl Sender {
         sqlx::query_scalar(
             "SELECT max(w.start + CASE w.scope WHEN 'second' THEN interval '1 second' ELSE interval '1 hour' END)
              FROM unnest($1::text[], $2::int[]) AS l(scope, max_used)
-             JOIN send_windows w ON w.scope = l.scope AND w.start = date_trunc(l.scope, $3)
+             JOIN send_windows w ON w.scope = l.scope AND w.start = date_trunc(l.scope, $3, 'UTC')
              WHERE l.max_used > 0 AND w.used >= l.max_used",
         )
         .bind(&scopes)
@@ -529,7 +529,7 @@ impl Sender {
                 continue;
             }
             let used: i32 = sqlx::query_scalar(
-                "INSERT INTO send_windows (scope, start, used) VALUES ($1, date_trunc($1, $2), 0)
+                "INSERT INTO send_windows (scope, start, used) VALUES ($1, date_trunc($1, $2, 'UTC'), 0)
                  ON CONFLICT (scope, start) DO UPDATE SET used = send_windows.used RETURNING used",
             )
             .bind(scope)
@@ -559,7 +559,7 @@ impl Sender {
             ("hour", self.settings.per_hour),
         ] {
             if limit > 0 {
-                sqlx::query("UPDATE send_windows SET used = used + $3 WHERE scope = $1 AND start = date_trunc($1, $2)")
+                sqlx::query("UPDATE send_windows SET used = used + $3 WHERE scope = $1 AND start = date_trunc($1, $2, 'UTC')")
                     .bind(scope)
                     .bind(now)
                     .bind(n as i32)
@@ -1504,34 +1504,29 @@ fn classify_error(e: &SendError) -> Outcome {
 
 /// Whether a permanent refusal says the address itself is bad (a hard bounce, which
 /// suppresses it) rather than this message or the sending system (a soft one: the
-/// message is bounced, the address kept). The enhanced status code (RFC 3463) decides
-/// when the reply has one: 5.1.x bad or moved mailbox, bad destination system or
-/// syntax, null MX; 5.2.1 mailbox disabled. So `550 5.7.1` (refused as spam, by policy)
-/// and `552 5.2.2` (mailbox full) are soft, and `554 5.1.1` is hard. Without one, the
-/// basic code: 550, 551 and 553 (mailbox unavailable, not local, name not allowed).
+/// message is bounced, the address kept). The enhanced status code (RFC 3463), the
+/// first word of the server's text (RFC 2034), decides where it is plain: 5.1.x (bad or
+/// moved mailbox, bad destination, syntax, null MX) and 5.2.1 (mailbox disabled) are the
+/// address; 5.7.x (policy, spam, authentication), 5.2.2 and 5.2.3 (mailbox full, message
+/// too big), 5.3.x (the receiving system) and 5.6.x (the content) are the message. So
+/// `550 5.7.1` refused as spam is soft and `554 5.1.1` is hard. Anything else, or no
+/// enhanced code, goes by the basic code: 550, 551 and 553 (mailbox unavailable, not
+/// local, name not allowed) are hard, as in Outlook's `550 5.5.0 … mailbox unavailable`.
 fn hard_bounce(code: &str, reply: &str) -> bool {
-    let enhanced = reply.split_whitespace().find_map(|word| {
-        let word = word.trim_end_matches([',', ';', ':']);
+    // lettre shows a refusal as `permanent error (550): <the server's text>`.
+    let text = reply.split_once("): ").map_or(reply, |(_, t)| t);
+    let enhanced = text.split_whitespace().next().and_then(|word| {
+        let word = word.trim_end_matches(['.', ',', ';', ':']);
         let mut parts = word.split('.');
         let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
-        let digits = |p: &str, max: usize| {
-            (1..=max).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
-        };
-        (parts.next().is_none()
-            && matches!(class, "4" | "5")
-            && digits(subject, 3)
-            && digits(detail, 3))
-        .then(|| (class == "5", subject.to_owned(), detail.to_owned()))
+        let digits = |p: &str| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+        (parts.next().is_none() && class == "5" && digits(subject) && digits(detail))
+            .then(|| (subject.to_owned(), detail.to_owned()))
     });
-    match enhanced {
-        Some((permanent, subject, detail)) => {
-            permanent
-                && (matches!(
-                    (subject.as_str(), detail.as_str()),
-                    ("1", "1" | "2" | "3" | "6" | "10") | ("2", "1")
-                ))
-        }
-        None => ["550", "551", "553"].iter().any(|c| code.starts_with(c)),
+    match enhanced.as_ref().map(|(s, d)| (s.as_str(), d.as_str())) {
+        Some(("1", _) | ("2", "1")) => true,
+        Some(("7" | "3" | "6", _) | ("2", "2" | "3")) => false,
+        _ => ["550", "551", "553"].iter().any(|c| code.starts_with(c)),
     }
 }
 
@@ -1593,10 +1588,33 @@ mod tests {
                 true,
             ),
             ("554", "permanent error (554): Transaction failed", false),
-            // A version number or an address is not a status code.
+            // Only the first word of the text is a status code.
             (
                 "554",
-                "permanent error (554): rejected by filter 5.1.1.2 see a.b.c",
+                "permanent error (554): rejected by filter 5.1.1 see a.b.c",
+                false,
+            ),
+            ("554", "permanent error (554): 5.1.1.2 rejected", false),
+            (
+                "550",
+                "permanent error (550): 5.7.1. Rejected by policy",
+                false,
+            ),
+            // Other codes go by the basic code: Outlook's unknown mailbox, Exchange's
+            // directory-based blocking.
+            (
+                "550",
+                "permanent error (550): 5.5.0 Requested action not taken: mailbox unavailable",
+                true,
+            ),
+            (
+                "550",
+                "permanent error (550): 5.4.1 Recipient address rejected: Access denied",
+                true,
+            ),
+            (
+                "554",
+                "permanent error (554): 5.4.7 Delivery time expired",
                 false,
             ),
         ] {

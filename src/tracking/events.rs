@@ -286,6 +286,8 @@ struct Rows {
     datas: Vec<serde_json::Value>,
     burst_mids: Vec<i64>,
     burst_froms: Vec<DateTime<Utc>>,
+    /// The subscribers of `burst_mids`: whose stored clicks a burst may re-judge.
+    burst_sids: Vec<i64>,
     engaged_ids: Vec<i64>,
     opens: Vec<Option<DateTime<Utc>>>,
     clicks: Vec<Option<DateTime<Utc>>>,
@@ -501,6 +503,10 @@ async fn judge(
         datas.push(row.data);
     }
     let (burst_mids, burst_froms): (Vec<i64>, Vec<DateTime<Utc>>) = bursts.into_iter().unzip();
+    let burst_sids: Vec<i64> = burst_mids
+        .iter()
+        .filter_map(|m| sent.get(m).and_then(|s| s.subscriber_id))
+        .collect();
     let mut engaged: Vec<_> = engaged.into_iter().collect();
     engaged.sort_unstable_by_key(|(sid, _)| *sid);
     let engaged_ids: Vec<i64> = engaged.iter().map(|(sid, _)| *sid).collect();
@@ -518,6 +524,7 @@ async fn judge(
             datas,
             burst_mids,
             burst_froms,
+            burst_sids,
             engaged_ids,
             opens,
             clicks,
@@ -548,6 +555,24 @@ pub async fn write(conn: &mut sqlx::PgConnection, judged: &Judged) -> sqlx::Resu
         return Ok(());
     }
     let mut tx = conn.begin().await?;
+    // Every subscriber the batch may change, locked first and in id order (the order
+    // the write statement and other batches update them in). So the recount, a later
+    // statement with a later snapshot, counts whatever a sender or another process's
+    // batch committed for them before, and whatever they commit after waits and
+    // applies on top.
+    let mut changing: Vec<i64> = judged
+        .rows
+        .engaged_ids
+        .iter()
+        .chain(&judged.rows.burst_sids)
+        .copied()
+        .collect();
+    changing.sort_unstable();
+    changing.dedup();
+    sqlx::query("SELECT 1 FROM subscribers WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&changing)
+        .execute(&mut *tx)
+        .await?;
     let rejudged = write_statement(&mut tx, judged).await?;
     if !rejudged.is_empty() {
         recount_engagement(&mut tx, &rejudged).await?;

@@ -1239,6 +1239,91 @@ async fn a_burst_that_re_judges_earlier_batches_takes_back_the_counters_they_mov
     );
 }
 
+/// The recount after a burst and a sender recording a send to the same subscriber at the
+/// same moment: the recount waits for the send to commit and counts it, and the send's
+/// own +1 is not overwritten. (Without the lock taken first, the recount counted from a
+/// snapshot taken before the send committed, then wrote over it.)
+#[tokio::test]
+async fn a_recount_racing_a_send_to_the_same_subscriber_counts_the_send() {
+    let app = TestApp::spawn().await;
+    let sid = subscriber(&app, "racing@example.kr", "", "active").await;
+    let five = sent_message(&app, sid, 5).await;
+    sqlx::query("UPDATE subscribers SET consecutive_unopened = 1 WHERE id = $1")
+        .bind(sid)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let privacy = app.state.privacy.clone();
+    let now = app.clock.now();
+    let click = safari_click(five, sid, now);
+    for (position, secs) in [(1, 0), (2, 1)] {
+        events::record(&app.pool, &[click(position, secs)], &privacy)
+            .await
+            .unwrap();
+    }
+    // A sender recording another marketing mail to this subscriber, not committed yet
+    // (as `record_sent` does: the message sent, the counter up by one).
+    let mut sending = app.pool.begin().await.unwrap();
+    let body: i64 = sqlx::query_scalar("SELECT body_id FROM messages WHERE id = $1")
+        .bind(five)
+        .fetch_one(&mut *sending)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (idempotency_key, marketing, body_id, subscriber_id, to_email, status, created_at, sent_at)
+         VALUES ('race:next', true, $1, $2, 'racing@example.kr', 'sent', $3, $3)",
+    )
+    .bind(body)
+    .bind(sid)
+    .bind(now + chrono::Duration::seconds(1))
+    .execute(&mut *sending)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE subscribers SET consecutive_unopened = consecutive_unopened + 1 WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&mut *sending)
+    .await
+    .unwrap();
+
+    // The burst that re-judges the two stored clicks, recorded meanwhile.
+    let pool = app.pool.clone();
+    let burst = click(3, 2);
+    let recording =
+        tokio::spawn(async move { events::record(&pool, &[burst], &privacy).await.unwrap() });
+    // It waits for the sender's lock on the subscriber.
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10) && !recording.is_finished(),
+            "the burst never waited for the sender"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sending.commit().await.unwrap();
+    recording.await.unwrap();
+
+    let (last_click, unopened): (Option<chrono::DateTime<chrono::Utc>>, i32) =
+        sqlx::query_as("SELECT last_click_at, consecutive_unopened FROM subscribers WHERE id = $1")
+            .bind(sid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(last_click, None, "the scanner's clicks no longer count");
+    assert_eq!(unopened, 2, "both marketing mails are unopened");
+}
+
 /// A human-looking click (Safari, a public address) on `message`'s link `position`,
 /// `secs` seconds after `now`.
 fn safari_click(
