@@ -231,9 +231,11 @@ pub async fn submit(
         now,
     )
     .await?;
-    if queued.is_some() {
-        tx.commit().await?;
+    if queued.is_none() {
+        // Rolled back: its body is not kept either.
+        return Ok(Redirect::to("/outbox?notice=test-already-queued").into_response());
     }
+    tx.commit().await?;
     Ok(Redirect::to("/outbox?notice=test-queued").into_response())
 }
 

@@ -692,7 +692,7 @@ async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
     let send_key = form
         .attr("#test-form input[name=send_key]", "value")
         .unwrap();
-    for _ in 0..2 {
+    for notice in ["test-queued", "test-already-queued"] {
         let res = editor
             .post_form(
                 "/outbox/test",
@@ -707,8 +707,16 @@ async fn without_smtp_a_test_message_is_captured_and_shown_in_the_outbox() {
             )
             .await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        assert_eq!(location(&res), "/outbox?notice=test-queued");
+        assert_eq!(location(&res), format!("/outbox?notice={notice}"));
     }
+    let page = editor.page("/outbox?notice=test-already-queued").await;
+    assert!(
+        page.select(".flash")
+            .iter()
+            .any(|f| f.contains("already sent")),
+        "{:?}",
+        page.select(".flash")
+    );
     assert_eq!(app.send_mail().await.sent, 1);
     let bodies: i64 =
         sqlx::query_scalar("SELECT count(*) FROM message_bodies WHERE purpose = 'test'")
