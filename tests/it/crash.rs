@@ -384,12 +384,44 @@ async fn kill_9_during_a_10000_message_send_loses_nothing_and_repeats_only_what_
         "the kill came after everything was sent; nothing was tested"
     );
 
+    // Whatever the server still finishes taking from the dead process's connections.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_restart = smtp.count();
+
     // The restart takes back the killed process's claims once their lease runs out.
     let mut second = Loopline::start(&dir, &env).await;
     let pool = db::pool(socket, 4).await.unwrap();
     wait_all_sent(&pool, N, Duration::from_secs(600), &mut second).await;
     let got = received(&smtp);
     let duplicates = assert_each_delivered(&pool, &got, N).await;
+    // Every second copy is mail that was in flight at the kill: taken by the server
+    // from the first process (before the restart), not yet recorded, so claimed again
+    // and sent once more by the second. Never two copies from one process.
+    let mut first_copy: HashMap<&str, usize> = HashMap::new();
+    let mut twice: Vec<String> = Vec::new();
+    for (i, (to, _)) in got.iter().enumerate() {
+        if let Some(&first) = first_copy.get(to.as_str()) {
+            assert!(
+                first < before_restart && i >= before_restart,
+                "{to}: copies {first} and {i}, restart at {before_restart}"
+            );
+            twice.push(to.clone());
+        } else {
+            first_copy.insert(to, i);
+        }
+    }
+    let claimed_twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE lower(to_email) = ANY($1) AND attempts >= 2",
+    )
+    .bind(&twice)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        claimed_twice as usize,
+        twice.len(),
+        "each was claimed twice"
+    );
     println!(
         "crash (a) kill -9: {N} messages (queued in {queued:?}); {at_kill} received before \
          the kill, ~{claimed} claimed just before it; {duplicates} duplicate(s) after the \
