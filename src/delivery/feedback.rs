@@ -1034,9 +1034,28 @@ pub async fn apply(
             out.duplicates += 1;
         }
     }
-    // Subscriber rows are locked in address order, the same in every transaction.
-    todo.sort_by_key(|f| (f.email.to_lowercase(), f.occurred_at));
+    // Subscriber rows are locked in address order, the same in every transaction. A
+    // request by mail is ordered by the address of the subscriber its token names (not
+    // the sender's); one whose token does not verify locks nothing.
+    let mut ordered = Vec::with_capacity(todo.len());
     for f in todo {
+        let address = match &f.unsubscribe_token {
+            None => f.email.to_lowercase(),
+            Some(token) => match crate::audience::links::verify_subscriber_token(signing, token) {
+                Some(id) => sqlx::query_scalar::<_, String>(
+                    "SELECT lower(email) FROM subscribers WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or_default(),
+                None => String::new(),
+            },
+        };
+        ordered.push((address, f));
+    }
+    ordered.sort_by(|(a, f), (b, g)| (a, f.occurred_at).cmp(&(b, g.occurred_at)));
+    for (_, f) in ordered {
         if apply_one(&mut tx, signing, provider, f, now).await? {
             out.recorded += 1;
         } else {
