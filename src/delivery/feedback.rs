@@ -269,20 +269,33 @@ fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length")
 }
 
+/// A Mailgun route's forward of received mail: a form (`application/x-www-form-urlencoded`)
+/// with the parsed message's fields and the same signature fields as its event
+/// webhooks, which are JSON. `None` for JSON.
+fn mailgun_form(body: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    if body.trim_ascii_start().first() == Some(&b'{') {
+        return None;
+    }
+    Some(url::form_urlencoded::parse(body).into_owned().collect())
+}
+
 fn verify_mailgun(key: &[u8], body: &[u8], now: DateTime<Utc>) -> Result<Verified, Rejection> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| malformed_json(&e))?;
-    let sig = doc
-        .get("signature")
-        .and_then(Value::as_object)
-        .ok_or(Rejection::Unauthorized("the body has no signature object"))?;
-    let field = |k: &str| match sig.get(k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+    let fields = match mailgun_form(body) {
+        Some(form) => ["timestamp", "token", "signature"].map(|k| form.get(k).cloned()),
+        None => {
+            let doc: Value = serde_json::from_slice(body).map_err(|e| malformed_json(&e))?;
+            let sig = doc
+                .get("signature")
+                .and_then(Value::as_object)
+                .ok_or(Rejection::Unauthorized("the body has no signature object"))?;
+            ["timestamp", "token", "signature"].map(|k| match sig.get(k) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+        }
     };
-    let (Some(timestamp), Some(token), Some(signature)) =
-        (field("timestamp"), field("token"), field("signature"))
-    else {
+    let [Some(timestamp), Some(token), Some(signature)] = fields else {
         return Err(Rejection::Unauthorized(
             "the signature needs timestamp, token and signature",
         ));
@@ -557,9 +570,26 @@ pub struct Parsed {
 /// that are merely incomplete (no recipient) are ignored, not fatal, so one odd event
 /// cannot block a whole batch.
 pub fn parse(provider: Provider, body: &[u8]) -> Result<Parsed, String> {
+    let mut parsed = Parsed::default();
+    if provider == Provider::Mailgun
+        && let Some(form) = mailgun_form(body)
+    {
+        // Mail received by a route: the message's own Message-Id names it (a retry
+        // brings the same), else the request's one-time token.
+        let id = form
+            .get("Message-Id")
+            .or_else(|| form.get("token"))
+            .ok_or("the form has neither Message-Id nor token")?;
+        let from = form.get("sender").cloned();
+        let subject = form.get("subject").map(String::as_str).unwrap_or("");
+        match inbound_unsubscribe(format!("Inbound:{id}"), from, subject) {
+            Some(f) => parsed.events.push(f),
+            None => parsed.ignored += 1,
+        }
+        return Ok(parsed);
+    }
     let doc: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let mut parsed = Parsed::default();
     fn push(parsed: &mut Parsed, f: Option<Feedback>) {
         match f {
             Some(f) => parsed.events.push(f),
@@ -567,6 +597,7 @@ pub fn parse(provider: Provider, body: &[u8]) -> Result<Parsed, String> {
         }
     }
     match provider {
+        Provider::Mailgun if mailgun_form(body).is_some() => {}
         Provider::Mailgun => {
             let data = doc
                 .get("event-data")

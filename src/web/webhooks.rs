@@ -1,4 +1,6 @@
-//! `POST /webhooks/{provider}`: bounce and complaint reports from mail providers. Public
+//! `POST /webhooks/{provider}`: bounce and complaint reports from mail providers, and
+//! mail received at `UNSUBSCRIBE_MAILTO` (Postmark inbound, a Mailgun route's forward,
+//! the generic `inbound_mail` event). Public
 //! (no session, no CSRF): the provider's signature or credentials are the authority.
 //! Answers are JSON: 200 with counts, 401 for a bad signature, 400 for a body that is
 //! not the provider's format, 404 for a provider that is not configured, 503 when the
@@ -49,6 +51,16 @@ pub async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    // A Mailgun route forwards mail with attachments as multipart: never an unsubscribe
+    // request. 406 tells Mailgun not to retry.
+    if provider == Provider::Mailgun
+        && header("content-type").is_some_and(|t| t.starts_with("multipart/"))
+    {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            "mail with attachments is not taken here",
+        );
+    }
     let verified = match feedback::verify(provider, &state.config.webhooks, &header, &body, now) {
         Ok(v) => v,
         Err(Rejection::Disabled) => return error(StatusCode::NOT_FOUND, "no such webhook"),

@@ -1010,4 +1010,68 @@ async fn an_unsubscribe_sent_by_mail_comes_back_through_the_inbound_webhook() {
         events(&app, other, "unsubscribed").await[0].1["via"],
         "mailto"
     );
+
+    // A Mailgun route's forward (a form, signed like its webhooks) for a third reader.
+    let third = subscriber(&app, "kim@example.com").await;
+    queue(&app, third, "mailto:kim").await;
+    assert_eq!(app.send_mail().await.sent, 1);
+    let got = smtp.wait_for(3).await;
+    let (_, _, kim) = got
+        .iter()
+        .map(|raw| mailto(raw))
+        .find(|(to, _, _)| to.contains("kim@"))
+        .unwrap();
+    let form = |token: &str, signature: &str, subject: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("recipient", "unsubscribe@example.com")
+            .append_pair("sender", "kim@example.com")
+            .append_pair("from", "김 <kim@example.com>")
+            .append_pair("subject", subject)
+            .append_pair("body-plain", "")
+            .append_pair("Message-Id", "<CAF=kim-1@mail.example.com>")
+            .append_pair("timestamp", &now.to_string())
+            .append_pair("token", token)
+            .append_pair("signature", signature)
+            .finish()
+    };
+    let mailgun = |body: String| {
+        let http = app.client().http;
+        let url = format!("{}/webhooks/mailgun", app.base);
+        async move {
+            http.post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let token = "a".repeat(50);
+    let res = mailgun(form(&token, &"0".repeat(64), &kim)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let signature = feedback::mailgun_signature(MAILGUN_KEY.as_bytes(), now, &token);
+    let res = mailgun(form(&token, &signature, &kim)).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "{}",
+        res.text().await.unwrap()
+    );
+    assert_eq!(status(&app, third).await, "unsubscribed");
+    // The same request again (same one-time token): refused as a replay.
+    let res = mailgun(form(&token, &signature, &kim)).await;
+    let res: Value = res.json().await.unwrap();
+    assert_eq!(res["status"], "already received");
+    assert_eq!(events(&app, third, "unsubscribed").await.len(), 1);
+    // With attachments Mailgun posts multipart: never an unsubscribe, not retried.
+    let res = app
+        .client()
+        .http
+        .post(format!("{}/webhooks/mailgun", app.base))
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x--")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_ACCEPTABLE);
 }
