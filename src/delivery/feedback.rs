@@ -597,7 +597,6 @@ pub fn parse(provider: Provider, body: &[u8]) -> Result<Parsed, String> {
         }
     }
     match provider {
-        Provider::Mailgun if mailgun_form(body).is_some() => {}
         Provider::Mailgun => {
             let data = doc
                 .get("event-data")
@@ -1065,73 +1064,69 @@ pub async fn apply(
             out.duplicates += 1;
         }
     }
-    // Subscriber rows are locked in address order, the same in every transaction. A
-    // request by mail is ordered by the address of the subscriber its token names (not
-    // the sender's); one whose token does not verify locks nothing.
-    let mut ordered = Vec::with_capacity(todo.len());
+    // Subscriber rows are locked in address order, the same in every transaction (a
+    // request by mail by the address of the subscriber its token names).
+    let mut found = Vec::with_capacity(todo.len());
     for f in todo {
-        let address = match &f.unsubscribe_token {
-            None => f.email.to_lowercase(),
-            Some(token) => match crate::audience::links::verify_subscriber_token(signing, token) {
-                Some(id) => sqlx::query_scalar::<_, String>(
-                    "SELECT lower(email) FROM subscribers WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .unwrap_or_default(),
-                None => String::new(),
-            },
-        };
-        ordered.push((address, f));
-    }
-    ordered.sort_by(|(a, f), (b, g)| (a, f.occurred_at).cmp(&(b, g.occurred_at)));
-    for (_, f) in ordered {
-        if apply_one(&mut tx, signing, provider, f, now).await? {
-            out.recorded += 1;
-        } else {
-            out.unknown += 1;
-            tracing::debug!(
-                provider = p,
-                event = %f.key,
-                "feedback for an address that is not a subscriber; nothing to do"
-            );
+        match subscriber_of(&mut tx, signing, f).await? {
+            Some((address, sid)) => found.push((address, sid, f)),
+            None => {
+                out.unknown += 1;
+                tracing::debug!(
+                    provider = p,
+                    event = %f.key,
+                    "feedback for an address that is not a subscriber; nothing to do"
+                );
+            }
         }
+    }
+    found.sort_by(|(a, _, f), (b, _, g)| (a, f.occurred_at).cmp(&(b, g.occurred_at)));
+    for (_, sid, f) in found {
+        apply_one(&mut tx, signing, provider, sid, f, now).await?;
+        out.recorded += 1;
     }
     tx.commit().await?;
     Ok(out)
 }
 
-/// `false` when the address is not a subscriber.
+/// The subscriber an event is about (lower-cased address and id): by its address, or
+/// for a request by mail by the signed token it carries; `None` when there is none, or
+/// the token does not verify (forged, or signed with another key).
+async fn subscriber_of(
+    tx: &mut PgConnection,
+    keys: &SigningKey,
+    f: &Feedback,
+) -> sqlx::Result<Option<(String, i64)>> {
+    match &f.unsubscribe_token {
+        Some(token) => match crate::audience::links::verify_subscriber_token(keys, token) {
+            Some(id) => {
+                sqlx::query_as("SELECT lower(email), id FROM subscribers WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+            }
+            None => Ok(None),
+        },
+        None => {
+            sqlx::query_as(
+                "SELECT lower(email), id FROM subscribers WHERE lower(email) = lower($1)",
+            )
+            .bind(&f.email)
+            .fetch_optional(&mut *tx)
+            .await
+        }
+    }
+}
+
+/// Applies one event to subscriber `sid`.
 async fn apply_one(
     tx: &mut PgConnection,
     keys: &SigningKey,
     provider: Provider,
+    sid: i64,
     f: &Feedback,
     now: DateTime<Utc>,
-) -> sqlx::Result<bool> {
-    let found: Option<i64> = match &f.unsubscribe_token {
-        // A request by mail names its subscriber by the signed token it carries; one
-        // that does not verify (forged, or signed with another key) changes nothing.
-        Some(token) => match crate::audience::links::verify_subscriber_token(keys, token) {
-            Some(id) => {
-                sqlx::query_scalar("SELECT id FROM subscribers WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => None,
-        },
-        None => {
-            sqlx::query_scalar("SELECT id FROM subscribers WHERE lower(email) = lower($1)")
-                .bind(&f.email)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-    };
-    let Some(sid) = found else {
-        return Ok(false);
-    };
+) -> sqlx::Result<()> {
     // A provider's clock may run ahead of ours; the timeline never shows the future.
     let at = f.occurred_at.filter(|t| *t <= now).unwrap_or(now);
 
@@ -1277,7 +1272,7 @@ async fn apply_one(
         .execute(&mut *tx)
         .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -488,13 +488,18 @@ impl Sender {
         }
     }
 
+    /// The shared rate limits' windows (`send_windows.scope`) and their limits (0: none).
+    fn rate_windows(&self) -> [(&'static str, i32); 2] {
+        [
+            ("second", self.settings.per_second),
+            ("hour", self.settings.per_hour),
+        ]
+    }
+
     /// When the shared rate limits let the next message go, if they let none go now: the
     /// end of each full window (the later one when both are full).
     async fn window_opens(&self, now: DateTime<Utc>) -> sqlx::Result<Option<DateTime<Utc>>> {
-        let limits = [
-            ("second", self.settings.per_second),
-            ("hour", self.settings.per_hour),
-        ];
+        let limits = self.rate_windows();
         if limits.iter().all(|&(_, limit)| limit <= 0) {
             return Ok(None);
         }
@@ -521,10 +526,7 @@ impl Sender {
         now: DateTime<Utc>,
     ) -> sqlx::Result<i64> {
         let mut allowed = want;
-        for (scope, limit) in [
-            ("second", self.settings.per_second),
-            ("hour", self.settings.per_hour),
-        ] {
+        for (scope, limit) in self.rate_windows() {
             if limit <= 0 {
                 continue;
             }
@@ -554,10 +556,7 @@ impl Sender {
         if n == 0 {
             return Ok(());
         }
-        for (scope, limit) in [
-            ("second", self.settings.per_second),
-            ("hour", self.settings.per_hour),
-        ] {
+        for (scope, limit) in self.rate_windows() {
             if limit > 0 {
                 sqlx::query("UPDATE send_windows SET used = used + $3 WHERE scope = $1 AND start = date_trunc($1, $2, 'UTC')")
                     .bind(scope)
@@ -1521,9 +1520,9 @@ fn hard_bounce(code: &str, reply: &str) -> bool {
         let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
         let digits = |p: &str| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
         (parts.next().is_none() && class == "5" && digits(subject) && digits(detail))
-            .then(|| (subject.to_owned(), detail.to_owned()))
+            .then_some((subject, detail))
     });
-    match enhanced.as_ref().map(|(s, d)| (s.as_str(), d.as_str())) {
+    match enhanced {
         Some(("1", _) | ("2", "1")) => true,
         Some(("7" | "3" | "6", _) | ("2", "2" | "3")) => false,
         _ => ["550", "551", "553"].iter().any(|c| code.starts_with(c)),
